@@ -1,0 +1,99 @@
+"""The registry of activation functions, parsed from names such as ``"leaky_relu(0.2)"``.
+
+Each entry is an elementwise ``jax`` function plus the facts that the kernel and the theory
+need about it: whether it is positively homogeneous (so that the forward signal can be
+rescaled exactly by powers of two) and where it has kinks (so that quadrature can be split).
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from typing import Callable, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sweep.errors import SpecError
+
+
+class Activation(NamedTuple):
+    """An activation function and what the engine needs to know about it.
+
+    Attributes:
+      name: canonical name, e.g. ``"relu"`` or ``"leaky_relu(0.2)"``; used as coordinate.
+      fn: elementwise function, any shape to the same shape.
+      homogeneous: ``fn(c * z) == c * fn(z)`` for every ``c > 0``.
+      kinks: points where ``fn`` is not smooth (its derivative jumps).
+    """
+
+    name: str
+    fn: Callable[[jax.Array], jax.Array]
+    homogeneous: bool
+    kinks: tuple[float, ...]
+
+
+def _leaky_relu(slope: float):
+    return functools.partial(jax.nn.leaky_relu, negative_slope=slope)
+
+
+def _elu(alpha: float):
+    return functools.partial(jax.nn.elu, alpha=alpha)
+
+
+def _identity(z):
+    return z
+
+
+# name -> (factory taking the parameters, default parameters, homogeneous, kinks)
+_FAMILIES: dict[str, tuple[Callable, tuple[float, ...], bool, tuple[float, ...]]] = {
+    "relu": (lambda: jax.nn.relu, (), True, (0.0,)),
+    "leaky_relu": (_leaky_relu, (0.01,), True, (0.0,)),
+    "linear": (lambda: _identity, (), True, ()),
+    "tanh": (lambda: jnp.tanh, (), False, ()),
+    "gelu": (lambda: functools.partial(jax.nn.gelu, approximate=False), (), False, ()),
+    "silu": (lambda: jax.nn.silu, (), False, ()),
+    "selu": (lambda: jax.nn.selu, (), False, (0.0,)),
+    "elu": (_elu, (1.0,), False, (0.0,)),
+    "sigmoid": (lambda: jax.nn.sigmoid, (), False, ()),
+    "erf": (lambda: jax.scipy.special.erf, (), False, ()),
+}
+
+NAMES: tuple[str, ...] = tuple(_FAMILIES)
+
+_PATTERN = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^()]*)\s*\))?\s*$")
+
+
+@functools.cache
+def get(name: str, field: str = "activation") -> Activation:
+    """Looks up an activation by name.
+
+    Args:
+      name: a registered name, optionally with parameters: ``"relu"``, ``"leaky_relu(0.2)"``,
+        ``"elu(0.5)"``. A parametrised family without parameters takes its default.
+      field: the spec field reported in errors.
+
+    Returns:
+      The ``Activation``; its ``name`` is canonical (``"leaky_relu"`` becomes
+      ``"leaky_relu(0.01)"``).
+
+    Raises:
+      SpecError: the name is not registered or its parameters do not fit.
+    """
+    allowed = ", ".join(f"{n}({', '.join(map(str, d))})" if d else n for n, (_, d, _, _) in _FAMILIES.items())
+    match = _PATTERN.match(name) if isinstance(name, str) else None
+    if match is None or match.group(1) not in _FAMILIES:
+        raise SpecError(field, f"unknown activation {name!r}; allowed: {allowed}")
+    family, arg_text = match.groups()
+    factory, defaults, homogeneous, kinks = _FAMILIES[family]
+    if arg_text is None or arg_text.strip() == "":
+        params = defaults
+    else:
+        try:
+            params = tuple(float(a) for a in arg_text.split(","))
+        except ValueError:
+            raise SpecError(field, f"parameters of {name!r} must be numbers; allowed: {allowed}") from None
+    if len(params) != len(defaults):
+        raise SpecError(field, f"{family} takes {len(defaults)} parameter(s), got {name!r}; allowed: {allowed}")
+    canonical = family + (f"({', '.join(repr(p) for p in params)})" if params else "")
+    return Activation(canonical, factory(*params), homogeneous, kinks)

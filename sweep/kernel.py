@@ -1,0 +1,288 @@
+"""The statistics kernel: draw, run forward, backpropagate and reduce, for many networks at once.
+
+For one network the kernel draws its layers (``sweep.network``), runs a batch of inputs forward
+with ``lax.scan``, backpropagates each example's loss with a reverse ``lax.scan`` of per-layer
+VJPs, and reduces every layer to a few scalars on device. ``make_kernel`` ``vmap``s this over
+networks and ``jit``s it once per architecture; only the per-layer scalars leave the device.
+
+Exact scale tracking. Deep networks at large or small gains leave float32's range. The
+kernel keeps every array near unit size by dividing it by a power of two, which is exact in
+floating point, and carries the exponent alongside:
+
+* Backward, always: the cotangent is linear in the loss gradient, so rescaling it is exact for
+  every activation.
+* Forward, for positively homogeneous activations (relu, leaky relu, linear), where
+  φ(2^k z) = 2^k φ(z). Biases are divided by the running scale, so z_l = 2^E z̃_l exactly.
+
+Statistics come out as float32 mantissas and int32 exponents; ``finish`` combines them in
+float64 on the host. For other activations a forward value can still overflow; the layers
+where that happens are marked in ``overflow`` and no other network is touched, since
+networks never mix.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep import network
+from sweep.network import Architecture
+
+FORWARD_STATS = ("preact_mean", "preact_meansq", "preact_var", "act_mean", "act_meansq", "act_var", "dead_fraction")
+BACKWARD_STATS = ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")
+LAYER_STATS = FORWARD_STATS + BACKWARD_STATS
+
+
+class Probe(NamedTuple):
+    """What is measured, besides the network itself: static, part of the compile key.
+
+    Attributes:
+      batch: inputs per network.
+      loss: ``"mse"`` or ``"projection"``.
+      outputs: readout dimension of ``"mse"``.
+      precision: ``"highest"`` or ``"default"``.
+      jacobian: also compute the input-output Jacobian's singular values.
+    """
+
+    batch: int
+    loss: str
+    outputs: int
+    precision: str
+    jacobian: bool
+
+    @property
+    def lax_precision(self):
+        return jax.lax.Precision.HIGHEST if self.precision == "highest" else jax.lax.Precision.DEFAULT
+
+
+def _normalise(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Divides ``a`` by the power of two 2^k nearest its RMS, exactly.
+
+    Returns:
+      ``(a / 2^k, k)`` with ``k`` an int32 scalar; ``k = 0`` when the RMS is 0 or not finite.
+    """
+    rms = jnp.sqrt(jnp.mean(jnp.square(a)))
+    _, k = jnp.frexp(rms)
+    k = jnp.where(jnp.isfinite(rms) & (rms > 0), k, 0).astype(jnp.int32)
+    k = jax.lax.stop_gradient(k)
+    return jnp.ldexp(a, -k), k
+
+
+def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    mean = jnp.mean(a)
+    return mean, jnp.mean(jnp.square(a)), jnp.mean(jnp.square(a - mean))
+
+
+def _forward(params, arch: Architecture, x: jax.Array, precision):
+    """Runs a batch forward with exact scale tracking, reducing each layer.
+
+    Args:
+      params: from ``network.draw_params``.
+      arch: the architecture.
+      x: inputs, ``(batch, n_0)``.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``(x_L, E_L, stats, residuals)``: the scaled last activations ``(batch, n_L)`` with
+      x_L(true) = 2^E_L · x_L; ``stats`` a dict of ``(L,)`` arrays (``FORWARD_STATS``
+      mantissas plus the exponents ``exp_in`` = E_{l-1} and ``exp_out`` = E_l); and, per
+      segment and block position, the stacked ``(x_{l-1}, z_l)`` needed backward.
+    """
+    phi, homogeneous = arch.phi, arch.homogeneous
+
+    def layer(carry, w, b):
+        h, e = carry
+        z = jnp.matmul(h, w, precision=precision) + jnp.ldexp(b, -e)
+        u = phi(z)
+        k = jnp.int32(0)
+        if homogeneous:
+            u, k = _normalise(u)
+        slope = jax.jvp(phi, (z,), (jnp.ones_like(z),))[1]
+        z_mean, z_meansq, z_var = _moments(z)
+        u_mean, u_meansq, u_var = _moments(u)
+        dead = jnp.mean(jnp.all(slope == 0, axis=0))
+        stats = dict(
+            preact_mean=z_mean, preact_meansq=z_meansq, preact_var=z_var,
+            act_mean=u_mean, act_meansq=u_meansq, act_var=u_var,
+            dead_fraction=dead.astype(z.dtype), exp_in=e, exp_out=e + k,
+        )
+        return (u, e + k), stats, (h, z)
+
+    def block_step(carry, block):
+        outs, res = [], []
+        for w, b in block:
+            carry, stats, residual = layer(carry, w, b)
+            outs.append(stats)
+            res.append(residual)
+        return carry, (_stack_block(outs), tuple(res))
+
+    carry = (x, jnp.int32(0))
+    per_segment, residuals = [], []
+    for block in params:
+        carry, (stats, res) = jax.lax.scan(block_step, carry, block)
+        per_segment.append(stats)
+        residuals.append(res)
+    x_last, e_last = carry
+    return x_last, e_last, _concat_layers(per_segment), tuple(residuals)
+
+
+def _backward(params, arch: Architecture, residuals, g: jax.Array, precision):
+    """Backpropagates the per-example cotangent ``g`` = ∂ℓ/∂x_L (scaled) through the layers.
+
+    Args:
+      params: from ``network.draw_params``.
+      arch: the architecture.
+      residuals: from ``_forward``.
+      g: scaled ∂ℓ/∂x_L, ``(batch, n_L)``, already normalised.
+      precision: ``lax.Precision``.
+
+    Returns:
+      A dict of ``(L,)`` arrays: ``BACKWARD_STATS`` mantissas (of the scaled quantities) and
+      ``exp_grad`` = F_l with ∂ℓ/∂x_l(true) = 2^F_l · (scaled), F_L = 0 here.
+    """
+    phi = arch.phi
+    batch = g.shape[0]
+
+    def layer(carry, w, residual):
+        g, f = carry
+        h, z = residual
+        delta = jax.vjp(phi, z)[1](g)[0]
+        dw = jnp.matmul(h.T, delta, precision=precision) / batch
+        stats = dict(
+            grad_act_meansq=jnp.mean(jnp.square(g)),
+            grad_preact_meansq=jnp.mean(jnp.square(delta)),
+            grad_weight_meansq=jnp.mean(jnp.square(dw)),
+            exp_grad=f,
+        )
+        g_prev, m = _normalise(jnp.matmul(delta, w.T, precision=precision))
+        return (g_prev, f + m), stats
+
+    def block_step(carry, xs):
+        block, res = xs
+        outs = []
+        for (w, _), residual in reversed(tuple(zip(block, res))):
+            carry, stats = layer(carry, w, residual)
+            outs.append(stats)
+        return carry, _stack_block(outs[::-1])
+
+    carry = (g, jnp.int32(0))
+    per_segment = []
+    for block, res in reversed(tuple(zip(params, residuals))):
+        carry, stats = jax.lax.scan(block_step, carry, (block, res), reverse=True)
+        per_segment.append(stats)
+    return _concat_layers(per_segment[::-1])
+
+
+def _stack_block(outs: list[dict]) -> dict:
+    return {k: jnp.stack([o[k] for o in outs]) for k in outs[0]}
+
+
+def _concat_layers(per_segment: list[dict]) -> dict:
+    """Scan outputs of shape (repeats, period) per segment -> one (L,) array per key."""
+    return {k: jnp.concatenate([s[k].reshape(-1) for s in per_segment]) for k in per_segment[0]}
+
+
+def _loss_and_cotangent(x_last, e_last, key, probe: Probe):
+    """The per-example loss at the scaled output, and its gradient, with exponents.
+
+    Returns:
+      ``(loss_mantissa, loss_exp, g, g_exp)``: the batch-mean loss is loss_mantissa ·
+      2^loss_exp and ∂ℓ_b/∂x_L = 2^g_exp · g[b].
+    """
+    n_last = x_last.shape[-1]
+    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
+    if probe.loss == "mse":
+        readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
+        target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
+        residual = jnp.matmul(x_last, readout, precision=probe.lax_precision) - jnp.ldexp(target, -e_last)
+        loss = jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1))
+        g = jnp.matmul(residual, readout.T, precision=probe.lax_precision)
+        return loss, 2 * e_last, g, e_last
+    projection = jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last)
+    loss = jnp.mean(x_last @ projection)
+    return loss, e_last, jnp.broadcast_to(projection, x_last.shape), jnp.int32(0)
+
+
+def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_std) -> dict:
+    """All statistics of one network, as mantissas and exponents (see ``finish``).
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      key: the network's key.
+      gain, bias_std: scalars.
+
+    Returns:
+      A dict of arrays: per layer ``(L,)`` the ``LAYER_STATS`` mantissas and the exponents
+      ``exp_in``, ``exp_out``, ``exp_grad``; per network ``loss`` and ``exp_loss``; with
+      ``probe.jacobian`` also ``jacobian_sv`` ``(min(n_0, n_L),)`` and ``exp_jacobian``.
+    """
+    precision = probe.lax_precision
+    params = network.draw_params(key, arch, gain, bias_std)
+    x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
+    x_last, e_last, out, residuals = _forward(params, arch, x, precision)
+    loss, exp_loss, g, exp_g = _loss_and_cotangent(x_last, e_last, key, probe)
+    g, m = _normalise(g)
+    back = _backward(params, arch, residuals, g, precision)
+    out.update(back)
+    out["exp_grad"] = out["exp_grad"] + exp_g + m
+    out["loss"], out["exp_loss"] = loss, exp_loss
+    if probe.jacobian:
+        def last_layer(x0):
+            x_l, e_l, _, _ = _forward(params, arch, x0[None], precision)
+            return x_l[0], e_l
+
+        jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
+        out["jacobian_sv"] = jnp.linalg.svd(jac, compute_uv=False)
+        out["exp_jacobian"] = e_jac
+    return out
+
+
+@functools.cache
+def make_kernel(arch: Architecture, probe: Probe):
+    """The compiled kernel for one architecture: many networks in one call.
+
+    Returns:
+      ``kernel(rng_seed, indices, gains, bias_stds) -> dict`` where ``indices`` (int32),
+      ``gains`` and ``bias_stds`` (float32) have shape ``(C,)`` and each output has a leading
+      axis of size C. Network i is drawn from ``network_key(rng_seed, indices[i])``.
+    """
+
+    def one(rng_seed, index, gain, bias_std):
+        return network_stats(arch, probe, network.network_key(rng_seed, index), gain, bias_std)
+
+    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+
+
+def finish(raw: dict) -> dict[str, np.ndarray]:
+    """Combines the kernel's mantissas and exponents into float64 statistics on the host.
+
+    Args:
+      raw: the kernel's output, arrays with leading network axis ``(C, ...)``.
+
+    Returns:
+      ``LAYER_STATS`` as ``(C, L)`` float64, ``overflow`` ``(C, L)`` bool (a statistic of
+      that layer is not finite: float32, or float64 after rescaling, was exceeded), ``loss``
+      ``(C,)`` and, if measured, ``jacobian_singular_values`` ``(C, k)``.
+    """
+    raw = {k: np.asarray(v) for k, v in raw.items()}
+    e_in, e_out, f = (raw[k].astype(np.int64) for k in ("exp_in", "exp_out", "exp_grad"))
+    exponents = {
+        "preact_mean": e_in, "preact_meansq": 2 * e_in, "preact_var": 2 * e_in,
+        "act_mean": e_out, "act_meansq": 2 * e_out, "act_var": 2 * e_out,
+        "dead_fraction": np.zeros_like(e_in),
+        "grad_act_meansq": 2 * f, "grad_preact_meansq": 2 * f, "grad_weight_meansq": 2 * (e_in + f),
+    }
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = {k: np.ldexp(raw[k].astype(np.float64), exponents[k]) for k in LAYER_STATS}
+        out["overflow"] = ~np.all([np.isfinite(out[k]) for k in LAYER_STATS], axis=0)
+        out["loss"] = np.ldexp(raw["loss"].astype(np.float64), raw["exp_loss"].astype(np.int64))
+        if "jacobian_sv" in raw:
+            out["jacobian_singular_values"] = np.ldexp(
+                raw["jacobian_sv"].astype(np.float64), raw["exp_jacobian"].astype(np.int64)[:, None]
+            )
+    return out

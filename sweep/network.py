@@ -1,0 +1,187 @@
+"""The network family: one definition of how a random MLP is drawn and run.
+
+A network is fixed by its ``Architecture`` (static: activation, init, widths) and drawn from
+its key, gain and bias std (dynamic: these are ``vmap``-ed over). Every random draw of a
+network depends only on its key, and every layer's draw only on that key and the layer's
+index, so a network is the same whether it is drawn alone, in a chunk of thousands, by the
+statistics kernel or by the trainer.
+
+Layers with the same shape are stacked and run with ``lax.scan``. Consecutive layers are
+grouped into ``Segment``s: a block of one or a few layer shapes repeated several times, so
+that constant widths scan over single layers and alternating widths scan over pairs.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sweep import activations, inits, profiles
+
+# Stream tags for fold_in: each kind of draw of a network has its own stream.
+LAYER_STREAM = 0
+INPUT_STREAM = 1
+TARGET_STREAM = 2
+READOUT_STREAM = 3
+
+Params = tuple  # per segment: a tuple over block positions of (W (r, n_in, n_out), b (r, n_out))
+
+
+class Architecture(NamedTuple):
+    """The static part of a network: what ``jit`` compiles for.
+
+    Attributes:
+      activation: canonical activation name.
+      init: init name.
+      widths: ``(n_0, n_1, ..., n_L)``, the input dimension then the hidden widths.
+    """
+
+    activation: str
+    init: str
+    widths: tuple[int, ...]
+
+    @classmethod
+    def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int) -> "Architecture":
+        """The architecture at one point of a grid."""
+        return cls(activation, init, profiles.widths(profile, width, depth))
+
+    @property
+    def depth(self) -> int:
+        return len(self.widths) - 1
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        """``(n_{l-1}, n_l)`` for l = 1..L."""
+        return tuple(zip(self.widths[:-1], self.widths[1:]))
+
+    @property
+    def phi(self):
+        return activations.get(self.activation).fn
+
+    @property
+    def homogeneous(self) -> bool:
+        return activations.get(self.activation).homogeneous
+
+
+class Segment(NamedTuple):
+    """Layers ``start+1 .. start+len(block)*repeats``: ``block`` of shapes, ``repeats`` times."""
+
+    start: int
+    block: tuple[tuple[int, int], ...]
+    repeats: int
+
+
+@functools.cache
+def segments(shapes: tuple[tuple[int, int], ...], max_period: int = 4) -> tuple[Segment, ...]:
+    """Splits the layer shapes greedily into repeated blocks, longest coverage first.
+
+    Args:
+      shapes: ``(n_in, n_out)`` of each layer.
+      max_period: the longest block considered.
+
+    Returns:
+      Segments that together cover the layers in order.
+    """
+    out, i = [], 0
+    while i < len(shapes):
+        best = (1, 1)  # (period, repeats)
+        for p in range(1, max_period + 1):
+            block = shapes[i : i + p]
+            if len(block) < p:
+                break
+            r = 1
+            while shapes[i + r * p : i + (r + 1) * p] == block:
+                r += 1
+            if r > 1 and p * r > best[0] * best[1]:
+                best = (p, r)
+        p, r = best
+        out.append(Segment(i, shapes[i : i + p], r))
+        i += p * r
+    return tuple(out)
+
+
+def network_key(rng_seed: int | jax.Array, index: int | jax.Array) -> jax.Array:
+    """The key of the network with global ``index`` in a sweep with base seed ``rng_seed``."""
+    return jax.random.fold_in(jax.random.key(rng_seed), index)
+
+
+def draw_layer(key: jax.Array, shape: tuple[int, int], init: str, gain, bias_std):
+    """Draws one layer.
+
+    Args:
+      key: the layer's key.
+      shape: ``(n_in, n_out)``.
+      init: init name.
+      gain: σ_w, a scalar.
+      bias_std: σ_b, a scalar.
+
+    Returns:
+      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``, Var[W] = gain² / fan.
+    """
+    w_key, b_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
+    w = gain * inits.get(init).sample(w_key, shape)
+    b = bias_std * jax.random.normal(b_key, (shape[1],))
+    return w, b
+
+
+def draw_params(key: jax.Array, arch: Architecture, gain, bias_std) -> Params:
+    """Draws all layers of one network, stacked by segment.
+
+    Args:
+      key: the network's key (``network_key``).
+      arch: the architecture.
+      gain, bias_std: scalars.
+
+    Returns:
+      For each segment, for each block position j, ``(W, b)`` stacked over repeats:
+      ``W`` of shape ``(repeats, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
+      Layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``.
+    """
+    layers_key = jax.random.fold_in(key, LAYER_STREAM)
+    params = []
+    for seg in segments(arch.shapes):
+        period = len(seg.block)
+        block = []
+        for j, shape in enumerate(seg.block):
+            numbers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
+            keys = jax.vmap(lambda n: jax.random.fold_in(layers_key, n))(numbers)
+            block.append(jax.vmap(lambda k: draw_layer(k, shape, arch.init, gain, bias_std))(keys))
+        params.append(tuple(block))
+    return tuple(params)
+
+
+def layer_list(params: Params) -> list[tuple[jax.Array, jax.Array]]:
+    """Unstacks ``params`` into ``[(W_1, b_1), ..., (W_L, b_L)]`` (for tests and small uses)."""
+    out = []
+    for block in params:
+        repeats = block[0][0].shape[0]
+        for i in range(repeats):
+            out.extend((w[i], b[i]) for w, b in block)
+    return out
+
+
+def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+    """Runs the network forward.
+
+    Args:
+      params: from ``draw_params``.
+      arch: the architecture.
+      x: inputs, shape ``(batch, n_0)``.
+      precision: matmul precision.
+
+    Returns:
+      The last hidden layer's activations, shape ``(batch, n_L)``.
+    """
+    phi = arch.phi
+
+    def block_step(h, block):
+        for w, b in block:
+            h = phi(jnp.matmul(h, w, precision=precision) + b)
+        return h, None
+
+    for block in params:
+        x, _ = jax.lax.scan(block_step, x, block)
+    return x

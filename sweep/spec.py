@@ -1,0 +1,288 @@
+"""The sweep spec: a TOML file and the same thing as a frozen Python object.
+
+Every key is validated when the spec is built; an unknown key, a wrong type or a value
+outside what is allowed raises ``SpecError`` naming the field, so that a typo is never
+silently ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sweep import activations, inits, profiles
+from sweep.errors import SpecError
+
+GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width", "gain", "bias_std")
+"""The grid axes, in the order of the dataset's dims."""
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+_KINDS = ("stats",)
+_INPUTS = ("gaussian",)
+_LOSSES = ("mse", "projection")
+_PRECISIONS = ("highest", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class Grid:
+    """The axes of a sweep; each a tuple of coordinate values, never empty.
+
+    Attributes:
+      activation: canonical activation names (see ``sweep.activations``).
+      init: init names (see ``sweep.inits``).
+      profile: width-profile names (see ``sweep.profiles``).
+      depth: numbers of hidden layers, positive.
+      width: base widths n (also the input dimension), positive.
+      gain: σ_w; weights have variance gain² / fan.
+      bias_std: σ_b; biases are N(0, σ_b²).
+    """
+
+    activation: tuple[str, ...] = ("relu",)
+    init: tuple[str, ...] = ("fan_in",)
+    profile: tuple[str, ...] = ("constant",)
+    depth: tuple[int, ...] = (10,)
+    width: tuple[int, ...] = (64,)
+    gain: tuple[float, ...] = (math.sqrt(2.0),)
+    bias_std: tuple[float, ...] = (0.0,)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Length of each axis, in ``GRID_AXES`` order."""
+        return tuple(len(getattr(self, a)) for a in GRID_AXES)
+
+    @property
+    def size(self) -> int:
+        """Number of grid points."""
+        return math.prod(self.shape)
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Grid":
+        """Builds and validates a grid from its TOML table.
+
+        Raises:
+          SpecError: unknown axis, empty axis, wrong type or value out of range.
+        """
+        _reject_unknown(raw, GRID_AXES, "grid")
+        values: dict[str, tuple] = {}
+        for axis in ("activation", "init", "profile"):
+            names = _string_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}")
+            if axis == "activation":
+                names = [activations.get(n, "grid.activation").name for n in names]
+            elif axis == "init":
+                names = [inits.get(n, "grid.init").name for n in names]
+            else:
+                names = [profiles.check(n, "grid.profile") for n in names]
+            values[axis] = _unique(names, f"grid.{axis}")
+        for axis in ("depth", "width"):
+            ints = _number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=True)
+            if any(v < 1 for v in ints):
+                raise SpecError(f"grid.{axis}", f"must be positive integers, got {ints}")
+            values[axis] = _unique(ints, f"grid.{axis}")
+        for axis in ("gain", "bias_std"):
+            floats = _number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=False)
+            if any(not math.isfinite(v) or v < 0 for v in floats):
+                raise SpecError(f"grid.{axis}", f"must be finite numbers >= 0, got {floats}")
+            values[axis] = _unique(floats, f"grid.{axis}")
+        return cls(**values)
+
+
+@dataclasses.dataclass(frozen=True)
+class Spec:
+    """A whole sweep.
+
+    Attributes:
+      name: a short name, used for default output paths.
+      kind: ``"stats"``: random-init statistics.
+      rng_seed: base PRNG seed of the whole sweep.
+      seeds: independent networks per grid point (dim ``seed`` = 0..seeds-1).
+      batch: inputs per network.
+      input: ``"gaussian"``: i.i.d. N(0, 1) inputs of dimension ``width``.
+      loss: ``"mse"`` (linear readout against random Gaussian targets) or ``"projection"``
+        (a random linear projection of the last layer).
+      outputs: readout dimension of the ``"mse"`` loss.
+      precision: ``"highest"`` (exact float32 matmuls) or ``"default"`` (the backend's
+        faster, reduced-precision matmuls on GPU and TPU).
+      jacobian: also record the singular values of the input-output Jacobian.
+      grid: the grid axes.
+    """
+
+    name: str = "sweep"
+    kind: str = "stats"
+    rng_seed: int = 0
+    seeds: int = 16
+    batch: int = 128
+    input: str = "gaussian"
+    loss: str = "mse"
+    outputs: int = 10
+    precision: str = "highest"
+    jacobian: bool = False
+    grid: Grid = dataclasses.field(default_factory=Grid)
+
+    @property
+    def num_networks(self) -> int:
+        """Networks in the sweep: grid points times seeds."""
+        return self.grid.size * self.seeds
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "Spec":
+        """Builds and validates a spec from a dict shaped like the TOML file.
+
+        Raises:
+          SpecError: naming the first offending field.
+        """
+        if not isinstance(raw, dict):
+            raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        _reject_unknown(raw, fields, "")
+        kw: dict[str, Any] = {}
+        kw["kind"] = _choice(raw.get("kind", cls.kind), "kind", _KINDS)
+        name = raw.get("name", cls.name)
+        if not isinstance(name, str) or not _NAME.match(name):
+            raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+        kw["name"] = name
+        kw["rng_seed"] = _integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
+        kw["seeds"] = _integer(raw.get("seeds", cls.seeds), "seeds", minimum=1)
+        kw["batch"] = _integer(raw.get("batch", cls.batch), "batch", minimum=1)
+        kw["outputs"] = _integer(raw.get("outputs", cls.outputs), "outputs", minimum=1)
+        kw["input"] = _choice(raw.get("input", cls.input), "input", _INPUTS)
+        kw["loss"] = _choice(raw.get("loss", cls.loss), "loss", _LOSSES)
+        kw["precision"] = _choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
+        jacobian = raw.get("jacobian", cls.jacobian)
+        if not isinstance(jacobian, bool):
+            raise SpecError("jacobian", f"must be true or false, got {jacobian!r}")
+        kw["jacobian"] = jacobian
+        grid = raw.get("grid", {})
+        if not isinstance(grid, (dict, Grid)):
+            raise SpecError("grid", f"must be a table of axes, got {type(grid).__name__}")
+        kw["grid"] = grid if isinstance(grid, Grid) else Grid.from_dict(grid)
+        return cls(**kw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "Spec":
+        """Reads and validates a spec file.
+
+        Raises:
+          SpecError: the file is missing, is not TOML, or a field is bad.
+        """
+        path = Path(path)
+        try:
+            text = path.read_text()
+        except OSError as e:
+            raise SpecError("spec", f"cannot read {str(path)!r}: {e.strerror}") from None
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
+            raise SpecError("spec", f"{str(path)!r} is not valid TOML: {e}") from None
+        return cls.from_dict(raw)
+
+    def replace(self, **changes: Any) -> "Spec":
+        """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
+        raw = self.to_dict()
+        grid_changes = changes.pop("grid", None)
+        raw.update(changes)
+        if isinstance(grid_changes, Grid):
+            raw["grid"] = dataclasses.asdict(grid_changes)
+        elif grid_changes is not None:
+            raw["grid"] = {**raw["grid"], **grid_changes}
+        return Spec.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
+        raw = dataclasses.asdict(self)
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
+        return raw
+
+    def to_json(self) -> str:
+        """The spec as JSON, as stored in the dataset's attributes."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Spec":
+        """Inverse of ``to_json``."""
+        return cls.from_dict(json.loads(text))
+
+
+def _reject_unknown(raw: dict, allowed, where: str) -> None:
+    for key in raw:
+        if key not in allowed:
+            field = f"{where}.{key}" if where else key
+            raise SpecError(field, f"unknown key; allowed: {', '.join(sorted(allowed))}")
+
+
+def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
+    if value not in allowed:
+        raise SpecError(field, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
+    return value
+
+
+def _integer(value: Any, field: str, minimum: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise SpecError(field, f"must be an integer >= {minimum}, got {value!r}")
+    if value < minimum:
+        raise SpecError(field, f"must be an integer >= {minimum}, got {value}")
+    return value
+
+
+def _string_list(value: Any, field: str) -> list[str]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+        raise SpecError(field, f"must be a list of names, got {value!r}")
+    if not value:
+        raise SpecError(field, "must not be empty")
+    return list(value)
+
+
+def _number_list(value: Any, field: str, integer: bool) -> list:
+    """A list of numbers, or a range table ``{start, stop, num[, log]}`` (stop included)."""
+    what = "integers" if integer else "numbers"
+    if isinstance(value, dict):
+        if integer:
+            raise SpecError(field, f"must be a list of {what}, got a range table")
+        value = _expand_range(value, field)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise SpecError(field, f"must be a list of {what} or a range {{start, stop, num}}, got {value!r}")
+    if not value:
+        raise SpecError(field, "must not be empty")
+    for v in value:
+        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
+        if isinstance(v, bool) or not ok:
+            raise SpecError(field, f"must be a list of {what}, got {value!r}")
+    return [int(v) for v in value] if integer else [float(v) for v in value]
+
+
+def _expand_range(table: dict, field: str) -> list[float]:
+    _reject_unknown(table, ("start", "stop", "num", "log"), field)
+    for key in ("start", "stop", "num"):
+        if key not in table:
+            raise SpecError(f"{field}.{key}", "missing; a range needs start, stop and num")
+    start, stop, num, log = table["start"], table["stop"], table["num"], table.get("log", False)
+    for key, v in (("start", start), ("stop", stop)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise SpecError(f"{field}.{key}", f"must be a number, got {v!r}")
+    num = _integer(num, f"{field}.num", minimum=1)
+    if not isinstance(log, bool):
+        raise SpecError(f"{field}.log", f"must be true or false, got {log!r}")
+    if log:
+        if start <= 0 or stop <= 0:
+            raise SpecError(field, f"a log range needs start > 0 and stop > 0, got {start}, {stop}")
+        return [float(v) for v in np.geomspace(start, stop, num)]
+    return [float(v) for v in np.linspace(start, stop, num)]
+
+
+def _unique(values: list, field: str) -> tuple:
+    seen = set()
+    for v in values:
+        if v in seen:
+            raise SpecError(field, f"values must be distinct, {v!r} appears twice")
+        seen.add(v)
+    return tuple(values)
