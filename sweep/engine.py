@@ -51,7 +51,7 @@ def run(
     bar = tqdm(total=spec.num_networks, unit="net", desc=spec.name, disable=not progress, dynamic_ncols=True)
     pending = None  # one chunk in flight while the host gathers the previous one
     for group in the_plan.groups:
-        kern = kernel.make_kernel(group.arch, the_plan.probe)
+        kern = kernel.make_kernel(group.arch, the_plan.probe, group.micro_batch)
         for chunk in the_plan.chunks(group):
             g_idx, b_idx, _ = np.unravel_index(chunk.indices % np.prod(local_shape), local_shape)
             raw = kern(

@@ -123,7 +123,7 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
     carry = (x, jnp.int32(0))
     per_segment, residuals = [], []
     for block in params:
-        carry, (stats, res) = jax.lax.scan(block_step, carry, block)
+        carry, (stats, res) = network.scan_blocks(block_step, carry, block)
         per_segment.append(stats)
         residuals.append(res)
     x_last, e_last = carry
@@ -172,7 +172,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision):
     carry = (g, jnp.int32(0))
     per_segment = []
     for block, res in reversed(tuple(zip(params, residuals))):
-        carry, stats = jax.lax.scan(block_step, carry, (block, res), reverse=True)
+        carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
         per_segment.append(stats)
     return _concat_layers(per_segment[::-1])
 
@@ -198,10 +198,14 @@ def _loss_and_cotangent(x_last, e_last, key, probe: Probe):
     if probe.loss == "mse":
         readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
         target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
-        residual = jnp.matmul(x_last, readout, precision=probe.lax_precision) - jnp.ldexp(target, -e_last)
+        # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
+        # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
+        s = jnp.maximum(e_last, 0)
+        prediction = jnp.matmul(x_last, readout, precision=probe.lax_precision)
+        residual = jnp.ldexp(prediction, e_last - s) - jnp.ldexp(target, -s)
         loss = jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1))
         g = jnp.matmul(residual, readout.T, precision=probe.lax_precision)
-        return loss, 2 * e_last, g, e_last
+        return loss, 2 * s, g, s
     projection = jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last)
     loss = jnp.mean(x_last @ projection)
     return loss, e_last, jnp.broadcast_to(projection, x_last.shape), jnp.int32(0)
@@ -243,19 +247,39 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
 
 
 @functools.cache
-def make_kernel(arch: Architecture, probe: Probe):
+def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
     """The compiled kernel for one architecture: many networks in one call.
 
+    Networks are ``vmap``-ed in micro-batches of a fixed size, and a call runs its
+    micro-batches one after another with ``lax.map``. XLA's fusion and vectorisation depend
+    on array shapes, so a network's numbers are bit-identical only if it is always computed
+    inside the same shape: fixing the micro-batch makes results independent of how many
+    networks a call holds, hence of the memory budget and the chunking.
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      micro_batch: networks ``vmap``-ed together.
+
     Returns:
-      ``kernel(rng_seed, indices, gains, bias_stds) -> dict`` where ``indices`` (int32),
-      ``gains`` and ``bias_stds`` (float32) have shape ``(C,)`` and each output has a leading
-      axis of size C. Network i is drawn from ``network_key(rng_seed, indices[i])``.
+      ``kernel(rng_seed, indices, gains, bias_stds) -> dict`` where ``indices`` (uint32),
+      ``gains`` and ``bias_stds`` (float32) have shape ``(C,)``, C a multiple of
+      ``micro_batch``, and each output has a leading axis of size C. Network i is drawn
+      from ``network_key(rng_seed, indices[i])``.
     """
 
     def one(rng_seed, index, gain, bias_std):
         return network_stats(arch, probe, network.network_key(rng_seed, index), gain, bias_std)
 
-    return jax.jit(jax.vmap(one, in_axes=(None, 0, 0, 0)))
+    batched = jax.vmap(one, in_axes=(None, 0, 0, 0))
+
+    def run(rng_seed, indices, gains, bias_stds):
+        size = indices.shape[0]
+        split = lambda a: a.reshape(size // micro_batch, micro_batch)
+        out = jax.lax.map(lambda xs: batched(rng_seed, *xs), (split(indices), split(gains), split(bias_stds)))
+        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
+
+    return jax.jit(run)
 
 
 def finish(raw: dict) -> dict[str, np.ndarray]:

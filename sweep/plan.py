@@ -31,6 +31,9 @@ STATIC_AXES = GRID_AXES[:5]
 _UNITS = {"": 1, "b": 1, "k": 10**3, "kb": 10**3, "m": 10**6, "mb": 10**6, "g": 10**9, "gb": 10**9,
           "kib": 2**10, "mib": 2**20, "gib": 2**30, "t": 10**12, "tb": 10**12}
 _WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted below
+_MICRO_BATCH_BYTES = {"cpu": 64 * 2**20}  # per platform; accelerators get _ACCELERATOR_BYTES
+_ACCELERATOR_BYTES = 2 * 2**30
+_MAX_MICRO_BATCH = 256
 
 
 class Chunk(NamedTuple):
@@ -54,11 +57,13 @@ class Group(NamedTuple):
     Attributes:
       position: index along each of ``STATIC_AXES``.
       arch: the architecture.
-      chunk_size: networks per kernel call.
+      micro_batch: networks ``vmap``-ed together; fixed by the architecture alone.
+      chunk_size: networks per kernel call, a multiple of ``micro_batch``.
     """
 
     position: tuple[int, ...]
     arch: Architecture
+    micro_batch: int
     chunk_size: int
 
 
@@ -141,6 +146,21 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
     return int(4 * _WORKSPACE_FACTOR * (weights + residuals + temporaries + jacobian))
 
 
+def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -> int:
+    """How many networks the kernel ``vmap``s together: a power of two set by the architecture.
+
+    It must not depend on the memory budget or on the number of networks, since a network's
+    numbers are bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
+    """
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
+    fits = max(1, reference // bytes_per_network(arch, probe))
+    return int(min(_MAX_MICRO_BATCH, 2 ** int(math.log2(fits))))
+
+
 def bytes_of_result(spec: Spec) -> int:
     """Size of the stored dataset, uncompressed: an upper bound of the store on disk."""
     g = spec.grid
@@ -171,18 +191,19 @@ def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
     for position in np.ndindex(*g.shape[:5]):
         values = [getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position)]
         arch = Architecture.from_grid(*values)
-        need = bytes_per_network(arch, probe)
-        fits = budget // need
-        if fits < 1:
+        micro = micro_batch(arch, probe)
+        need = micro * bytes_per_network(arch, probe)
+        if need > budget:
             raise SpecError(
                 "memory",
-                f"one network of {dict(zip(STATIC_AXES, values))} needs about {need / 1e6:.0f} MB; "
-                f"the budget is {budget / 1e6:.0f} MB (raise --memory or lower batch/width/depth)",
+                f"the smallest chunk of {dict(zip(STATIC_AXES, values))} ({micro} networks) needs about "
+                f"{need / 1e6:.0f} MB; the budget is {budget / 1e6:.0f} MB (raise --memory or lower batch/width/depth)",
             )
-        # Balance the chunks so the last one is padded as little as possible.
-        size = min(per_group, fits)
-        size = math.ceil(per_group / math.ceil(per_group / size))
-        groups.append(Group(tuple(position), arch, size))
+        # Balance the chunks so that the last one is padded as little as possible.
+        micro_batches = math.ceil(per_group / micro)
+        per_chunk = min(micro_batches, budget // need)
+        chunks = math.ceil(micro_batches / per_chunk)
+        groups.append(Group(tuple(position), arch, micro, micro * math.ceil(micro_batches / chunks)))
     return Plan(spec, probe, tuple(groups), budget)
 
 

@@ -212,7 +212,7 @@ def export_netcdf(ds: xr.Dataset, path: str | Path, overwrite: bool = False) -> 
         if ds[name].dtype == bool:
             ds[name] = ds[name].astype(np.int8)
     partial = path.with_name(f".{path.name}.partial")
-    ds.to_netcdf(partial, engine="h5netcdf")
+    ds.to_netcdf(partial, engine="netcdf4")
     partial.replace(path)
     return path
 

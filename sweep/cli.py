@@ -1,0 +1,78 @@
+"""The ``sweep`` command line: a thin layer over the Python API.
+
+Bad input of any kind ends with one line on stderr that names the field and what is
+allowed, and exit code 2; nothing is written in that case.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from sweep.errors import SpecError
+
+app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    help="Random-init statistics of thousands of deep networks, stored as xarray/zarr.",
+)
+
+MemoryOption = Annotated[
+    Optional[str], typer.Option("--memory", help="Device memory budget per kernel call, e.g. 4GB (default: auto).")
+]
+
+
+@app.command()
+def run(
+    spec: Annotated[Path, typer.Argument(help="The sweep spec, a TOML file.")],
+    out: Annotated[Optional[Path], typer.Option("--out", help="Zarr store to write (default results/NAME.zarr).")] = None,
+    memory: MemoryOption = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+):
+    """Run a sweep and write its dataset to a zarr store."""
+    import sweep
+
+    the_spec = sweep.Spec.from_toml(spec)
+    out = out or Path("results") / f"{the_spec.name}.zarr"
+    sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress)
+    typer.echo(f"wrote {out}  (inspect: sweep show {out})")
+
+
+@app.command()
+def show(path: Annotated[Path, typer.Argument(help="A store written by `sweep run`.")]):
+    """Print a readable summary of a store."""
+    from sweep import store
+
+    typer.echo(store.describe(store.load(path)))
+
+
+@app.command()
+def export(
+    path: Annotated[Path, typer.Argument(help="A store written by `sweep run`.")],
+    netcdf: Annotated[Path, typer.Option("--netcdf", help="The netCDF file to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+):
+    """Export a store to netCDF."""
+    from sweep import store
+
+    store.export_netcdf(store.load(path).load(), netcdf, overwrite=overwrite)
+    typer.echo(f"wrote {netcdf}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: runs the app, turning ``SpecError`` into one line and exit code 2."""
+    try:
+        app(args=argv)
+    except SpecError as e:
+        print(f"sweep: error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The kernel measures exactly what a plain autodiff network gives, and keeps extremes finite."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from sweep import kernel, network
+
+
+def plain_statistics(arch, probe, key, gain, bias_std):
+    """The same network as plain float32 JAX with ``jax.grad``: no scaling, no custom backward."""
+    params = network.draw_params(key, arch, gain, bias_std)
+    layers = network.layer_list(params)
+    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
+    n_last = arch.widths[-1]
+    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
+    hi = jax.lax.Precision.HIGHEST
+
+    def mean_loss(weights, z_probes, x_probes):
+        h, zs, xs = x0, [], []
+        for (w, b), pz, px in zip(weights, z_probes, x_probes):
+            z = jnp.matmul(h, w, precision=hi) + b + pz
+            h = arch.phi(z) + px
+            zs.append(z)
+            xs.append(h)
+        if probe.loss == "mse":
+            readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
+            target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
+            per_example = 0.5 * jnp.sum(jnp.square(jnp.matmul(h, readout, precision=hi) - target), -1)
+        else:
+            per_example = h @ (jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last))
+        return jnp.mean(per_example), (zs, xs)
+
+    zeros = [jnp.zeros((probe.batch, w.shape[1])) for w, _ in layers]
+    grads, (zs, xs) = jax.grad(mean_loss, argnums=(0, 1, 2), has_aux=True)(layers, zeros, zeros)
+    loss = mean_loss(layers, zeros, zeros)[0]
+    dw, dz, dx = grads
+    b = probe.batch  # gradients of the mean loss, times B, are each example's own gradients
+    out = {
+        "preact_mean": [jnp.mean(z) for z in zs], "preact_meansq": [jnp.mean(z**2) for z in zs],
+        "preact_var": [jnp.var(z) for z in zs], "act_mean": [jnp.mean(x) for x in xs],
+        "act_meansq": [jnp.mean(x**2) for x in xs], "act_var": [jnp.var(x) for x in xs],
+        "grad_preact_meansq": [jnp.mean((g * b) ** 2) for g in dz],
+        "grad_act_meansq": [jnp.mean((g * b) ** 2) for g in dx],
+        "grad_weight_meansq": [jnp.mean(g[0] ** 2) for g in dw],
+    }
+    return {k: np.array(v, np.float64) for k, v in out.items()}, float(loss)
+
+
+CASES = [
+    ("relu", "fan_in", "constant", "mse", 0.0),
+    ("relu", "fan_out", "alternating", "mse", 0.3),
+    ("leaky_relu(0.2)", "fan_avg_uniform", "taper", "projection", 0.1),
+    ("tanh", "fan_in_truncated", "alternating", "mse", 0.2),
+    ("gelu", "orthogonal", "constant", "projection", 0.0),
+    ("selu", "fan_in", "taper", "mse", 0.1),
+    ("erf", "fan_avg", "constant", "mse", 0.0),
+]
+
+
+@pytest.mark.parametrize("activation, init, profile, loss, bias_std", CASES)
+def test_kernel_equals_plain_autodiff(activation, init, profile, loss, bias_std):
+    arch = network.Architecture.from_grid(activation, init, profile, 6, 16)
+    probe = kernel.Probe(batch=8, loss=loss, outputs=3, precision="highest", jacobian=False)
+    run = kernel.make_kernel(arch, probe, 1)
+    gains = jnp.asarray([0.9, 1.6], jnp.float32)
+    stats = kernel.finish(run(jnp.uint32(5), jnp.asarray([11, 12], jnp.uint32), gains, jnp.full(2, bias_std, jnp.float32)))
+    for i, index in enumerate((11, 12)):
+        expected, loss_value = plain_statistics(arch, probe, network.network_key(5, index), gains[i], bias_std)
+        for name, values in expected.items():
+            # float32 results that differ only in the order of summation
+            np.testing.assert_allclose(stats[name][i], values, rtol=2e-5, atol=1e-7, err_msg=name)
+        np.testing.assert_allclose(stats["loss"][i], loss_value, rtol=2e-5)
+        assert not stats["overflow"][i].any()
+
+
+def test_relu_homogeneity_holds_far_beyond_float32():
+    """Bias-free relu networks: z_l(g W) = g^l z_l(W), so every statistic scales as a power of g.
+
+    At gain 10 and depth 60 the pre-activations reach about 50^60 ≈ 1e102 and the weight
+    gradients about 50^119 ≈ 1e202, far beyond float32; the kernel's power-of-two scale
+    tracking must still give the exact powers.
+    """
+    depth, gain = 60, 10.0
+    arch = network.Architecture.from_grid("relu", "fan_in", "constant", depth, 16)
+    # The projection loss has ∂ℓ/∂x_L = u whatever the output, so the backward pass is
+    # homogeneous too: δ_l ~ g^{L-l} and ∂C/∂W_l = x_{l-1} δ_l ~ g^{L-1} in every layer.
+    probe = kernel.Probe(batch=4, loss="projection", outputs=1, precision="highest", jacobian=False)
+    run = kernel.make_kernel(arch, probe, 1)
+    same_network = jnp.asarray([3, 3], jnp.uint32)
+    stats = kernel.finish(run(jnp.uint32(0), same_network, jnp.asarray([1.0, gain], jnp.float32), jnp.zeros(2, jnp.float32)))
+    layer = np.arange(1, depth + 1)
+    assert not stats["overflow"].any()
+    for name, power in [("preact_meansq", 2 * layer), ("act_meansq", 2 * layer), ("act_mean", layer),
+                        ("grad_preact_meansq", 2 * (depth - layer)), ("grad_weight_meansq", 2 * (depth - 1) + 0 * layer)]:
+        ratio = stats[name][1] / stats[name][0]
+        np.testing.assert_allclose(np.log10(ratio), power * np.log10(gain), rtol=0, atol=1e-4, err_msg=name)
+    assert stats["preact_meansq"][1, -1] > 1e100
+
+
+def test_tiny_relu_signals_stay_finite():
+    arch = network.Architecture.from_grid("relu", "fan_in", "constant", 60, 16)
+    probe = kernel.Probe(batch=4, loss="mse", outputs=2, precision="highest", jacobian=False)
+    stats = kernel.finish(kernel.make_kernel(arch, probe, 1)(
+        jnp.uint32(0), jnp.arange(3, dtype=jnp.uint32), jnp.full(3, 0.2, jnp.float32), jnp.zeros(3, jnp.float32)))
+    assert not stats["overflow"].any()
+    assert np.all(stats["preact_meansq"][:, -1] < 1e-60) and np.all(stats["preact_meansq"][:, -1] > 0)
+    assert np.all(np.isfinite(stats["grad_weight_meansq"])) and np.all(stats["grad_weight_meansq"] > 0)
+
+
+def test_overflow_is_marked_and_does_not_touch_other_networks():
+    arch = network.Architecture.from_grid("gelu", "fan_in", "constant", 40, 16)
+    probe = kernel.Probe(batch=4, loss="mse", outputs=2, precision="highest", jacobian=False)
+    run = kernel.make_kernel(arch, probe, 1)
+    indices = jnp.asarray([0, 1], jnp.uint32)
+    both = kernel.finish(run(jnp.uint32(0), indices, jnp.asarray([1.0, 50.0], jnp.float32), jnp.zeros(2, jnp.float32)))
+    alone = kernel.finish(run(jnp.uint32(0), indices, jnp.asarray([1.0, 1.0], jnp.float32), jnp.zeros(2, jnp.float32)))
+    assert both["overflow"][1].any() and not both["overflow"][0].any()
+    assert not np.isfinite(both["preact_meansq"][1][both["overflow"][1]]).all()
+    for name in kernel.LAYER_STATS:
+        np.testing.assert_array_equal(both[name][0], alone[name][0], err_msg=name)
+    # A layer is marked exactly where one of its statistics is not finite.
+    finite = np.all([np.isfinite(both[k][1]) for k in kernel.LAYER_STATS], axis=0)
+    np.testing.assert_array_equal(both["overflow"][1], ~finite)
+
+
+def test_jacobian_singular_values_equal_those_of_jacfwd():
+    arch = network.Architecture.from_grid("tanh", "orthogonal", "constant", 5, 12)
+    probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True)
+    stats = kernel.finish(kernel.make_kernel(arch, probe, 1)(
+        jnp.uint32(1), jnp.asarray([4], jnp.uint32), jnp.asarray([1.3], jnp.float32), jnp.asarray([0.2], jnp.float32)))
+    key = network.network_key(1, 4)
+    params = network.draw_params(key, arch, 1.3, 0.2)
+    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (3, 12))[0]
+    jac = jax.jacfwd(lambda x: network.apply(params, arch, x[None])[0])(x0)
+    np.testing.assert_allclose(stats["jacobian_singular_values"][0], np.linalg.svd(np.asarray(jac), compute_uv=False),
+                               rtol=1e-4, atol=1e-6)
+
+
+def test_a_network_is_the_same_in_calls_of_any_size():
+    """Within a fixed micro-batch, how many networks a call holds changes no bit of any."""
+    arch = network.Architecture.from_grid("tanh", "fan_in", "alternating", 4, 8)
+    probe = kernel.Probe(batch=5, loss="mse", outputs=2, precision="highest", jacobian=False)
+    run = kernel.make_kernel(arch, probe, 4)
+
+    def stats_of(indices):
+        n = len(indices)
+        return kernel.finish(run(jnp.uint32(2), jnp.asarray(indices, jnp.uint32), jnp.full(n, 1.2, jnp.float32),
+                                 jnp.zeros(n, jnp.float32)))
+
+    reference = stats_of(range(4, 8))
+    for indices in (range(0, 8), range(4, 16), range(0, 64)):
+        crowd = stats_of(list(indices))
+        position = list(indices).index(6)
+        for name in kernel.LAYER_STATS + ("loss",):
+            np.testing.assert_array_equal(crowd[name][position], reference[name][2], err_msg=name)
+
+
+def test_segments_cover_the_layers_in_order():
+    for profile in ("constant", "alternating", "taper"):
+        arch = network.Architecture.from_grid("relu", "fan_in", profile, 13, 64)
+        shapes = []
+        for seg in network.segments(arch.shapes):
+            shapes.extend(seg.block * seg.repeats)
+        assert tuple(shapes) == arch.shapes
+    assert len(network.segments(network.Architecture.from_grid("relu", "fan_in", "constant", 50, 8).shapes)) == 1
