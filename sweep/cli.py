@@ -71,6 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     except SpecError as e:
         print(f"sweep: error: {e}", file=sys.stderr)
         return 2
+    except SystemExit as e:  # typer ends every command this way
+        return e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
     return 0
 
 

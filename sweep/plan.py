@@ -184,6 +184,8 @@ def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
       SpecError: for ``memory`` when one network of some group does not fit the budget.
     """
     budget = parse_memory(memory)
+    if spec.num_networks >= 2**32:
+        raise SpecError("seeds", f"a sweep holds at most 2^32 networks; this one has {spec.num_networks}")
     probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian)
     g = spec.grid
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds

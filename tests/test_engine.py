@@ -1,0 +1,157 @@
+"""Running, storing and loading sweeps; the command line and its errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sweep
+from sweep import cli, plan, store
+from sweep.kernel import LAYER_STATS
+
+from conftest import assert_identical, small_spec
+
+
+@pytest.fixture(scope="module")
+def two_groups():
+    """Two architectures, two depths (so layers beyond a depth exist), gains and seeds."""
+    spec = small_spec(seeds=5, grid={"profile": ["constant", "alternating"], "depth": [2, 3], "gain": [0.8, 1.4, 2.0]})
+    return spec, sweep.run(spec, progress=False)
+
+
+def test_dataset_follows_the_contract(two_groups):
+    spec, ds = two_groups
+    assert tuple(ds["preact_meansq"].dims) == store.LAYER_DIMS
+    assert tuple(ds["loss"].dims) == store.NETWORK_DIMS
+    for axis in store.NETWORK_DIMS + ("layer",):
+        assert axis in ds.coords
+    assert list(ds.layer.values) == [1, 2, 3]
+    for name in list(LAYER_STATS) + ["overflow", "loss", "layer_width"]:
+        assert {"long_name", "units", "definition"} <= set(ds[name].attrs), name
+    assert sweep.Spec.from_json(ds.attrs["spec"]) == spec
+    assert json.loads(ds.attrs["versions"])["jax"]
+    for key in ("device_kind", "matmul_precision", "git_commit", "created"):
+        assert ds.attrs[key]
+
+
+def test_layers_beyond_a_networks_depth_are_nan(two_groups):
+    _, ds = two_groups
+    shallow = ds["preact_meansq"].sel(depth=2)
+    assert shallow.sel(layer=3).isnull().all()
+    assert shallow.sel(layer=[1, 2]).notnull().all()
+    assert ds["preact_meansq"].sel(depth=3).notnull().all()
+    assert ds["layer_width"].sel(profile="alternating", depth=3, width=8).values.tolist() == [8, 16, 8]
+
+
+def test_memory_budget_changes_the_chunks_but_not_one_bit():
+    spec = small_spec(seeds=6, batch=64, grid={"profile": ["alternating"], "width": [256], "gain": [0.8, 1.4, 2.0]})
+    roomy = plan.make_plan(spec, "auto")
+    (group,) = roomy.groups
+    smallest = group.micro_batch * plan.bytes_per_network(group.arch, roomy.probe)
+    (tight,) = plan.make_plan(spec, smallest).groups
+    assert tight.chunk_size == group.micro_batch < group.chunk_size
+    assert_identical(sweep.run(spec, memory=smallest, progress=False), sweep.run(spec, progress=False))
+
+
+def test_store_round_trips_and_exports(two_groups, tmp_path):
+    spec, ds = two_groups
+    out = sweep.run(spec, out=tmp_path / "s.zarr", progress=False)
+    loaded = sweep.load(tmp_path / "s.zarr").load()
+    assert_identical(loaded, out)
+    assert_identical(xr.open_zarr(tmp_path / "s.zarr").load(), out)
+    assert loaded.attrs["spec"] == out.attrs["spec"]
+    assert cli.main(["export", str(tmp_path / "s.zarr"), "--netcdf", str(tmp_path / "s.nc")]) == 0
+    nc = xr.open_dataset(tmp_path / "s.nc").load()
+    np.testing.assert_array_equal(nc["grad_weight_meansq"].values, out["grad_weight_meansq"].values)
+    np.testing.assert_array_equal(nc["overflow"].values.astype(bool), out["overflow"].values)
+
+
+def test_show_is_readable(two_groups, tmp_path, capsys):
+    spec, _ = two_groups
+    sweep.run(spec, out=tmp_path / "s.zarr", progress=False)
+    assert cli.main(["show", str(tmp_path / "s.zarr")]) == 0
+    text = capsys.readouterr().out
+    assert "networks : 60 (12 grid points x 5 seeds)" in text
+    assert "alternating" in text and "grad_w_ms" in text
+
+
+def snapshot(path):
+    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
+
+
+def test_an_existing_store_is_kept_unless_overwrite(tiny_spec, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    sweep.run(tiny_spec, out=out, progress=False)
+    before = snapshot(out)
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text('name = "tiny"\nseeds = 2\nbatch = 4\n[grid]\nwidth = [8]\ndepth = [2]\n')
+    assert cli.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 2
+    assert "out:" in capsys.readouterr().err
+    assert snapshot(out) == before
+    assert cli.main(["run", str(spec_file), "--out", str(out), "--no-progress", "--overwrite"]) == 0
+    assert sweep.load(out).sizes["seed"] == 2
+    assert not list(tmp_path.glob(".*partial"))
+
+
+def test_a_folder_that_is_not_a_store_is_never_replaced(tiny_spec, tmp_path):
+    keep = tmp_path / "data"
+    keep.mkdir()
+    (keep / "precious.txt").write_text("x")
+    with pytest.raises(sweep.SpecError, match="not a sweep store"):
+        sweep.run(tiny_spec, out=keep, overwrite=True, progress=False)
+    assert (keep / "precious.txt").read_text() == "x"
+
+
+BAD_SPECS = [
+    ("seeds = 2\ncolour = 'red'\n", "colour: unknown key"),
+    ("[grid]\nactivation = ['swish']\n", "grid.activation: unknown activation 'swish'"),
+    ("[grid]\ninit = ['he']\n", "grid.init: unknown init 'he'"),
+    ("[grid]\nprofile = ['pyramid']\n", "grid.profile: unknown profile 'pyramid'"),
+    ("[grid]\nwidth = [0]\n", "grid.width: must be positive integers"),
+    ("[grid]\ndepth = [-1]\n", "grid.depth: must be positive integers"),
+    ("seeds = 0\n", "seeds: must be an integer >= 1"),
+    ("batch = 0\n", "batch: must be an integer >= 1"),
+    ("[grid]\ngain = []\n", "grid.gain: must not be empty"),
+    ("seeds = 'many'\n", "seeds: must be an integer"),
+    ("[grid]\ngain = {start = 0.5, stop = 2.5, num = 0}\n", "grid.gain.num: must be an integer >= 1"),
+    ("seeds = 10000000\n[grid]\ndepth = [100000]\nwidth = [4]\n", "out: the result needs up to"),
+    ("not toml at all = = \n", "spec: "),
+]
+
+
+@pytest.mark.parametrize("text, message", BAD_SPECS)
+def test_bad_input_is_one_line_exit_2_and_writes_nothing(text, message, tmp_path, capsys):
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text(text)
+    out = tmp_path / "out.zarr"
+    assert cli.main(["run", str(spec_file), "--out", str(out), "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("sweep: error: ")
+    assert message in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_a_budget_below_the_smallest_chunk_is_refused(tmp_path, capsys):
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text("[grid]\nwidth = [512]\ndepth = [50]\n")
+    assert cli.main(["run", str(spec_file), "--out", str(tmp_path / "o.zarr"), "--memory", "1MB"]) == 2
+    assert "memory: the smallest chunk" in capsys.readouterr().err
+    assert cli.main(["run", str(spec_file), "--out", str(tmp_path / "o.zarr"), "--memory", "lots"]) == 2
+    assert "memory: must be a size" in capsys.readouterr().err
+    assert not (tmp_path / "o.zarr").exists()
+
+
+def test_the_installed_command_exits_2_on_bad_input(tmp_path):
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text("[grid]\nwidth = [0]\n")
+    result = subprocess.run([sys.executable, "-m", "sweep", "run", str(spec_file)], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert result.stderr.strip() == "sweep: error: grid.width: must be positive integers, got [0]"
+
+
+def test_the_default_sweep_spec_is_valid():
+    spec = sweep.Spec.from_toml("analysis/specs/quick.toml")
+    assert spec.grid.init == ("fan_in", "fan_avg")
