@@ -1,0 +1,13 @@
+"""Paper figures from stored datasets; every function selects by coordinate label.
+
+Each returns a matplotlib figure; ``save`` writes it as vector PDF and PNG.
+"""
+
+from sweep.plots.phase import gradient_growth, phase_diagram
+from sweep.plots.signals import backward, forward, weight_gradients
+from sweep.plots.spectra import jacobian_figure
+from sweep.plots.spread import log_norm_spread, spread_figure
+from sweep.plots.style import figure, save, style
+
+__all__ = ["backward", "figure", "forward", "gradient_growth", "jacobian_figure", "log_norm_spread", "phase_diagram",
+           "save", "spread_figure", "style", "weight_gradients"]

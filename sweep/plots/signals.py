@@ -1,0 +1,98 @@
+"""Forward signals, backward signals and weight gradients, layer by layer."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from sweep.plots.bands import band, dashed, label_gain
+from sweep.plots.style import PALETTE, figure, sequential, styled
+
+
+def _theory(ds: xr.Dataset, name: str):
+    return ds.get(f"theory_{name}")
+
+
+@styled
+def forward(ds: xr.Dataset, cases: list[dict], depth: int, width: int):
+    """Four panels against layer: E[z²], E[x²], E[x]² and Var[x], one line per case.
+
+    Args:
+      ds: a stats dataset (with ``theory_*`` variables if available).
+      cases: selections, e.g. ``[{"init": "fan_in", "gain": 2**0.5}, {"init": "fan_avg", "gain": 1.0}]``;
+        the other axes must have length one or be fixed by ``depth`` and ``width``.
+      depth, width: the network size shown.
+
+    Returns:
+      The figure.
+    """
+    fig, axes = figure(2, 2, height=2.0)
+    panels = [("preact_meansq", "$E[z_l^2]$"), ("act_meansq", "$E[x_l^2]$"),
+              ("act_mean", "$E[x_l]^2$"), ("act_var", "Var$[x_l]$")]
+    for ax, (name, ylabel) in zip(axes.flat, panels):
+        for color, case in zip(PALETTE, cases):
+            sel = ds.sel(depth=depth, width=width, **case).squeeze(drop=True)
+            values = sel[name] ** 2 if name == "act_mean" else sel[name]
+            band(ax, values, label=_case_label(case), color=color, log=True)
+            theory = _theory(sel, name)
+            if theory is not None:
+                dashed(ax, theory**2 if name == "act_mean" else theory, color=color)
+        ax.set_xlabel("layer $l$")
+        ax.set_ylabel(ylabel)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=len(cases))
+    return fig
+
+
+@styled
+def backward(ds: xr.Dataset, inits: list[str], profiles: list[str], depth: int, width: int, gain: float):
+    """∂ℓ/∂x_l and ∂ℓ/∂z_l second moments against layer: a column per width profile."""
+    fig, axes = figure(2, len(profiles), height=2.0)
+    for j, profile in enumerate(profiles):
+        for color, init in zip(PALETTE, inits):
+            sel = ds.sel(depth=depth, width=width, gain=gain, profile=profile, init=init).squeeze(drop=True)
+            for i, name in enumerate(("grad_act_meansq", "grad_preact_meansq")):
+                band(axes[i, j], sel[name], label=init, color=color, log=True)
+                theory = _theory(sel, name)
+                if theory is not None:
+                    dashed(axes[i, j], theory, color=color)
+        axes[0, j].set_title(f"{profile} widths")
+        axes[0, j].set_ylabel(r"$E[(\partial\ell/\partial x_l)^2]$")
+        axes[1, j].set_ylabel(r"$E[(\partial\ell/\partial z_l)^2]$")
+        axes[1, j].set_xlabel("layer $l$")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=len(inits),
+               title=f"gain {label_gain(gain)}; dashed: theory")
+    return fig
+
+
+@styled
+def weight_gradients(ds: xr.Dataset, init: str, depth: int, width: int):
+    """Left: E[(∂C/∂W_l)²] against layer for each gain. Right: its median level against gain."""
+    fig, axes = figure(1, 2, height=2.4, width=2 * 3.4 * 0.85)
+    sel = ds.sel(init=init, depth=depth, width=width).squeeze(drop=True)
+    gains = sel.gain.values
+    colors = sequential(len(gains))
+    for color, g in zip(colors, gains):
+        one = sel.sel(gain=g)
+        band(axes[0, 0], one["grad_weight_meansq"], label=label_gain(g), color=color, log=True)
+        if "theory_grad_weight_meansq" in one:
+            dashed(axes[0, 0], one["theory_grad_weight_meansq"], color=color)
+    axes[0, 0].set_xlabel("layer $l$")
+    axes[0, 0].set_ylabel(r"$E[(\partial C/\partial W_l)^2]$")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), title="gain σ_w", loc="outside right upper")
+    level = sel["grad_weight_meansq"].median(["seed", "layer"])
+    axes[0, 1].plot(gains, level.values, "o-", label="measured (median)")
+    if "theory_grad_weight_meansq" in sel:
+        axes[0, 1].plot(gains, sel["theory_grad_weight_meansq"].median("layer").values, "--", label="theory")
+    axes[0, 1].set_yscale("log")
+    axes[0, 1].axvline(np.sqrt(2), color="0.5", linewidth=0.8, linestyle=":")
+    axes[0, 1].set_xlabel("gain σ_w")
+    axes[0, 1].set_ylabel("median over layers")
+    axes[0, 1].legend(loc="best")
+    return fig
+
+
+def _case_label(case: dict) -> str:
+    parts = []
+    for key, value in case.items():
+        parts.append(label_gain(value) if key == "gain" else str(value))
+    return ", ".join(parts)
