@@ -64,6 +64,17 @@ def export(
     typer.echo(f"wrote {netcdf}")
 
 
+@app.command()
+def report(
+    results: Annotated[list[Path], typer.Argument(help="Stores written by `sweep run` (analysis/specs).")],
+    out: Annotated[Path, typer.Option("--out", help="Folder for report.md, report.html and figures/.")] = Path("report"),
+):
+    """Build the figures and the report that answers the He-init question from stored results."""
+    from sweep.report import build
+
+    typer.echo(f"wrote {build(results, out)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point: runs the app, turning ``SpecError`` into one line and exit code 2."""
     try:
