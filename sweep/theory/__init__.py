@@ -17,3 +17,11 @@ from sweep.theory.meanfield import (
     length_map,
     mean_field,
 )
+from sweep.theory.compare import deviation
+from sweep.theory.finite_width import (
+    log_act_norm_moments,
+    log_act_norm_moments_large_width,
+    log_ratio_moments,
+    sample_relu_norms,
+)
+from sweep.theory.predict import predict
