@@ -1,0 +1,147 @@
+"""``predict(spec)``: the theory's value of every measured statistic, as a dataset beside the measurement.
+
+Variables are named ``theory_<statistic>`` with the measurement's dims minus ``seed`` and the
+same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
+``ds.preact_meansq / theory.theory_preact_meansq`` aligns; NaN beyond each network's depth.
+
+* Layer statistics: the infinite-width recursions of ``sweep.theory.recursion`` (mean field
+  forward, gradient independence backward, the exact readout moments and the batch's
+  cross-example term in the weight gradient).
+* ``theory_loss``: the expected batch-mean loss.
+* ``theory_log_act_norm_mean`` / ``_var``: the exact finite-width law of log(‖x_l‖²/n_l)
+  for one input (``sweep.theory.finite_width``; relu, Gaussian fan_in/fan_out/fan_avg
+  weights, σ_b = 0, else NaN). At batch 1 this is log act_meansq. ``..._large_width``: the
+  approximations −(5/2)Σ1/n and 5Σ1/n (plus the input's −1/n_0 and 2/n_0 and log scales).
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import xarray as xr
+
+from sweep import activations, inits, profiles
+from sweep.spec import GRID_AXES, Spec
+from sweep.theory import finite_width, recursion
+from sweep.theory.precision import float64
+
+LAYER_STATS = (
+    "preact_mean", "preact_meansq", "preact_var", "act_mean", "act_meansq", "act_var", "dead_fraction",
+    "grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq",
+)
+"""Layer statistics that have a theory value (all the engine measures per layer)."""
+
+LOG_NORM_STATS = ("log_act_norm_mean", "log_act_norm_var", "log_act_norm_mean_large_width",
+                  "log_act_norm_var_large_width")
+
+_DEFINITIONS = {
+    "preact_mean": "0: pre-activations are symmetric",
+    "preact_meansq": "q_l = σ_w² (n_{l-1}/fan_l) E[x_{l-1}²] + σ_b², E[x_0²] = 1",
+    "preact_var": "q_l: the mean over units vanishes at infinite width",
+    "act_mean": "E[φ(z)], z ~ N(0, q_l)",
+    "act_meansq": "E[φ(z)²], z ~ N(0, q_l)",
+    "act_var": "E[φ(z)²] − E[φ(z)]²",
+    "dead_fraction": "P(φ'(z_b) = 0 for every example b), the batch's pre-activations with the mean-field "
+                     "cross-example correlation (relu: E_v[Φ(−v√(c/(1−c)))^B]; 0 where φ' vanishes nowhere)",
+    "grad_act_meansq": "G_l = σ_w² (n_{l+1}/fan_{l+1}) D_{l+1}; G_L from the readout (see sweep.theory.recursion)",
+    "grad_preact_meansq": "D_l = G_l E[φ'(z_l)²]",
+    "grad_weight_meansq": "(1/B) E[x_{l-1}²] D_l + (1 − 1/B) E[x_{l-1} x'_{l-1}] D×_l",
+    "loss": "mse: (O/2)(E[x_L²] + 1); projection: 0",
+    "log_act_norm_mean": "exact E[log(‖x_l‖²/n_l)] for one input, relu, Gaussian weights, σ_b = 0, alive networks",
+    "log_act_norm_var": "exact Var[log(‖x_l‖²/n_l)] for one input, relu, Gaussian weights, σ_b = 0, alive networks",
+    "log_act_norm_mean_large_width": "Σ log s_k − 1/n_0 − (5/2) Σ_{k≤l} 1/n_k",
+    "log_act_norm_var_large_width": "2/n_0 + 5 Σ_{k≤l} 1/n_k",
+}
+
+
+def coords(spec: Spec) -> dict:
+    """The coordinates of ``sweep.store.to_dataset`` for ``spec``, without ``seed``."""
+    g = spec.grid
+    out = {axis: list(getattr(g, axis)) for axis in GRID_AXES}
+    out["layer"] = np.arange(1, max(g.depth) + 1)
+    return out
+
+
+def _ratios(init: str, widths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """(n_{l-1}/fan_l, n_l/fan_l) for l = 1..L."""
+    fan = inits.get(init).fan
+    shapes = list(zip(widths[:-1], widths[1:]))
+    return (np.array([a / fan(a, b) for a, b in shapes]), np.array([b / fan(a, b) for a, b in shapes]))
+
+
+def predict(spec: Spec) -> xr.Dataset:
+    """The theory's prediction of every statistic ``sweep.run(spec)`` measures.
+
+    Args:
+      spec: the sweep spec (its grid, batch, loss and outputs matter; seeds do not).
+
+    Returns:
+      A dataset with ``theory_<stat>`` for ``LAYER_STATS`` (dims ``GRID_AXES + ("layer",)``),
+      ``theory_loss`` (dims ``GRID_AXES``) and the ``LOG_NORM_STATS`` (with ``layer``), all
+      float64, NaN beyond each depth and where a law does not apply.
+    """
+    g = spec.grid
+    shape = g.shape
+    layers = max(g.depth)
+    out = {k: np.full(shape + (layers,), np.nan) for k in LAYER_STATS + LOG_NORM_STATS}
+    loss = np.full(shape, np.nan)
+    rest = (g.init, g.profile, g.depth, g.width)
+    arch_index = list(itertools.product(*(range(len(a)) for a in rest)))
+    gains, biases = np.meshgrid(np.asarray(g.gain, np.float64), np.asarray(g.bias_std, np.float64), indexing="ij")
+    gains, biases = gains.ravel(), biases.ravel()
+    per_arch = len(gains)
+
+    for a, name in enumerate(g.activation):
+        # All architectures of this activation in one forward pass, padded to the deepest.
+        widths = [profiles.widths(g.profile[p], g.width[w], g.depth[d]) for _, p, d, w in arch_index]
+        ratios = [_ratios(g.init[i], ws) for (i, _, _, _), ws in zip(arch_index, widths)]
+        forward_ratio = np.ones((len(arch_index), layers))
+        for j, (fr, _) in enumerate(ratios):
+            forward_ratio[j, : len(fr)] = fr
+        with float64():
+            fw = recursion.forward(name, np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)),
+                                   np.repeat(forward_ratio, per_arch, axis=0), spec.batch)
+        for j, ((i, p, d, w), ws, (_, br)) in enumerate(zip(arch_index, widths, ratios)):
+            depth = g.depth[d]
+            rows = slice(j * per_arch, (j + 1) * per_arch)
+            own = recursion.Forward(*(x[rows, :depth] for x in fw))
+            back = recursion.backward(own, gains, np.broadcast_to(br, (per_arch, depth)),
+                                      np.full(per_arch, ws[-1]), spec.loss, spec.outputs, spec.batch)
+            values = {
+                "preact_mean": np.zeros_like(own.q), "preact_meansq": own.q, "preact_var": own.q,
+                "act_mean": own.mean, "act_meansq": own.meansq, "act_var": own.meansq - own.mean**2,
+                "dead_fraction": own.dead, "grad_act_meansq": back.grad_act_meansq,
+                "grad_preact_meansq": back.grad_preact_meansq, "grad_weight_meansq": back.grad_weight_meansq,
+            }
+            index = (a, i, p, d, w)
+            for key, v in values.items():
+                out[key][index][..., :depth] = v.reshape(len(g.gain), len(g.bias_std), depth)
+            loss[index] = back.loss.reshape(len(g.gain), len(g.bias_std))
+            _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
+
+    ds_coords = coords(spec)
+    data = {f"theory_{k}": (GRID_AXES + ("layer",), v, _attrs(k)) for k, v in out.items()}
+    data["theory_loss"] = (GRID_AXES, loss, _attrs("loss"))
+    ds = xr.Dataset(data, coords=ds_coords)
+    ds.attrs.update(title=f"sweep theory: {spec.name}", spec=spec.to_json())
+    return ds
+
+
+def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gains, biases) -> None:
+    """Fills the exact relu law (and its large-width form) where it applies."""
+    if activations.get(name).name != "relu" or init not in finite_width.GAUSSIAN_INITS:
+        return
+    depth = len(widths) - 1
+    for b, bias in enumerate(biases):
+        if bias != 0:
+            continue
+        for k, gain in enumerate(gains):
+            exact = finite_width.log_act_norm_moments(widths, gain, init)
+            approx = finite_width.log_act_norm_moments_large_width(widths, gain, init)
+            for key, v in zip(LOG_NORM_STATS, (exact.mean, exact.var, approx.mean, approx.var)):
+                out[key][index][k, b, :depth] = v
+
+
+def _attrs(stat: str) -> dict:
+    return {"long_name": f"theory: {stat}", "units": "1", "definition": _DEFINITIONS[stat]}
