@@ -33,14 +33,33 @@ def run(
     memory: MemoryOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
+    theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Store theory_* predictions beside.")] = True,
 ):
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
 
     the_spec = sweep.Spec.from_toml(spec)
     out = out or Path("results") / f"{the_spec.name}.zarr"
-    sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress)
+    sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress, with_theory=theory)
     typer.echo(f"wrote {out}  (inspect: sweep show {out})")
+
+
+@app.command("theory")
+def theory_command(
+    spec: Annotated[Path, typer.Argument(help="The sweep spec, a TOML file.")],
+    out: Annotated[Path, typer.Option("--out", help="Zarr store to write.")],
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+):
+    """Write the mean-field and finite-width predictions for a spec's grid, without running it."""
+    import sweep
+    from sweep import store, theory
+
+    the_spec = sweep.Spec.from_toml(spec)
+    store.check_writable(out, overwrite)
+    predictions = theory.predict(the_spec)
+    predictions.attrs.update(store.provenance(the_spec))
+    store.write(predictions, out, overwrite=overwrite)
+    typer.echo(f"wrote {out}")
 
 
 @app.command()

@@ -19,6 +19,7 @@ def run(
     memory: str | int | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    with_theory: bool = True,
 ) -> xr.Dataset:
     """Runs a statistics sweep.
 
@@ -28,6 +29,7 @@ def run(
       memory: device memory budget for one kernel call, e.g. ``"4GB"`` (default: automatic).
       overwrite: replace an existing store at ``out``.
       progress: show a progress bar with ETA and networks/s.
+      with_theory: store the theory's prediction of every statistic beside it (``theory_*``).
 
     Returns:
       The dataset (see ``sweep.store`` for the contract).
@@ -70,6 +72,10 @@ def run(
     bar.close()
 
     ds = store.to_dataset(spec, arrays)
+    if with_theory:
+        from sweep import theory
+
+        ds = ds.merge(theory.predict(spec), combine_attrs="drop_conflicts")
     if out is not None:
         store.write(ds, out, overwrite=overwrite)
     return ds
