@@ -15,9 +15,10 @@ kink it converges slowly (elu: 1e-5 with 160 nodes), and Gauss–Hermite on a ha
 wrong (its nodes and weights are for the whole line). For tanh it also degrades as q grows,
 since the poles come within π/(2√q) of the real axis in s (160 nodes: 6e-5 at q = 10, 2e-2
 at q = 100). Splitting at the kink and grading the panels towards it makes every piece
-analytic in a neighbourhood that is large compared to its panel; the rule reaches float64
-round-off (≤ 1e-15 relative) for all registered activations for q from 1e-6 to 1e6, and the
-pair rule ≤ 1e-10 (see the tests).
+analytic in a neighbourhood that is large compared to its panel. Checked against adaptive
+quadrature and closed forms, the one-variable rule is at float64 round-off (about 1e-15
+relative) for tanh, relu, elu, silu, erf and sigmoid from q = 1e-6 to 1e6, and the pair
+rule within 1e-10 (relu's arc-cosine kernel, erf's arcsine kernel, q up to 1e4).
 
 Pairs. (u₁, u₂) with variances q₁, q₂ and covariance Σ, c = Σ/√(q₁q₂), is written
 u₁ = √q₁ s₁, u₂ = √q₂ (c s₁ + √(1−c²) s₂). The outer rule in s₁ is graded at the centres of
@@ -59,13 +60,6 @@ class Mesh(NamedTuple):
     graded_start: float
     graded_ratio: float
     graded_levels: int
-
-    @property
-    def size(self) -> int:
-        """Nodes of a rule with one centre (zero-width panels included)."""
-        uniform = int(np.floor(2 * HALF_WIDTH / self.step + 1e-9)) + 1
-        edges = uniform + 2 * self.graded_levels + 1
-        return (edges - 1) * self.order
 
 
 ONE_D = Mesh(order=16, step=1.5, graded_start=2.0, graded_ratio=0.3, graded_levels=12)

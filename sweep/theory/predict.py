@@ -99,9 +99,8 @@ def predict(spec: Spec) -> xr.Dataset:
         forward_ratio = np.ones((len(arch_index), layers))
         for j, (fr, _) in enumerate(ratios):
             forward_ratio[j, : len(fr)] = fr
-        with float64():
-            fw = recursion.forward(name, np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)),
-                                   np.repeat(forward_ratio, per_arch, axis=0), spec.batch)
+        fw = _forward_unique(name, np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)),
+                             np.repeat(forward_ratio, per_arch, axis=0), spec.batch)
         for j, ((i, p, d, w), ws, (_, br)) in enumerate(zip(arch_index, widths, ratios)):
             depth = g.depth[d]
             rows = slice(j * per_arch, (j + 1) * per_arch)
@@ -128,6 +127,19 @@ def predict(spec: Spec) -> xr.Dataset:
     return ds
 
 
+def _forward_unique(name: str, gains: np.ndarray, biases: np.ndarray, ratio: np.ndarray, batch: int) -> recursion.Forward:
+    """The forward recursion, run once per distinct (σ_w, σ_b, ratios) row.
+
+    Under fan_in every ratio is 1, and under constant widths every init's are, so the many
+    architectures of a grid mostly share their forward pass.
+    """
+    rows = np.concatenate([gains[:, None], biases[:, None], ratio], axis=1)
+    unique, inverse = np.unique(rows, axis=0, return_inverse=True)
+    with float64():
+        fw = recursion.forward(name, unique[:, 0], unique[:, 1], unique[:, 2:], batch)
+    return recursion.Forward(*(x[inverse.ravel()] for x in fw))
+
+
 def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gains, biases) -> None:
     """Fills the exact relu law (and its large-width form) where it applies."""
     if activations.get(name).name != "relu" or init not in finite_width.GAUSSIAN_INITS:
@@ -137,6 +149,8 @@ def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gai
         if bias != 0:
             continue
         for k, gain in enumerate(gains):
+            if gain == 0:
+                continue  # every network is dead; the law is conditioned on being alive
             exact = finite_width.log_act_norm_moments(widths, gain, init)
             approx = finite_width.log_act_norm_moments_large_width(widths, gain, init)
             for key, v in zip(LOG_NORM_STATS, (exact.mean, exact.var, approx.mean, approx.var)):
