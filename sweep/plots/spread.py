@@ -15,9 +15,11 @@ def log_norm_spread(ds: xr.Dataset) -> xr.Dataset:
       A dataset with ``inverse_width_sum`` and ``log_norm_var`` (and its standard error from the
       fourth central moment), dims ``(width, depth)`` plus any other length-one axes squeezed.
     """
-    last = np.log(ds["act_meansq"].sel(layer=ds["depth"])).squeeze(drop=True)
+    # Networks whose last layer died (‖x_L‖ = 0) are left out, as the exact law conditions on them.
+    alive = ds["act_meansq"].sel(layer=ds["depth"]).squeeze(drop=True)
+    last = np.log(alive.where(alive > 0))
     var = last.var("seed", ddof=1)
-    n = last.sizes["seed"]
+    n = last.count("seed")
     m4 = ((last - last.mean("seed")) ** 4).mean("seed")
     se = np.sqrt(np.maximum((m4 - var**2 * (n - 3) / (n - 1)) / n, 0))
     widths = ds["layer_width"].squeeze(drop=True)

@@ -137,22 +137,35 @@ def weight_gradients(results: dict) -> Section | None:
     for g in net.gain.values:
         w = net.grad_weight_meansq.sel(gain=g)
         per_layer = w.mean("seed")
-        flat = float(per_layer.max() / per_layer.min())
+        t = net.theory_grad_weight_meansq.sel(gain=g)
         level = mean_se(w.mean("layer"))
-        t = net.theory_grad_weight_meansq.sel(gain=g).mean("layer").item() if "theory_grad_weight_meansq" in net else np.nan
-        rows.append([plots.bands.label_gain(float(g)), fmt(flat), str(level), fmt(t)])
+        rows.append([plots.bands.label_gain(float(g)), fmt(float(per_layer.max() / per_layer.min())),
+                     fmt(float(t.max() / t.min())), str(level), fmt(t.mean("layer").item())])
+    gains = net.gain.values
+    levels = net.grad_weight_meansq.mean(["seed", "layer"]).values
+    theory_levels = net.theory_grad_weight_meansq.mean("layer").values
+    slope = lambda y, m: np.polyfit(np.log10(gains[m] ** 2 / 2), np.log10(y[m]), 1)[0]
+    below, above = gains <= SQRT2 + 1e-9, gains >= SQRT2 - 1e-9
+    he = net.grad_weight_meansq.sel(gain=nearest(gains, SQRT2))
     text = (
-        f"Relu, fan_in, depth {depth}, width {width}: the mean square of ∂C/∂W_l, the gradient SGD uses.\n\n"
-        + table(["gain σ_w", "max/min over layers", "level (mean over layers)", "theory"], rows)
-        + "\n\nAt every gain the profile across layers is flat (max/min close to 1): a bias-free relu network is "
-        "positively homogeneous, so x_(l−1) shrinks or grows exactly as δ_l grows or shrinks, and their "
-        "product does not depend on l. What He init fixes is the **level**: it scales like (σ_w²/2)^(L−1), "
-        "so only σ_w = √2 keeps it independent of depth; a gain 15% off changes it by orders of magnitude at "
-        "this depth."
+        f"Relu, fan_in, depth {depth}, width {width}, mse loss, batch {_spec_value(ds, 'batch')}: the mean square of "
+        "∂C/∂W_l, the gradient SGD uses.\n\n"
+        + table(["gain σ_w", "max/min over layers", "theory", "level (mean over layers)", "theory"], rows)
+        + "\n\n"
+        f"- Across layers the profile stays within a factor {fmt(float(he.mean('seed').max() / he.mean('seed').min()))} "
+        "at He init: x_(l−1) shrinks or grows as δ_l grows or shrinks (a bias-free relu network is positively "
+        "homogeneous); the remaining tilt comes from the examples of a batch becoming correlated with depth, "
+        "which the theory's cross-example term reproduces (its max/min column).\n"
+        f"- What the gain sets is the **level**: log10 of the level grows with log10(σ_w²/2) with slope "
+        f"{fmt(slope(levels, below))} below √2 and {fmt(slope(levels, above))} above (theory "
+        f"{fmt(slope(theory_levels, below))} and {fmt(slope(theory_levels, above))}; depth {depth}), i.e. like "
+        "(σ_w²/2)^(L−1) times the readout's own growth. Only σ_w = √2 makes the level independent of depth: "
+        "this, not a flat profile, is what He init fixes for the weight gradients."
     )
     fig = plots.weight_gradients(ds.sel(activation="relu"), "fan_in", depth, width)
     return Section("weights", "3. What happens to the weight gradients, and what does He init fix?", text,
-                   [("weight_gradients", fig, "Left: per layer, one line per gain. Right: level against gain.")])
+                   [("weight_gradients", fig, "Left: per layer, one line per gain, theory dashed. "
+                                              "Right: level against gain.")])
 
 
 def finite_width(results: dict) -> Section | None:
