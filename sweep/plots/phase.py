@@ -44,6 +44,7 @@ def phase_diagram(ds: xr.Dataset, panels: list[dict], theory=None):
         ax.set_title(title)
         ax.set_xlabel("gain σ_w")
         ax.set_ylabel("depth L")
+        ax.set_yscale("log", base=2)
         ax.grid(False)
         if theory is not None:
             activation, bias_std = sel["activation"], float(sel.get("bias_std", 0.0))
