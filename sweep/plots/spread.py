@@ -16,13 +16,14 @@ def log_norm_spread(ds: xr.Dataset) -> xr.Dataset:
       fourth central moment), dims ``(width, depth)`` plus any other length-one axes squeezed.
     """
     # Networks whose last layer died (‖x_L‖ = 0) are left out, as the exact law conditions on them.
-    alive = ds["act_meansq"].sel(layer=ds["depth"]).squeeze(drop=True)
+    others = [d for d in ds["act_meansq"].dims if ds.sizes[d] == 1 and d not in ("width", "depth")]
+    alive = ds["act_meansq"].sel(layer=ds["depth"]).squeeze(others, drop=True)
     last = np.log(alive.where(alive > 0))
     var = last.var("seed", ddof=1)
     n = last.count("seed")
     m4 = ((last - last.mean("seed")) ** 4).mean("seed")
     se = np.sqrt(np.maximum((m4 - var**2 * (n - 3) / (n - 1)) / n, 0))
-    widths = ds["layer_width"].squeeze(drop=True)
+    widths = ds["layer_width"].squeeze([d for d in ds["layer_width"].dims if d in others], drop=True)
     inverse = (1.0 / widths.where(widths > 0)).sum("layer")
     return xr.Dataset({"inverse_width_sum": inverse, "log_norm_var": var, "log_norm_var_se": se})
 

@@ -204,7 +204,7 @@ def critical_gains(results: dict) -> Section | None:
     ds = results.get("phase")
     if ds is None:
         return None
-    growth = plots.gradient_growth(ds.sel(init="fan_in", profile="constant", width=int(ds.width.max())).squeeze(drop=True))
+    growth = plots.gradient_growth(ds.sel(init="fan_in", profile="constant", width=int(ds.width.max())))
     deepest = int(ds.depth.max())
     rows, panels = [], []
     for activation in ds.activation.values:
