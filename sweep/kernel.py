@@ -123,7 +123,7 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
     carry = (x, jnp.int32(0))
     per_segment, residuals = [], []
     for block in params:
-        carry, (stats, res) = jax.lax.scan(block_step, carry, block)
+        carry, (stats, res) = network.scan_blocks(block_step, carry, block)
         per_segment.append(stats)
         residuals.append(res)
     x_last, e_last = carry
@@ -172,7 +172,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision):
     carry = (g, jnp.int32(0))
     per_segment = []
     for block, res in reversed(tuple(zip(params, residuals))):
-        carry, stats = jax.lax.scan(block_step, carry, (block, res), reverse=True)
+        carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
         per_segment.append(stats)
     return _concat_layers(per_segment[::-1])
 

@@ -163,6 +163,18 @@ def layer_list(params: Params) -> list[tuple[jax.Array, jax.Array]]:
     return out
 
 
+def scan_blocks(step, carry, xs, reverse: bool = False):
+    """``lax.scan`` over a segment's repeats; a single repeat is called directly.
+
+    A segment repeated once may change the carry's shape (a layer from n to 2n), which a
+    scan cannot carry, so it runs unrolled; its outputs still get the leading repeats axis.
+    """
+    if jax.tree.leaves(xs)[0].shape[0] > 1:
+        return jax.lax.scan(step, carry, xs, reverse=reverse)
+    carry, ys = step(carry, jax.tree.map(lambda a: a[0], xs))
+    return carry, jax.tree.map(lambda a: a[None], ys)
+
+
 def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST) -> jax.Array:
     """Runs the network forward.
 
@@ -183,5 +195,5 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
         return h, None
 
     for block in params:
-        x, _ = jax.lax.scan(block_step, x, block)
+        x, _ = scan_blocks(block_step, x, block)
     return x
