@@ -1,0 +1,158 @@
+"""Runs a training spec: every chunk of networks trained on device, results gathered and stored."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import jax.numpy as jnp
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from sweep import store
+from sweep.errors import SpecError
+from sweep.plan import parse_memory
+from sweep.spec import Spec
+from sweep.train import data as datasets
+from sweep.train import init_stats, loop, plan, schema
+from sweep.train.spec import TrainSpec
+
+
+def run_training(
+    spec: TrainSpec | str | Path,
+    out: str | Path | None = None,
+    memory: str | int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> xr.Dataset:
+    """Trains every network of a training spec and returns (and optionally stores) the results.
+
+    Args:
+      spec: a ``TrainSpec`` or the path of a TOML spec file with ``kind = "train"``.
+      out: where to write the zarr store; ``None`` keeps the result in memory only.
+      memory: device memory budget for one call, e.g. ``"4GB"`` (default: automatic). The
+        results do not depend on it.
+      overwrite: replace an existing store at ``out``.
+      progress: show a progress bar (network-steps) with the median current training loss.
+
+    Returns:
+      The dataset (see ``sweep.train.schema``).
+
+    Raises:
+      SpecError: bad spec, an existing ``out`` without ``overwrite``, too little disk or
+        memory; raised before anything is trained or written.
+    """
+    if not isinstance(spec, TrainSpec):
+        spec = Spec.from_toml(spec)
+        if not isinstance(spec, TrainSpec):
+            raise SpecError("kind", f"run_training needs kind = \"train\", got {spec.kind!r}")
+    data = datasets.load(spec.dataset)
+    if spec.batch > len(data.x_train):
+        raise SpecError("batch", f"must be at most the {len(data.x_train)} training examples of {spec.dataset!r}")
+    target = spec.target_loss if spec.target_loss is not None else 0.5 * data.constant_loss
+    budget = parse_memory(memory)
+    groups = plan.make_groups(spec, data.n_features, data.n_outputs, budget)
+    arrays = _empty_arrays(spec)
+    if out is not None:
+        store.check_writable(out, overwrite)
+        _check_disk(out, sum(a.nbytes for a in arrays.values()))
+
+    for name, values in init_stats.measure(spec, groups, data.n_outputs, budget).items():
+        arrays[f"init_{name}"] = values
+
+    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    train_split = tuple(jnp.asarray(a) for a in plan.eval_slices(data.x_train, data.y_train))
+    test_split = tuple(jnp.asarray(a) for a in plan.eval_slices(data.x_test, data.y_test))
+    eval_steps = spec.eval_steps
+    g = spec.grid
+    gains, bias_stds = np.asarray(g.gain, np.float32), np.asarray(g.bias_std, np.float32)
+    rates = np.asarray(g.learning_rate, np.float32)
+
+    bar = tqdm(total=spec.num_networks * spec.steps, unit="step", unit_scale=True, desc=spec.name,
+               disable=not progress, dynamic_ncols=True)
+    for group in groups:
+        trainer = loop.make_trainer(loop.Config(
+            group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision, float(target)))
+        for chunk in plan.chunks(spec, group):
+            v = chunk.valid
+            run = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.learning_rate[:v], chunk.seed[:v])
+            init = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.seed[:v])
+            lrs = jnp.asarray(rates[chunk.learning_rate])
+            state = trainer.init(jnp.uint32(spec.rng_seed), jnp.asarray(chunk.keys, jnp.uint32),
+                                 jnp.asarray(gains[chunk.gain]), jnp.asarray(bias_stds[chunk.bias_std]))
+            state, loss, _ = trainer.evaluate(state, *train_split)
+            arrays["loss_at_init"][init] = np.asarray(loss)[:v]
+            for e, (start, stop) in enumerate(zip((0,) + eval_steps, eval_steps)):
+                if stop > start:
+                    rows = jnp.asarray(plan.batch_rows(spec.rng_seed, len(data.x_train), spec.batch, start, stop))
+                    state, losses = trainer.train(state, lrs, x_train, y_train, rows, start)
+                    losses = np.asarray(losses)[:v]
+                    logged = [t for t in range(start, stop) if t % spec.log_every == 0]
+                    if logged:
+                        at = np.asarray(logged)
+                        arrays["train_loss"][run + (slice(at[0] // spec.log_every, at[-1] // spec.log_every + 1),)] = (
+                            losses[:, at - start])
+                    bar.update(v * (stop - start))
+                    bar.set_postfix(loss=f"{_median(losses[:, -1]):.4g}", refresh=False)
+                state, loss, accuracy = trainer.evaluate(state, *test_split)
+                arrays["test_loss"][run + (e,)] = np.asarray(loss)[:v]
+                arrays["test_accuracy"][run + (e,)] = np.asarray(accuracy)[:v]
+            arrays["diverged"][run] = np.asarray(state.diverged)[:v]
+            first = np.asarray(state.first_below)[:v]
+            arrays["steps_to_target"][run] = np.where(first >= 0, first, np.nan)
+    bar.close()
+
+    attrs = dict(data.attrs)
+    attrs.update(
+        input_dim=data.n_features,
+        target_loss=float(target),
+        target_loss_source="spec" if spec.target_loss is not None else "half the best constant predictor's training loss",
+        batch_schedule=(f"the same for every network: epochs in the order numpy.random.default_rng([{spec.rng_seed}, "
+                        "epoch]).permutation(n_train), cut into consecutive batches (a batch may span two epochs)"),
+        network_keys=("network_key(rng_seed, index), index over (activation, init, profile, depth, width, gain, "
+                      "bias_std, seed) as in a stats sweep; every learning rate trains the same initial network"),
+        architecture="widths (input_dim, hidden widths of profile, width, depth), then a trained linear readout "
+                     "N(0, 1/n_L) with zero bias",
+        optimizer=spec.optimizer,
+        divergence="a network with a non-finite loss is marked diverged and frozen; later losses are NaN",
+        init_statistics=("sweep.kernel on each initial network (same key, gain, bias_std, architecture) with "
+                         f"{spec.batch} i.i.d. N(0, 1) inputs, mse probe loss against Gaussian targets of "
+                         f"dimension {data.n_outputs}; not the training data"),
+    )
+    ds = schema.to_dataset(spec, arrays, data.task, attrs)
+    if out is not None:
+        store.write(ds, out, overwrite=overwrite)
+    return ds
+
+
+def _empty_arrays(spec: TrainSpec) -> dict[str, np.ndarray]:
+    """Result arrays of the dataset's full shapes, NaN (False for ``diverged``)."""
+    g = spec.grid
+    run = g.shape + (spec.seeds,)
+    init = g.stats.shape + (spec.seeds,)
+    return {
+        "train_loss": np.full(run + (len(spec.log_steps),), np.nan, np.float32),
+        "test_loss": np.full(run + (len(spec.eval_steps),), np.nan, np.float32),
+        "test_accuracy": np.full(run + (len(spec.eval_steps),), np.nan, np.float32),
+        "diverged": np.zeros(run, bool),
+        "steps_to_target": np.full(run, np.nan),
+        "loss_at_init": np.full(init, np.nan, np.float32),
+        **{f"init_{k}": np.full(init + (max(g.depth),), np.nan) for k in init_stats.NAMES if k != "overflow"},
+        "init_overflow": np.zeros(init + (max(g.depth),), bool),
+    }
+
+
+def _median(values: np.ndarray) -> float:
+    """The median of the finite values (NaN if none): the progress bar's loss."""
+    finite = values[np.isfinite(values)]
+    return float(np.median(finite)) if finite.size else float("nan")
+
+
+def _check_disk(out: str | Path, need: int) -> None:
+    parent = Path(out).resolve().parent
+    while not parent.exists():
+        parent = parent.parent
+    free = shutil.disk_usage(parent).free
+    if need > free:
+        raise SpecError("out", f"the result needs up to {need / 1e9:.2f} GB but {parent} has {free / 1e9:.2f} GB free")
