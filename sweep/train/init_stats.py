@@ -19,7 +19,7 @@ from sweep import kernel
 from sweep import plan as stats_plan
 from sweep.errors import SpecError
 from sweep.kernel import LAYER_STATS, Probe
-from sweep.train.plan import Group, key_indices
+from sweep.train.plan import Group, chunk_size, key_indices
 from sweep.train.spec import TrainSpec
 
 NAMES = LAYER_STATS + ("overflow",)
@@ -61,8 +61,7 @@ def measure(spec: TrainSpec, groups: tuple[Group, ...], outputs: int, memory_byt
         if need > memory_bytes:
             raise SpecError("memory", f"measuring one network needs about {need / 1e6:.1f} MB; "
                                       f"the budget is {memory_bytes / 1e6:.1f} MB")
-        size = min(n, memory_bytes // need)
-        size = math.ceil(n / math.ceil(n / size))
+        size = chunk_size(n, memory_bytes // need)
         kern = kernel.make_kernel(group.arch, the_probe)
         for start in range(0, n, size):
             local = np.arange(start, min(start + size, n))

@@ -5,7 +5,15 @@ differ in key, gain, bias std and learning rate; ``jit`` compiles once per ``Con
 architecture and what is trained on it). A call of ``Trainer.train`` runs a block of steps
 with ``lax.scan`` on device; only the per-step losses leave it.
 
-Networks never mix: no value is reduced across the network axis. A network whose loss
+Networks never mix: no value is reduced across the network axis.
+
+Chunk-size independence. A network's numbers must not depend on how many networks share its
+call (the memory budget sets that). XLA's CPU backend offloads reductions to YNNPACK once
+they are large enough, which changes their summation order with the number of networks;
+the trainer is therefore compiled without YNNPACK fusions on CPU (``compiler_options``). A
+call of a single network is also compiled differently (the batch axis of size 1 is dropped
+and a transposed matmul takes another path), so chunks always hold at least two networks
+(``sweep.train.plan``). Other backends are not covered by this guarantee. A network whose loss
 is not finite (NaN or ±inf) is marked diverged and frozen: its parameters and optimizer
 state stop changing, and its later losses and accuracies are recorded as NaN; the losses
 that first were not finite are recorded as they were.
@@ -133,6 +141,23 @@ class Trainer(NamedTuple):
 
 
 @functools.cache
+def compiler_options() -> dict[str, str] | None:
+    """XLA options that keep a network's results independent of the chunk size.
+
+    Returns:
+      On CPU, YNNPACK fusions disabled, when this XLA accepts the option; else ``None``.
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    try:
+        jax.jit(lambda a: a.sum(), compiler_options=options).lower(jnp.zeros(2)).compile()
+    except Exception:  # an XLA without the option: nothing to disable
+        return None
+    return options
+
+
+@functools.cache
 def make_trainer(config: Config) -> Trainer:
     """Builds and ``jit``s the vmapped training functions of one configuration."""
     module = config.module
@@ -183,8 +208,11 @@ def make_trainer(config: Config) -> Trainer:
         accuracy = jnp.where(diverged, jnp.nan, accuracy)
         return state._replace(diverged=diverged), loss, accuracy
 
+    options = compiler_options()
     return Trainer(
-        init=jax.jit(jax.vmap(init_one, in_axes=(None, 0, 0, 0))),
-        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None)), donate_argnums=0),
-        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None)), donate_argnums=0),
+        init=jax.jit(jax.vmap(init_one, in_axes=(None, 0, 0, 0)), compiler_options=options),
+        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None)), donate_argnums=0,
+                      compiler_options=options),
+        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None)), donate_argnums=0,
+                         compiler_options=options),
     )

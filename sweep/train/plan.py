@@ -3,7 +3,7 @@
 As in ``sweep.plan``, a compile group is one architecture (activation, init, profile, depth,
 width); within it the networks differ in gain, bias std, learning rate and seed, in that
 C order, and are cut into equal chunks sized from a memory budget (the last one padded by
-repeating its final network).
+repeating its final network; at least two networks per call, see ``chunk_size``).
 
 Keys. A network's key is ``network_key(rng_seed, index)`` with ``index`` its position in the
 statistics grid ``(activation, init, profile, depth, width, gain, bias_std, seed)``, in C
@@ -144,10 +144,23 @@ def make_groups(spec: TrainSpec, n_features: int, outputs: int, memory: str | in
                 f"training one network of {dict(zip(STATIC_AXES, values))} needs about {need / 1e6:.1f} MB; "
                 f"the budget is {budget / 1e6:.1f} MB (raise --memory or lower batch/width/depth)",
             )
-        size = min(per_group, fits)
-        size = math.ceil(per_group / math.ceil(per_group / size))  # balanced, least padding
-        groups.append(Group(tuple(position), arch, size))
+        groups.append(Group(tuple(position), arch, chunk_size(per_group, fits)))
     return tuple(groups)
+
+
+def chunk_size(networks: int, fits: int) -> int:
+    """Networks per call: balanced chunks with the least padding, and never fewer than two.
+
+    A call of one network compiles differently and would change the last bits of its
+    results (see ``sweep.train.loop``), so a lone network is padded to two.
+
+    Args:
+      networks: networks of the group.
+      fits: networks that fit the memory budget at once.
+    """
+    size = min(networks, fits)
+    size = math.ceil(networks / math.ceil(networks / size))
+    return max(2, size)
 
 
 def batch_rows(rng_seed: int, n_train: int, batch: int, start: int, stop: int) -> np.ndarray:
