@@ -43,7 +43,6 @@ class Config(NamedTuple):
       task: ``"classification"`` or ``"regression"``.
       optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
       precision: ``"highest"`` or ``"default"``.
-      target_loss: the training loss that ``first_below`` looks for.
     """
 
     arch: Architecture
@@ -51,7 +50,6 @@ class Config(NamedTuple):
     task: str
     optimizer: str
     precision: str
-    target_loss: float
 
     @property
     def module(self) -> Network:
@@ -125,14 +123,16 @@ class Trainer(NamedTuple):
       init: ``init(rng_seed, indices, gains, bias_stds) -> State``: network i drawn by
         ``Network.draw(network_key(rng_seed, indices[i]), gains[i], bias_stds[i])``; inputs
         ``(C,)`` (``indices`` uint32, the others float32).
-      train: ``train(state, learning_rates, x_train, y_train, batches, step0) -> (state,
-        losses)``: ``batches`` ``(S, batch)`` int32 rows of the training set, one row per
-        step, the same for every network; ``losses`` ``(C, S)``, the mini-batch loss at each
-        step before its update; ``step0`` the global number of the first step.
-      evaluate: ``evaluate(state, x, y, mask) -> (state, loss, accuracy)``: the mean loss
-        and accuracy ``(C,)`` over the examples where ``mask`` is 1, from ``x`` ``(P, m, n_0)``,
-        ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)`` in P slices of m; a non-finite loss
-        marks a network diverged.
+      train: ``train(state, learning_rates, x_train, y_train, batches, step0, target) ->
+        (state, losses)``: ``learning_rates`` ``(C,)``; ``batches`` ``(S, batch)`` int32 rows
+        of the training set, one row per step, the same for every network; ``step0`` the
+        global number of the first step; ``target`` the loss ``first_below`` looks for;
+        ``losses`` ``(C, S)``, the mini-batch loss at each step before its update.
+      evaluate: ``evaluate(state, x, y, mask, first, count) -> (state, loss, accuracy)``:
+        the mean loss and accuracy ``(C,)`` over slices ``first .. first + count - 1`` of
+        ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)``, counting the
+        examples where ``mask`` is 1 (see ``sweep.train.plan.eval_slices``); a non-finite
+        loss marks a network diverged.
     """
 
     init: Any
@@ -170,7 +170,7 @@ def make_trainer(config: Config) -> Trainer:
         opt_state = optimizer(config.optimizer, 1.0).init(params)
         return State(params, opt_state, jnp.bool_(False), jnp.int32(-1))
 
-    def train_one(state, learning_rate, x_train, y_train, batches, step0):
+    def train_one(state, learning_rate, x_train, y_train, batches, step0, target):
         tx = optimizer(config.optimizer, learning_rate)
 
         def step(state, inputs):
@@ -179,7 +179,7 @@ def make_trainer(config: Config) -> Trainer:
             diverged = state.diverged | ~jnp.isfinite(loss)
             updates, opt_state = tx.update(grads, state.opt_state, state.params)
             params = optax.apply_updates(state.params, updates)
-            below = (state.first_below < 0) & (loss < config.target_loss)
+            below = (state.first_below < 0) & (loss < target)
             new = State(
                 _freeze(diverged, state.params, params),
                 _freeze(diverged, state.opt_state, opt_state),
@@ -191,16 +191,14 @@ def make_trainer(config: Config) -> Trainer:
         steps = step0 + jnp.arange(batches.shape[0], dtype=jnp.int32)
         return jax.lax.scan(step, state, (batches, steps))
 
-    def evaluate_one(state, x, y, mask):
-        def part(total, inputs):
-            xs, ys, ms = inputs
-            loss, correct = loss_terms(module.apply({"params": state.params}, xs), ys, config.task)
-            return (total[0] + jnp.sum(loss * ms), total[1] + jnp.sum(correct * ms)), None
+    def evaluate_one(state, x, y, mask, first, count):
+        def part(p, total):
+            loss, correct = loss_terms(module.apply({"params": state.params}, x[p]), y[p], config.task)
+            return total[0] + jnp.sum(loss * mask[p]), total[1] + jnp.sum(correct * mask[p]), total[2] + jnp.sum(mask[p])
 
         zero = jnp.zeros((), jnp.float32)
-        (loss_sum, correct_sum), _ = jax.lax.scan(part, (zero, zero), (x, y, mask))
-        count = jnp.sum(mask)
-        loss, accuracy = loss_sum / count, correct_sum / count
+        loss_sum, correct_sum, examples = jax.lax.fori_loop(first, first + count, part, (zero, zero, zero))
+        loss, accuracy = loss_sum / examples, correct_sum / examples
         if config.task != CLASSIFICATION:
             accuracy = jnp.float32(jnp.nan)
         diverged = state.diverged | ~jnp.isfinite(loss)
@@ -211,8 +209,8 @@ def make_trainer(config: Config) -> Trainer:
     options = compiler_options()
     return Trainer(
         init=jax.jit(jax.vmap(init_one, in_axes=(None, 0, 0, 0)), compiler_options=options),
-        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None)), donate_argnums=0,
+        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None, None)), donate_argnums=0,
                       compiler_options=options),
-        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None)), donate_argnums=0,
+        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None, None, None)), donate_argnums=0,
                          compiler_options=options),
     )

@@ -33,7 +33,7 @@ from sweep.train.spec import TrainSpec
 STATIC_AXES = GRID_AXES[:5]
 _WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted below
 _OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
-EVAL_SLICE = 1024
+EVAL_SLICE = 512
 """The most examples evaluated at once per network (the evaluation loops over slices)."""
 
 
@@ -182,23 +182,31 @@ def batch_rows(rng_seed: int, n_train: int, batch: int, start: int, stop: int) -
     return order[offset : offset + last - first].reshape(stop - start, batch).astype(np.int32)
 
 
-def eval_slices(x: np.ndarray, y: np.ndarray, most: int = EVAL_SLICE) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Cuts a split into equal slices for the evaluation, padding the last.
+def eval_set(x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray,
+             size: int = EVAL_SLICE) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, int], tuple[int, int]]:
+    """Both splits cut into slices of one size for the evaluation, and stacked.
+
+    One array for both splits lets one compiled evaluation serve both.
 
     Args:
-      x: ``(n, n_0)`` inputs.
-      y: ``(n,)`` labels or ``(n, k)`` targets.
-      most: the most examples per slice.
+      x_train, x_test: ``(n, n_0)`` inputs.
+      y_train, y_test: ``(n,)`` labels or ``(n, k)`` targets.
+      size: the most examples per slice.
 
     Returns:
-      ``(x, y, mask)`` of shapes ``(P, m, n_0)``, ``(P, m[, k])`` and ``(P, m)``, P·m ≥ n,
-      ``mask`` 1.0 on the real examples.
+      ``(x, y, mask, train, test)``: ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and
+      ``mask`` ``(P, m)``, 1.0 on real examples (each split's last slice is padded); the
+      training split's slices then the test split's, at ``train`` and ``test`` =
+      ``(first slice, number of slices)``.
     """
-    n = len(x)
-    parts = math.ceil(n / most)
-    m = math.ceil(n / parts)
-    pad = parts * m - n
-    mask = np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)])
-    x = np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)])
-    y = np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)])
-    return x.reshape(parts, m, *x.shape[1:]), y.reshape(parts, m, *y.shape[1:]), mask.reshape(parts, m)
+    m = min(size, max(len(x_train), len(x_test)))
+    xs, ys, masks, ranges = [], [], [], []
+    for x, y in ((x_train, y_train), (x_test, y_test)):
+        n = len(x)
+        parts = math.ceil(n / m)
+        pad = parts * m - n
+        xs.append(np.concatenate([x, np.zeros((pad,) + x.shape[1:], x.dtype)]).reshape(parts, m, *x.shape[1:]))
+        ys.append(np.concatenate([y, np.zeros((pad,) + y.shape[1:], y.dtype)]).reshape(parts, m, *y.shape[1:]))
+        masks.append(np.concatenate([np.ones(n, np.float32), np.zeros(pad, np.float32)]).reshape(parts, m))
+        ranges.append((sum(len(a) for a in xs[:-1]), parts))
+    return np.concatenate(xs), np.concatenate(ys), np.concatenate(masks), ranges[0], ranges[1]

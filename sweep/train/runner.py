@@ -50,7 +50,7 @@ def run_training(
     data = datasets.load(spec.dataset)
     if spec.batch > len(data.x_train):
         raise SpecError("batch", f"must be at most the {len(data.x_train)} training examples of {spec.dataset!r}")
-    target = spec.target_loss if spec.target_loss is not None else 0.5 * data.constant_loss
+    target = float(spec.target_loss if spec.target_loss is not None else 0.5 * data.constant_loss)
     budget = parse_memory(memory)
     groups = plan.make_groups(spec, data.n_features, data.n_outputs, budget)
     arrays = _empty_arrays(spec)
@@ -62,8 +62,8 @@ def run_training(
         arrays[f"init_{name}"] = values
 
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    train_split = tuple(jnp.asarray(a) for a in plan.eval_slices(data.x_train, data.y_train))
-    test_split = tuple(jnp.asarray(a) for a in plan.eval_slices(data.x_test, data.y_test))
+    *eval_arrays, train_slices, test_slices = plan.eval_set(data.x_train, data.y_train, data.x_test, data.y_test)
+    eval_arrays = tuple(jnp.asarray(a) for a in eval_arrays)
     eval_steps = spec.eval_steps
     g = spec.grid
     gains, bias_stds = np.asarray(g.gain, np.float32), np.asarray(g.bias_std, np.float32)
@@ -72,8 +72,7 @@ def run_training(
     bar = tqdm(total=spec.num_networks * spec.steps, unit="step", unit_scale=True, desc=spec.name,
                disable=not progress, dynamic_ncols=True)
     for group in groups:
-        trainer = loop.make_trainer(loop.Config(
-            group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision, float(target)))
+        trainer = loop.make_trainer(loop.Config(group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision))
         for chunk in plan.chunks(spec, group):
             v = chunk.valid
             run = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.learning_rate[:v], chunk.seed[:v])
@@ -81,12 +80,12 @@ def run_training(
             lrs = jnp.asarray(rates[chunk.learning_rate])
             state = trainer.init(jnp.uint32(spec.rng_seed), jnp.asarray(chunk.keys, jnp.uint32),
                                  jnp.asarray(gains[chunk.gain]), jnp.asarray(bias_stds[chunk.bias_std]))
-            state, loss, _ = trainer.evaluate(state, *train_split)
+            state, loss, _ = trainer.evaluate(state, *eval_arrays, *train_slices)
             arrays["loss_at_init"][init] = np.asarray(loss)[:v]
             for e, (start, stop) in enumerate(zip((0,) + eval_steps, eval_steps)):
                 if stop > start:
                     rows = jnp.asarray(plan.batch_rows(spec.rng_seed, len(data.x_train), spec.batch, start, stop))
-                    state, losses = trainer.train(state, lrs, x_train, y_train, rows, start)
+                    state, losses = trainer.train(state, lrs, x_train, y_train, rows, start, target)
                     losses = np.asarray(losses)[:v]
                     logged = [t for t in range(start, stop) if t % spec.log_every == 0]
                     if logged:
@@ -95,7 +94,7 @@ def run_training(
                             losses[:, at - start])
                     bar.update(v * (stop - start))
                     bar.set_postfix(loss=f"{_median(losses[:, -1]):.4g}", refresh=False)
-                state, loss, accuracy = trainer.evaluate(state, *test_split)
+                state, loss, accuracy = trainer.evaluate(state, *eval_arrays, *test_slices)
                 arrays["test_loss"][run + (e,)] = np.asarray(loss)[:v]
                 arrays["test_accuracy"][run + (e,)] = np.asarray(accuracy)[:v]
             arrays["diverged"][run] = np.asarray(state.diverged)[:v]
