@@ -8,13 +8,16 @@ readout bias vanish. With the same learning rate and batches the He network lear
 Xavier network's loss stays at ln 10, that of a uniform guess.
 
 Settings: depth 20, width 128, batch 128, SGD with learning rate 0.03, 400 steps, three
-seeds. Measured (this machine, seeds 0-5): He test accuracy 0.35-0.38 and test loss
-1.54-1.68 from 2.35-3.11 at init; Xavier test loss 2.289-2.301 from 2.3026.
+seeds. Measured on CPU, seeds 0-5: He test accuracy 0.26-0.36 (median 0.33) and test loss
+1.5-1.7 from 2.35-3.11 at init; Xavier test loss 2.289-2.301 from 2.3026. SGD is chaotic:
+a change in the last bits of any operation (another XLA, backend or fusion) moves the He
+accuracies within that range, so the thresholds keep a margin.
 
-Thresholds: He test accuracy >= 0.30 for every seed, three times chance (0.10), and 5
-points under the worst seed measured, so that a correct run passes; test loss at least
-0.5 nats under its value at init. Xavier: test loss within 0.05 nats (2 %) of its value
-at init, for every seed.
+Thresholds: He test accuracy >= 0.20 (twice chance, 0.10) for every seed and a median
+>= 0.25 over seeds; test loss at least 0.5 nats under its value at init. Xavier: test
+loss within 0.05 nats (2 %) of its value at init, for every seed. With more steps or a
+larger learning rate Xavier's loss does start to fall (its readout and last layers still
+get gradients), so the comparison is at a fixed, short budget.
 """
 
 import math
@@ -51,7 +54,8 @@ def xavier():
 def test_he_init_learns_well_above_chance(he):
     final = he.isel(eval_step=-1)
     assert not he["diverged"].any()
-    assert (final["test_accuracy"] >= 3 * CHANCE).all(), final["test_accuracy"].values
+    assert (final["test_accuracy"] >= 2 * CHANCE).all(), final["test_accuracy"].values
+    assert final["test_accuracy"].median() >= 2.5 * CHANCE, final["test_accuracy"].values
     assert (final["test_loss"] < he["loss_at_init"] - 0.5).all(), (final["test_loss"].values, he["loss_at_init"].values)
 
 
