@@ -1,7 +1,9 @@
 """Short training runs of the sweep's networks: thousands at once, on MNIST-1D, digits or a teacher.
 
-    >>> from sweep.train import TrainSpec, run_training
-    >>> ds = run_training(TrainSpec.from_toml("analysis/specs/trainability.toml"), out="results/train.zarr")
+    >>> import sweep
+    >>> from sweep.train import run_training
+    >>> spec = sweep.Spec.from_toml("trainability.toml")  # kind = "train": a TrainSpec
+    >>> ds = run_training(spec, out="results/trainability.zarr")
 
 See ``sweep.train.spec`` for the spec, ``sweep.train.schema`` for the dataset, and
 ``sweep.train.loop`` for how networks are trained and how divergence is handled.
