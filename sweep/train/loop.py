@@ -131,7 +131,7 @@ class Trainer(NamedTuple):
       evaluate: ``evaluate(state, x, y, mask, first, count) -> (state, loss, accuracy)``:
         the mean loss and accuracy ``(C,)`` over slices ``first .. first + count - 1`` of
         ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)``, counting the
-        examples where ``mask`` is 1 (see ``sweep.train.plan.eval_slices``); a non-finite
+        examples where ``mask`` is 1 (see ``sweep.train.plan.eval_set``); a non-finite
         loss marks a network diverged.
     """
 

@@ -61,51 +61,76 @@ def run_training(
     for name, values in init_stats.measure(spec, groups, data.n_outputs, budget).items():
         arrays[f"init_{name}"] = values
 
-    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    *eval_arrays, train_slices, test_slices = plan.eval_set(data.x_train, data.y_train, data.x_test, data.y_test)
-    eval_arrays = tuple(jnp.asarray(a) for a in eval_arrays)
-    eval_steps = spec.eval_steps
-    g = spec.grid
-    gains, bias_stds = np.asarray(g.gain, np.float32), np.asarray(g.bias_std, np.float32)
-    rates = np.asarray(g.learning_rate, np.float32)
-
+    inputs = _Inputs(spec, data, target)
     bar = tqdm(total=spec.num_networks * spec.steps, unit="step", unit_scale=True, desc=spec.name,
                disable=not progress, dynamic_ncols=True)
     for group in groups:
         trainer = loop.make_trainer(loop.Config(group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision))
         for chunk in plan.chunks(spec, group):
-            v = chunk.valid
-            run = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.learning_rate[:v], chunk.seed[:v])
-            init = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.seed[:v])
-            lrs = jnp.asarray(rates[chunk.learning_rate])
-            state = trainer.init(jnp.uint32(spec.rng_seed), jnp.asarray(chunk.keys, jnp.uint32),
-                                 jnp.asarray(gains[chunk.gain]), jnp.asarray(bias_stds[chunk.bias_std]))
-            state, loss, _ = trainer.evaluate(state, *eval_arrays, *train_slices)
-            arrays["loss_at_init"][init] = np.asarray(loss)[:v]
-            for e, (start, stop) in enumerate(zip((0,) + eval_steps, eval_steps)):
-                if stop > start:
-                    rows = jnp.asarray(plan.batch_rows(spec.rng_seed, len(data.x_train), spec.batch, start, stop))
-                    state, losses = trainer.train(state, lrs, x_train, y_train, rows, start, target)
-                    losses = np.asarray(losses)[:v]
-                    logged = [t for t in range(start, stop) if t % spec.log_every == 0]
-                    if logged:
-                        at = np.asarray(logged)
-                        arrays["train_loss"][run + (slice(at[0] // spec.log_every, at[-1] // spec.log_every + 1),)] = (
-                            losses[:, at - start])
-                    bar.update(v * (stop - start))
-                    bar.set_postfix(loss=f"{_median(losses[:, -1]):.4g}", refresh=False)
-                state, loss, accuracy = trainer.evaluate(state, *eval_arrays, *test_slices)
-                arrays["test_loss"][run + (e,)] = np.asarray(loss)[:v]
-                arrays["test_accuracy"][run + (e,)] = np.asarray(accuracy)[:v]
-            arrays["diverged"][run] = np.asarray(state.diverged)[:v]
-            first = np.asarray(state.first_below)[:v]
-            arrays["steps_to_target"][run] = np.where(first >= 0, first, np.nan)
+            _train_chunk(spec, inputs, trainer, group, chunk, arrays, bar)
     bar.close()
 
+    ds = schema.to_dataset(spec, arrays, data.task, _attrs(spec, data, target))
+    if out is not None:
+        store.write(ds, out, overwrite=overwrite)
+    return ds
+
+
+class _Inputs:
+    """What every chunk's calls share: the data on device, the axes' values, the target loss."""
+
+    def __init__(self, spec: TrainSpec, data: datasets.Dataset, target: float):
+        self.n_train = len(data.x_train)
+        self.x_train, self.y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+        *arrays, self.train_slices, self.test_slices = plan.eval_set(data.x_train, data.y_train, data.x_test, data.y_test)
+        self.eval_arrays = tuple(jnp.asarray(a) for a in arrays)
+        g = spec.grid
+        self.gains, self.bias_stds = np.asarray(g.gain, np.float32), np.asarray(g.bias_std, np.float32)
+        self.rates = np.asarray(g.learning_rate, np.float32)
+        self.target = target
+
+
+def _train_chunk(spec: TrainSpec, inputs: _Inputs, trainer: loop.Trainer, group: plan.Group, chunk: plan.Chunk,
+                 arrays: dict[str, np.ndarray], bar) -> None:
+    """Trains one chunk of networks, evaluating between blocks of steps, into ``arrays``."""
+    v = chunk.valid
+    run = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.learning_rate[:v], chunk.seed[:v])
+    init = group.position + (chunk.gain[:v], chunk.bias_std[:v], chunk.seed[:v])
+    rates = jnp.asarray(inputs.rates[chunk.learning_rate])
+    state = trainer.init(jnp.uint32(spec.rng_seed), jnp.asarray(chunk.keys, jnp.uint32),
+                         jnp.asarray(inputs.gains[chunk.gain]), jnp.asarray(inputs.bias_stds[chunk.bias_std]))
+    state, loss, _ = trainer.evaluate(state, *inputs.eval_arrays, *inputs.train_slices)
+    arrays["loss_at_init"][init] = np.asarray(loss)[:v]
+    eval_steps = spec.eval_steps
+    for e, (start, stop) in enumerate(zip((0,) + eval_steps, eval_steps)):
+        if stop > start:
+            rows = jnp.asarray(plan.batch_rows(spec.rng_seed, inputs.n_train, spec.batch, start, stop))
+            state, losses = trainer.train(state, rates, inputs.x_train, inputs.y_train, rows, start, inputs.target)
+            losses = np.asarray(losses)[:v]
+            logged = np.asarray([t for t in range(start, stop) if t % spec.log_every == 0], int)
+            if logged.size:
+                where = slice(logged[0] // spec.log_every, logged[-1] // spec.log_every + 1)
+                arrays["train_loss"][run + (where,)] = losses[:, logged - start]
+            bar.update(v * (stop - start))
+            bar.set_postfix(loss=f"{_median(losses[:, -1]):.4g}", refresh=False)
+        state, loss, accuracy = trainer.evaluate(state, *inputs.eval_arrays, *inputs.test_slices)
+        arrays["test_loss"][run + (e,)] = np.asarray(loss)[:v]
+        arrays["test_accuracy"][run + (e,)] = np.asarray(accuracy)[:v]
+    arrays["diverged"][run] = np.asarray(state.diverged)[:v]
+    first = np.asarray(state.first_below)[:v]
+    arrays["steps_to_target"][run] = np.where(first >= 0, first, np.nan)
+
+
+_OPTIMIZERS = {"sgd": "optax.sgd(learning_rate)", "momentum": "optax.sgd(learning_rate, momentum=0.9)",
+               "adam": "optax.adam(learning_rate) (b1 0.9, b2 0.999, eps 1e-8)"}
+
+
+def _attrs(spec: TrainSpec, data: datasets.Dataset, target: float) -> dict:
+    """The dataset attributes that say how the networks were trained and measured."""
     attrs = dict(data.attrs)
     attrs.update(
         input_dim=data.n_features,
-        target_loss=float(target),
+        target_loss=target,
         target_loss_source="spec" if spec.target_loss is not None else "half the best constant predictor's training loss",
         batch_schedule=(f"the same for every network: epochs in the order numpy.random.default_rng([{spec.rng_seed}, "
                         "epoch]).permutation(n_train), cut into consecutive batches (a batch may span two epochs)"),
@@ -113,16 +138,15 @@ def run_training(
                       "bias_std, seed) as in a stats sweep; every learning rate trains the same initial network"),
         architecture="widths (input_dim, hidden widths of profile, width, depth), then a trained linear readout "
                      "N(0, 1/n_L) with zero bias",
-        optimizer=spec.optimizer,
-        divergence="a network with a non-finite loss is marked diverged and frozen; later losses are NaN",
+        optimizer=_OPTIMIZERS[spec.optimizer],
+        loss="softmax cross-entropy (nats)" if data.task == datasets.CLASSIFICATION
+             else "half the squared error, summed over outputs",
+        divergence="a network with a non-finite loss is marked diverged and frozen; its later losses are NaN",
         init_statistics=("sweep.kernel on each initial network (same key, gain, bias_std, architecture) with "
                          f"{spec.batch} i.i.d. N(0, 1) inputs, mse probe loss against Gaussian targets of "
                          f"dimension {data.n_outputs}; not the training data"),
     )
-    ds = schema.to_dataset(spec, arrays, data.task, attrs)
-    if out is not None:
-        store.write(ds, out, overwrite=overwrite)
-    return ds
+    return attrs
 
 
 def _empty_arrays(spec: TrainSpec) -> dict[str, np.ndarray]:
