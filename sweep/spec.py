@@ -24,7 +24,7 @@ GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width",
 """The grid axes, in the order of the dataset's dims."""
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_KINDS = ("stats",)
+_KINDS = ("stats", "train")
 _INPUTS = ("gaussian",)
 _LOSSES = ("mse", "projection")
 _PRECISIONS = ("highest", "default")
@@ -99,7 +99,8 @@ class Spec:
 
     Attributes:
       name: a short name, used for default output paths.
-      kind: ``"stats"``: random-init statistics.
+      kind: ``"stats"``: random-init statistics. (``"train"`` specs are ``TrainSpec``s, see
+        ``sweep.train.spec``; ``Spec.from_dict`` and ``Spec.from_toml`` return one for them.)
       rng_seed: base PRNG seed of the whole sweep.
       seeds: independent networks per grid point (dim ``seed`` = 0..seeds-1).
       batch: inputs per network.
@@ -134,11 +135,18 @@ class Spec:
     def from_dict(cls, raw: dict[str, Any]) -> "Spec":
         """Builds and validates a spec from a dict shaped like the TOML file.
 
+        Returns:
+          A ``Spec``, or a ``sweep.train.spec.TrainSpec`` when ``kind = "train"``.
+
         Raises:
           SpecError: naming the first offending field.
         """
         if not isinstance(raw, dict):
             raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
+        if raw.get("kind") == "train":
+            from sweep.train.spec import TrainSpec
+
+            return TrainSpec.from_dict(raw)
         fields = {f.name for f in dataclasses.fields(cls)}
         _reject_unknown(raw, fields, "")
         kw: dict[str, Any] = {}
@@ -166,21 +174,12 @@ class Spec:
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
-        """Reads and validates a spec file.
+        """Reads and validates a spec file (a ``TrainSpec`` when ``kind = "train"``).
 
         Raises:
           SpecError: the file is missing, is not TOML, or a field is bad.
         """
-        path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as e:
-            raise SpecError("spec", f"cannot read {str(path)!r}: {e.strerror}") from None
-        try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
-            raise SpecError("spec", f"{str(path)!r} is not valid TOML: {e}") from None
-        return cls.from_dict(raw)
+        return cls.from_dict(read_toml(path))
 
     def replace(self, **changes: Any) -> "Spec":
         """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
@@ -207,6 +206,23 @@ class Spec:
     def from_json(cls, text: str) -> "Spec":
         """Inverse of ``to_json``."""
         return cls.from_dict(json.loads(text))
+
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """The table of a TOML spec file, not yet validated.
+
+    Raises:
+      SpecError: the file is missing or is not TOML.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise SpecError("spec", f"cannot read {str(path)!r}: {e.strerror}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        raise SpecError("spec", f"{str(path)!r} is not valid TOML: {e}") from None
 
 
 def _reject_unknown(raw: dict, allowed, where: str) -> None:

@@ -1,0 +1,216 @@
+"""The training loop: many networks trained at once, many steps per device call.
+
+Everything is written for one network and ``vmap``-ed over the networks of a chunk, which
+differ in key, gain, bias std and learning rate; ``jit`` compiles once per ``Config`` (an
+architecture and what is trained on it). A call of ``Trainer.train`` runs a block of steps
+with ``lax.scan`` on device; only the per-step losses leave it.
+
+Networks never mix: no value is reduced across the network axis.
+
+Chunk-size independence. A network's numbers must not depend on how many networks share its
+call (the memory budget sets that). XLA's CPU backend offloads reductions to YNNPACK once
+they are large enough, which changes their summation order with the number of networks;
+the trainer is therefore compiled without YNNPACK fusions on CPU (``compiler_options``). A
+call of a single network is also compiled differently (the batch axis of size 1 is dropped
+and a transposed matmul takes another path), so chunks always hold at least two networks
+(``sweep.train.plan``). Other backends are not covered by this guarantee. A network whose loss
+is not finite (NaN or ±inf) is marked diverged and frozen: its parameters and optimizer
+state stop changing, and its later losses and accuracies are recorded as NaN; the losses
+that first were not finite are recorded as they were.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from sweep import network
+from sweep.network import Architecture
+from sweep.train.data import CLASSIFICATION
+from sweep.train.model import Network
+
+
+class Config(NamedTuple):
+    """What ``jit`` compiles for: static.
+
+    Attributes:
+      arch: the hidden layers.
+      outputs: classes or regression targets.
+      task: ``"classification"`` or ``"regression"``.
+      optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
+      precision: ``"highest"`` or ``"default"``.
+    """
+
+    arch: Architecture
+    outputs: int
+    task: str
+    optimizer: str
+    precision: str
+
+    @property
+    def module(self) -> Network:
+        return Network(self.arch, self.outputs, self.precision)
+
+
+class State(NamedTuple):
+    """One network's training state (with a leading network axis when batched).
+
+    Attributes:
+      params: the module's parameters.
+      opt_state: the optimizer's state.
+      diverged: bool, a loss was not finite; the network is frozen.
+      first_below: int32, the first step whose training loss was below the target, -1 if
+        none yet.
+    """
+
+    params: Any
+    opt_state: Any
+    diverged: jax.Array
+    first_below: jax.Array
+
+
+def optimizer(name: str, learning_rate) -> optax.GradientTransformation:
+    """The optax optimizer of a spec's ``optimizer``.
+
+    Args:
+      name: ``"sgd"``, ``"momentum"`` (heavy ball, 0.9) or ``"adam"`` (optax defaults).
+      learning_rate: a scalar; a traced per-network value under ``vmap``.
+
+    Returns:
+      The gradient transformation.
+    """
+    if name == "sgd":
+        return optax.sgd(learning_rate)
+    if name == "momentum":
+        return optax.sgd(learning_rate, momentum=0.9)
+    if name == "adam":
+        return optax.adam(learning_rate)
+    raise ValueError(f"unknown optimizer {name!r}")
+
+
+def loss_terms(outputs: jax.Array, y: jax.Array, task: str) -> tuple[jax.Array, jax.Array]:
+    """Per-example loss and correctness.
+
+    Args:
+      outputs: ``(m, k)`` logits or predictions.
+      y: ``(m,)`` integer labels, or ``(m, k)`` targets.
+      task: ``"classification"`` (softmax cross-entropy) or ``"regression"`` (half the
+        squared error, summed over the k outputs).
+
+    Returns:
+      ``(loss, correct)``, each ``(m,)``; ``correct`` is 1.0 where the arg-max is the label
+      (0.0 throughout for regression).
+    """
+    if task == CLASSIFICATION:
+        loss = optax.softmax_cross_entropy_with_integer_labels(outputs, y)
+        return loss, (jnp.argmax(outputs, axis=-1) == y).astype(outputs.dtype)
+    loss = 0.5 * jnp.sum(jnp.square(outputs - y), axis=-1)
+    return loss, jnp.zeros_like(loss)
+
+
+def _freeze(frozen: jax.Array, old, new):
+    return jax.tree.map(lambda o, n: jnp.where(frozen, o, n), old, new)
+
+
+class Trainer(NamedTuple):
+    """The compiled functions of one ``Config``; each works on a chunk of C networks.
+
+    Attributes:
+      init: ``init(rng_seed, indices, gains, bias_stds) -> State``: network i drawn by
+        ``Network.draw(network_key(rng_seed, indices[i]), gains[i], bias_stds[i])``; inputs
+        ``(C,)`` (``indices`` uint32, the others float32).
+      train: ``train(state, learning_rates, x_train, y_train, batches, step0, target) ->
+        (state, losses)``: ``learning_rates`` ``(C,)``; ``batches`` ``(S, batch)`` int32 rows
+        of the training set, one row per step, the same for every network; ``step0`` the
+        global number of the first step; ``target`` the loss ``first_below`` looks for;
+        ``losses`` ``(C, S)``, the mini-batch loss at each step before its update.
+      evaluate: ``evaluate(state, x, y, mask, first, count) -> (state, loss, accuracy)``:
+        the mean loss and accuracy ``(C,)`` over slices ``first .. first + count - 1`` of
+        ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)``, counting the
+        examples where ``mask`` is 1 (see ``sweep.train.plan.eval_set``); a non-finite
+        loss marks a network diverged.
+    """
+
+    init: Any
+    train: Any
+    evaluate: Any
+
+
+@functools.cache
+def compiler_options() -> dict[str, str] | None:
+    """XLA options that keep a network's results independent of the chunk size.
+
+    Returns:
+      On CPU, YNNPACK fusions disabled, when this XLA accepts the option; else ``None``.
+    """
+    if jax.default_backend() != "cpu":
+        return None
+    options = {"xla_cpu_experimental_ynn_fusion_type": ""}
+    try:
+        jax.jit(lambda a: a.sum(), compiler_options=options).lower(jnp.zeros(2)).compile()
+    except Exception:  # an XLA without the option: nothing to disable
+        return None
+    return options
+
+
+@functools.cache
+def make_trainer(config: Config) -> Trainer:
+    """Builds and ``jit``s the vmapped training functions of one configuration."""
+    module = config.module
+
+    def objective(params, x, y):
+        return jnp.mean(loss_terms(module.apply({"params": params}, x), y, config.task)[0])
+
+    def init_one(rng_seed, index, gain, bias_std):
+        params = module.draw(network.network_key(rng_seed, index), gain, bias_std)["params"]
+        opt_state = optimizer(config.optimizer, 1.0).init(params)
+        return State(params, opt_state, jnp.bool_(False), jnp.int32(-1))
+
+    def train_one(state, learning_rate, x_train, y_train, batches, step0, target):
+        tx = optimizer(config.optimizer, learning_rate)
+
+        def step(state, inputs):
+            rows, t = inputs
+            loss, grads = jax.value_and_grad(objective)(state.params, x_train[rows], y_train[rows])
+            diverged = state.diverged | ~jnp.isfinite(loss)
+            updates, opt_state = tx.update(grads, state.opt_state, state.params)
+            params = optax.apply_updates(state.params, updates)
+            below = (state.first_below < 0) & (loss < target)
+            new = State(
+                _freeze(diverged, state.params, params),
+                _freeze(diverged, state.opt_state, opt_state),
+                diverged,
+                jnp.where(below, t, state.first_below),
+            )
+            return new, jnp.where(state.diverged, jnp.nan, loss)
+
+        steps = step0 + jnp.arange(batches.shape[0], dtype=jnp.int32)
+        return jax.lax.scan(step, state, (batches, steps))
+
+    def evaluate_one(state, x, y, mask, first, count):
+        def part(p, total):
+            loss, correct = loss_terms(module.apply({"params": state.params}, x[p]), y[p], config.task)
+            return total[0] + jnp.sum(loss * mask[p]), total[1] + jnp.sum(correct * mask[p]), total[2] + jnp.sum(mask[p])
+
+        zero = jnp.zeros((), jnp.float32)
+        loss_sum, correct_sum, examples = jax.lax.fori_loop(first, first + count, part, (zero, zero, zero))
+        loss, accuracy = loss_sum / examples, correct_sum / examples
+        if config.task != CLASSIFICATION:
+            accuracy = jnp.float32(jnp.nan)
+        diverged = state.diverged | ~jnp.isfinite(loss)
+        loss = jnp.where(state.diverged, jnp.nan, loss)
+        accuracy = jnp.where(diverged, jnp.nan, accuracy)
+        return state._replace(diverged=diverged), loss, accuracy
+
+    options = compiler_options()
+    return Trainer(
+        init=jax.jit(jax.vmap(init_one, in_axes=(None, 0, 0, 0)), compiler_options=options),
+        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None, None)), donate_argnums=0,
+                      compiler_options=options),
+        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None, None, None)), donate_argnums=0,
+                         compiler_options=options),
+    )

@@ -1,0 +1,207 @@
+"""The training spec: ``kind = "train"``, short training runs of the networks of a grid.
+
+A training spec has the statistics grid's axes plus ``learning_rate``, and says what the
+networks are trained on, how and for how long. It is validated like ``sweep.spec.Spec``:
+an unknown key, a wrong type or a value outside what is allowed raises ``SpecError`` naming
+the field. ``sweep.Spec.from_dict`` and ``sweep.Spec.from_toml`` return a ``TrainSpec``
+for ``kind = "train"``.
+
+The ``width`` axis is the base width of the hidden layers; the input dimension n_0 is the
+dataset's number of features (see ``sweep.train.model.architecture``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from sweep import spec as stats_spec
+from sweep.errors import SpecError
+from sweep.spec import GRID_AXES, Grid
+
+TRAIN_AXES: tuple[str, ...] = GRID_AXES + ("learning_rate",)
+"""The axes of a training grid, in the order of the dataset's dims (then ``seed``)."""
+
+DATASETS: tuple[str, ...] = ("mnist1d", "digits", "teacher")
+OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
+_PRECISIONS = ("highest", "default")
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainGrid(Grid):
+    """The statistics grid's axes plus the learning rate.
+
+    Attributes:
+      learning_rate: the optimizer's step size, positive; a list or a range table
+        ``{start, stop, num, log}`` like the other float axes.
+    """
+
+    learning_rate: tuple[float, ...] = (1e-2,)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Length of each axis, in ``TRAIN_AXES`` order."""
+        return tuple(len(getattr(self, a)) for a in TRAIN_AXES)
+
+    @property
+    def stats(self) -> Grid:
+        """The statistics grid: every axis but ``learning_rate``."""
+        return Grid(**{a: getattr(self, a) for a in GRID_AXES})
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainGrid":
+        """Builds and validates a training grid from its TOML table.
+
+        Raises:
+          SpecError: unknown axis, empty axis, wrong type or value out of range.
+        """
+        stats_spec._reject_unknown(raw, TRAIN_AXES, "grid")
+        raw = dict(raw)
+        rates = stats_spec._number_list(
+            raw.pop("learning_rate", cls.learning_rate), "grid.learning_rate", integer=False
+        )
+        if any(not math.isfinite(v) or v <= 0 for v in rates):
+            raise SpecError("grid.learning_rate", f"must be finite numbers > 0, got {rates}")
+        rates = stats_spec._unique(rates, "grid.learning_rate")
+        grid = Grid.from_dict(raw)
+        return cls(**dataclasses.asdict(grid), learning_rate=rates)
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainSpec:
+    """A sweep of short training runs.
+
+    Attributes:
+      name: a short name, used for default output paths.
+      kind: always ``"train"``.
+      rng_seed: base PRNG seed: of the networks (the same keys as a statistics sweep) and of
+        the mini-batch schedule.
+      seeds: independent networks per grid point (dim ``seed``).
+      batch: training examples per step; also the number of Gaussian inputs of the
+        init-time statistics (``init_*`` variables).
+      dataset: ``"mnist1d"``, ``"digits"`` or ``"teacher"`` (see ``sweep.train.data``).
+      optimizer: ``"sgd"``, ``"momentum"`` (SGD with heavy-ball momentum 0.9) or ``"adam"``
+        (optax defaults b1 = 0.9, b2 = 0.999, eps = 1e-8).
+      steps: optimizer steps per network.
+      eval_every: the full test split is evaluated after every ``eval_every`` steps, and at
+        step 0 and at the last step.
+      log_every: the training loss is recorded every ``log_every`` steps (from step 0).
+      target_loss: ``steps_to_target`` is the first step whose training loss is below it.
+        ``None`` (the default): half the loss of the best constant predictor on the training
+        split, i.e. half the entropy of the class frequencies (classification) or
+        0.25 · outputs (regression, standardised targets); the value used is in the
+        dataset's attributes.
+      precision: ``"highest"`` (exact float32 matmuls) or ``"default"``.
+      grid: the axes, ``TrainGrid``.
+    """
+
+    name: str = "train"
+    kind: str = "train"
+    rng_seed: int = 0
+    seeds: int = 4
+    batch: int = 128
+    dataset: str = "mnist1d"
+    optimizer: str = "sgd"
+    steps: int = 500
+    eval_every: int = 50
+    log_every: int = 1
+    target_loss: float | None = None
+    precision: str = "highest"
+    grid: TrainGrid = dataclasses.field(default_factory=TrainGrid)
+
+    @property
+    def num_networks(self) -> int:
+        """Networks trained: grid points (learning rates included) times seeds."""
+        return math.prod(self.grid.shape) * self.seeds
+
+    @property
+    def num_initial_networks(self) -> int:
+        """Distinct initial networks: statistics grid points times seeds."""
+        return self.grid.stats.size * self.seeds
+
+    @property
+    def eval_steps(self) -> tuple[int, ...]:
+        """The steps after which the test split is evaluated: 0, eval_every, ..., steps."""
+        return tuple(sorted(set(range(0, self.steps + 1, self.eval_every)) | {self.steps}))
+
+    @property
+    def log_steps(self) -> tuple[int, ...]:
+        """The steps whose training loss is recorded: 0, log_every, ... < steps."""
+        return tuple(range(0, self.steps, self.log_every))
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> "TrainSpec":
+        """Builds and validates a training spec from a dict shaped like the TOML file.
+
+        Raises:
+          SpecError: naming the first offending field.
+        """
+        if not isinstance(raw, dict):
+            raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
+        fields = {f.name for f in dataclasses.fields(cls)}
+        stats_spec._reject_unknown(raw, fields, "")
+        kw: dict[str, Any] = {}
+        kw["kind"] = stats_spec._choice(raw.get("kind", cls.kind), "kind", ("train",))
+        name = raw.get("name", cls.name)
+        if not isinstance(name, str) or not stats_spec._NAME.match(name):
+            raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+        kw["name"] = name
+        kw["rng_seed"] = stats_spec._integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
+        for key in ("seeds", "batch", "steps", "eval_every", "log_every"):
+            kw[key] = stats_spec._integer(raw.get(key, getattr(cls, key)), key, minimum=1)
+        kw["dataset"] = stats_spec._choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
+        kw["optimizer"] = stats_spec._choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
+        kw["precision"] = stats_spec._choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
+        target = raw.get("target_loss", cls.target_loss)
+        if target is not None:
+            if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
+                raise SpecError("target_loss", f"must be a number > 0, got {target!r}")
+            target = float(target)
+        kw["target_loss"] = target
+        grid = raw.get("grid", {})
+        if not isinstance(grid, (dict, TrainGrid)):
+            raise SpecError("grid", f"must be a table of axes, got {type(grid).__name__}")
+        kw["grid"] = grid if isinstance(grid, TrainGrid) else TrainGrid.from_dict(grid)
+        return cls(**kw)
+
+    @classmethod
+    def from_toml(cls, path: str | Path) -> "TrainSpec":
+        """Reads and validates a training spec file.
+
+        Raises:
+          SpecError: the file is missing, is not TOML, is not ``kind = "train"``, or a field
+            is bad.
+        """
+        raw = stats_spec.read_toml(path)
+        if raw.get("kind") != "train":
+            raise SpecError("kind", f"a training spec needs kind = \"train\", got {raw.get('kind')!r}")
+        return cls.from_dict(raw)
+
+    def replace(self, **changes: Any) -> "TrainSpec":
+        """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
+        raw = self.to_dict()
+        grid_changes = changes.pop("grid", None)
+        raw.update(changes)
+        if isinstance(grid_changes, Grid):
+            raw["grid"] = dataclasses.asdict(grid_changes)
+        elif grid_changes is not None:
+            raw["grid"] = {**raw["grid"], **grid_changes}
+        return TrainSpec.from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
+        raw = dataclasses.asdict(self)
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
+        return raw
+
+    def to_json(self) -> str:
+        """The spec as JSON, as stored in the dataset's attributes."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str) -> "TrainSpec":
+        """Inverse of ``to_json``."""
+        return cls.from_dict(json.loads(text))

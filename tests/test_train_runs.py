@@ -1,0 +1,123 @@
+"""Training runs: chunk-size independence, divergence isolation, curves, the stored dataset."""
+
+import numpy as np
+import pytest
+import xarray as xr
+
+import sweep
+from sweep.train import TrainSpec, data, plan, run_training
+
+DIVERGING_RATE = 1e3
+SPEC = TrainSpec.from_dict({
+    "kind": "train", "name": "runs", "dataset": "teacher", "rng_seed": 3, "seeds": 3, "batch": 16,
+    "steps": 12, "eval_every": 5, "optimizer": "momentum", "target_loss": 0.45,
+    "grid": {"activation": ["relu"], "depth": [2], "width": [8], "gain": [1.0, 3.0], "bias_std": [0.1],
+             "learning_rate": [0.05, 0.5, DIVERGING_RATE]},
+})
+
+
+def _memory_for(spec: TrainSpec, networks: int) -> int:
+    """A memory budget that fits exactly ``networks`` networks per training call."""
+    d = data.load(spec.dataset)
+    arch = plan.make_groups(spec, d.n_features, d.n_outputs, "1GB")[0].arch
+    return networks * plan.bytes_per_network(arch, d.n_outputs, spec.batch, spec.optimizer, plan.EVAL_SLICE)
+
+
+@pytest.fixture(scope="module")
+def runs():
+    """The same spec with 18 networks in one call, in calls of 5 (padded) and of 2."""
+    out = {}
+    for size in (18, 5, 2):
+        memory = _memory_for(SPEC, size)
+        assert plan.make_groups(SPEC, 32, 1, memory)[0].chunk_size == size
+        out[size] = run_training(SPEC, memory=memory, progress=False)
+    return out
+
+
+def test_results_are_bit_identical_whatever_the_chunk_size(runs):
+    for size in (5, 2):
+        xr.testing.assert_identical(runs[size].drop_attrs(), runs[18].drop_attrs())
+    assert runs[18]["diverged"].any()  # a diverging network shared the calls
+
+
+def test_a_diverging_network_is_recorded_and_frozen(runs):
+    ds = runs[18]
+    bad = ds.sel(learning_rate=DIVERGING_RATE)
+    assert bad["diverged"].all()
+    assert np.isfinite(bad["loss_at_init"]).all()
+    for point in bad["train_loss"].stack(net=[d for d in bad["train_loss"].dims if d != "step"]).transpose("net", "step").values:
+        first = np.flatnonzero(~np.isfinite(point))[0]
+        assert first > 0 and np.isnan(point[first + 1:]).all()  # recorded as it was, then NaN
+    assert bad["test_loss"].isel(eval_step=-1).isnull().all()
+    good = ds.sel(learning_rate=[0.05, 0.5])
+    assert not good["diverged"].any() and np.isfinite(good["train_loss"]).all()
+
+
+def test_a_diverging_network_never_poisons_the_others_in_its_call(runs):
+    healthy = SPEC.replace(grid={"learning_rate": [0.05, 0.5]})
+    alone = run_training(healthy, memory=_memory_for(healthy, 2), progress=False)
+    together = runs[18].sel(learning_rate=[0.05, 0.5])  # shared calls with the diverging ones
+    for name in ("train_loss", "test_loss", "test_accuracy", "diverged", "steps_to_target"):
+        xr.testing.assert_identical(together[name].drop_attrs(), alone[name].drop_attrs())
+
+
+def test_curves_and_steps_to_target(runs):
+    ds = runs[18]
+    assert list(ds["step"].values) == list(range(12))
+    assert list(ds["eval_step"].values) == [0, 5, 10, 12]
+    assert ds.attrs["target_loss"] == 0.45
+    below = (ds["train_loss"] < 0.45).values
+    first = np.where(below.any(-1), below.argmax(-1), np.nan)
+    np.testing.assert_array_equal(ds["steps_to_target"].values, first)
+    assert ds["steps_to_target"].notnull().any() and ds["steps_to_target"].isnull().any()
+    assert ds["test_accuracy"].isnull().all()  # regression: no accuracy
+    assert (ds["loss_at_init"] > 0).all()
+
+
+def test_log_every_records_every_kth_step_and_the_bar_shows_the_loss(runs, capsys):
+    spec = SPEC.replace(log_every=5)
+    ds = run_training(spec, memory=_memory_for(spec, 2), progress=True)
+    assert list(ds["step"].values) == [0, 5, 10]
+    xr.testing.assert_identical(ds["train_loss"].drop_attrs(), runs[2]["train_loss"].isel(step=[0, 5, 10]).drop_attrs())
+    assert "loss=" in capsys.readouterr().err
+
+
+def test_the_dataset_contract(runs, tmp_path):
+    ds = runs[18]
+    run_dims = sweep.spec.GRID_AXES + ("learning_rate", "seed")
+    assert ds["train_loss"].dims == run_dims + ("step",)
+    assert ds["test_loss"].dims == ds["test_accuracy"].dims == run_dims + ("eval_step",)
+    assert ds["diverged"].dims == ds["steps_to_target"].dims == run_dims
+    assert ds["loss_at_init"].dims == sweep.spec.GRID_AXES + ("seed",)
+    for name in sweep.kernel.LAYER_STATS + ("overflow",):
+        assert ds[f"init_{name}"].dims == sweep.spec.GRID_AXES + ("seed", "layer")
+    for name in ds.variables:
+        assert ds[name].attrs.get("long_name") and "units" in ds[name].attrs, name
+    for key in ("spec", "versions", "git_commit", "dataset", "dataset_split", "target_loss", "batch_schedule",
+                "init_statistics", "network_keys", "input_dim"):
+        assert key in ds.attrs, key
+    assert TrainSpec.from_json(ds.attrs["spec"]) == SPEC and ds.attrs["input_dim"] == 32
+
+    out = tmp_path / "runs.zarr"
+    run_training(SPEC.replace(steps=2, eval_every=1), out=out, memory=_memory_for(SPEC, 18), progress=False)
+    back = sweep.load(out).load()
+    assert back.attrs["dataset"] == "teacher" and back["diverged"].dtype == bool
+    with pytest.raises(sweep.SpecError) as info:
+        run_training(SPEC, out=out, progress=False)
+    assert info.value.field == "out"
+
+
+def test_the_batch_schedule_is_fixed_and_walks_through_epochs():
+    rows = plan.batch_rows(3, 50, 16, 0, 10)
+    assert rows.shape == (10, 16)
+    np.testing.assert_array_equal(np.concatenate([plan.batch_rows(3, 50, 16, 0, 4), plan.batch_rows(3, 50, 16, 4, 10)]), rows)
+    flat = rows.ravel()
+    for e in range(3):  # each epoch visits every example once
+        assert sorted(flat[50 * e: 50 * (e + 1)]) == list(range(50))
+    assert not np.array_equal(plan.batch_rows(4, 50, 16, 0, 10), rows)
+
+
+def test_a_batch_larger_than_the_training_split_is_refused():
+    with pytest.raises(sweep.SpecError) as info:
+        run_training(SPEC.replace(batch=5000), progress=False)  # 4096 training examples
+    assert info.value.field == "batch"
