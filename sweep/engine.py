@@ -21,10 +21,10 @@ def run(
     progress: bool = True,
     with_theory: bool = True,
 ) -> xr.Dataset:
-    """Runs a statistics sweep.
+    """Runs a sweep: random-init statistics (``kind = "stats"``) or training (``kind = "train"``).
 
     Args:
-      spec: a ``Spec`` or the path of a TOML spec file.
+      spec: a ``Spec`` (or ``TrainSpec``) or the path of a TOML spec file.
       out: where to write the zarr store; ``None`` keeps the result in memory only.
       memory: device memory budget for one kernel call, e.g. ``"4GB"`` (default: automatic).
       overwrite: replace an existing store at ``out``.
@@ -38,8 +38,12 @@ def run(
       SpecError: bad spec, an existing ``out`` without ``overwrite``, too little disk or
         memory; raised before anything is computed or written.
     """
-    if not isinstance(spec, Spec):
+    if isinstance(spec, (str, Path)):
         spec = Spec.from_toml(spec)
+    if spec.kind == "train":
+        from sweep.train import run_training
+
+        return run_training(spec, out=out, memory=memory, overwrite=overwrite, progress=progress)
     the_plan = planning.make_plan(spec, memory)
     if out is not None:
         store.check_writable(out, overwrite)

@@ -8,6 +8,7 @@ from sweep.plots.signals import backward, forward, weight_gradients
 from sweep.plots.spectra import jacobian_figure
 from sweep.plots.spread import log_norm_spread, spread_figure
 from sweep.plots.style import figure, save, style
+from sweep.plots.training import trainability
 
 __all__ = ["backward", "figure", "forward", "gradient_growth", "jacobian_figure", "log_norm_spread", "phase_diagram",
-           "save", "spread_figure", "style", "weight_gradients"]
+           "save", "spread_figure", "style", "trainability", "weight_gradients"]

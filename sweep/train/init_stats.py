@@ -19,7 +19,7 @@ from sweep import kernel
 from sweep import plan as stats_plan
 from sweep.errors import SpecError
 from sweep.kernel import LAYER_STATS, Probe
-from sweep.train.plan import Group, chunk_size, key_indices
+from sweep.train.plan import Group, key_indices
 from sweep.train.spec import TrainSpec
 
 NAMES = LAYER_STATS + ("overflow",)
@@ -57,12 +57,14 @@ def measure(spec: TrainSpec, groups: tuple[Group, ...], outputs: int, memory_byt
     gains = np.asarray(g.gain, np.float32)
     bias_stds = np.asarray(g.bias_std, np.float32)
     for group in groups:
-        need = stats_plan.bytes_per_network(group.arch, the_probe)
+        # The same micro-batches as a stats sweep, so the numbers equal a stats sweep's bit for bit.
+        micro = stats_plan.micro_batch(group.arch, the_probe)
+        need = micro * stats_plan.bytes_per_network(group.arch, the_probe)
         if need > memory_bytes:
-            raise SpecError("memory", f"measuring one network needs about {need / 1e6:.1f} MB; "
+            raise SpecError("memory", f"measuring {micro} networks at once needs about {need / 1e6:.1f} MB; "
                                       f"the budget is {memory_bytes / 1e6:.1f} MB")
-        size = chunk_size(n, memory_bytes // need)
-        kern = kernel.make_kernel(group.arch, the_probe)
+        size = micro * math.ceil(min(n, micro * (memory_bytes // need)) / micro)
+        kern = kernel.make_kernel(group.arch, the_probe, micro)
         for start in range(0, n, size):
             local = np.arange(start, min(start + size, n))
             valid = local.size

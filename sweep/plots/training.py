@@ -1,0 +1,50 @@
+"""Trainability: accuracy over (gain, depth) against theory's depth scale, and loss curves by gain."""
+
+from __future__ import annotations
+
+import numpy as np
+import xarray as xr
+
+from sweep.plots.bands import band, label_gain
+from sweep.plots.style import figure, sequential, styled
+
+
+@styled
+def trainability(ds: xr.Dataset, theory=None, metric: str = "test_accuracy"):
+    """Left: the final ``metric`` (median over seeds) over (gain, depth), with 6ξ_c and the critical gain.
+    Right: training loss against step at the largest depth, one line per gain.
+
+    Args:
+      ds: a training dataset with one activation, init, profile, width, bias std and learning rate.
+      theory: the ``sweep.theory`` module, for the critical gain and ξ_c.
+      metric: ``"test_accuracy"`` or ``"test_loss"``.
+
+    Returns:
+      The figure.
+    """
+    one = ds.squeeze(drop=True)
+    activation, bias_std = str(ds.activation.values[0]), float(ds.bias_std.values[0])
+    fig, axes = figure(1, 2, height=2.5, width=2 * 3.4 * 0.9)
+    final = one[metric].isel(eval_step=-1).median("seed").transpose("depth", "gain")
+    mesh = axes[0, 0].pcolormesh(final.gain.values, final.depth.values, final.values, shading="nearest",
+                                 cmap="viridis")
+    fig.colorbar(mesh, ax=axes[0, 0], label=f"{metric.replace('_', ' ')} after {int(one.eval_step[-1])} steps")
+    axes[0, 0].set_yscale("log", base=2)
+    axes[0, 0].set_xlabel("gain σ_w")
+    axes[0, 0].set_ylabel("depth L")
+    axes[0, 0].grid(False)
+    if theory is not None:
+        gains = np.linspace(final.gain.values.min(), final.gain.values.max(), 80)
+        xi = np.array([theory.depth_scales(activation, float(g), bias_std).xi_c for g in gains])
+        axes[0, 0].plot(gains, np.where(np.isfinite(xi) & (xi > 0), 6 * xi, np.nan), "w--", label="6 ξ_c")
+        axes[0, 0].axvline(theory.critical_gain(activation, bias_std), color="w", linestyle=":", linewidth=1.0)
+        axes[0, 0].set_ylim(final.depth.values.min() * 0.8, final.depth.values.max() * 1.25)
+        axes[0, 0].legend(loc="lower left", labelcolor="w")
+    deepest = int(one.depth.max())
+    curves = one["train_loss"].sel(depth=deepest)
+    for color, g in zip(sequential(one.sizes["gain"]), one.gain.values):
+        band(axes[0, 1], curves.sel(gain=g), x="step", label=label_gain(float(g)), color=color)
+    axes[0, 1].set_xlabel("step")
+    axes[0, 1].set_ylabel(f"training loss, depth {deepest}")
+    axes[0, 1].legend(title="gain σ_w", ncol=2, loc="best")
+    return fig
