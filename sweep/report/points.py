@@ -263,7 +263,7 @@ def training(results: dict) -> Section | None:
         f"{ds.sizes['seed']} networks per cell. Median test accuracy after {steps} steps (chance {chance:.2f}); "
         "† marks depths beyond theory's 6ξ_c.\n\n"
         + table(["depth \\ gain"] + [plots.bands.label_gain(float(g)) for g in one.gain.values], rows)
-        + f"\n\n- Trained (median accuracy above {2 * chance:.2f}) exactly where depth < 6ξ_c in {agree} of "
+        + f"\n\n- Trained or not (median accuracy above {2 * chance:.2f}) agrees with depth < 6ξ_c in {agree} of "
         f"{total} cells (critical gain {theory.critical_gain(activation, bias_std):.4g}).\n"
         f"- Across all {int(ok.sum())} networks, the rank correlation between the initial weight-gradient level "
         f"and the final test loss is {spearman:+.2f}; {diverged} networks diverged.\n"
