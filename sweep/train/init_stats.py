@@ -17,7 +17,6 @@ import numpy as np
 
 from sweep import kernel
 from sweep import plan as stats_plan
-from sweep.errors import SpecError
 from sweep.kernel import LAYER_STATS, Probe
 from sweep.train.plan import Group, key_indices
 from sweep.train.spec import TrainSpec
@@ -43,9 +42,6 @@ def measure(spec: TrainSpec, groups: tuple[Group, ...], outputs: int, memory_byt
     Returns:
       ``LAYER_STATS`` (float64) and ``overflow`` (bool), each of shape
       ``stats grid shape + (seeds, max depth)``, NaN (False) beyond a network's depth.
-
-    Raises:
-      SpecError: for ``memory`` when one network does not fit the budget.
     """
     the_probe = probe(spec, outputs)
     g = spec.grid
@@ -57,13 +53,12 @@ def measure(spec: TrainSpec, groups: tuple[Group, ...], outputs: int, memory_byt
     gains = np.asarray(g.gain, np.float32)
     bias_stds = np.asarray(g.bias_std, np.float32)
     for group in groups:
-        # The same micro-batches as a stats sweep, so the numbers equal a stats sweep's bit for bit.
+        # The same micro-batches as a stats sweep, so the numbers equal a stats sweep's bit for bit
+        # whatever the training budget; one micro-batch (at most the kernel's reference size, a few
+        # tens of MB) is the floor of a call even when the training budget is smaller.
         micro = stats_plan.micro_batch(group.arch, the_probe)
         need = micro * stats_plan.bytes_per_network(group.arch, the_probe)
-        if need > memory_bytes:
-            raise SpecError("memory", f"measuring {micro} networks at once needs about {need / 1e6:.1f} MB; "
-                                      f"the budget is {memory_bytes / 1e6:.1f} MB")
-        size = micro * math.ceil(min(n, micro * (memory_bytes // need)) / micro)
+        size = micro * max(1, min(math.ceil(n / micro), memory_bytes // need))
         kern = kernel.make_kernel(group.arch, the_probe, micro)
         for start in range(0, n, size):
             local = np.arange(start, min(start + size, n))
