@@ -14,6 +14,7 @@ from __future__ import annotations
 from typing import Callable
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -53,8 +54,9 @@ def make_kernel(arch: Architecture, probe: kernel.Probe, micro_batch: int, mesh:
     """
     single = kernel.make_kernel(arch, probe, micro_batch)
     if mesh.size == 1:
-        device = mesh.devices.flat[0]
-        return lambda rng_seed, *arrays: single(rng_seed, *(jax.device_put(a, device) for a in arrays))
+        # A one-device mesh is always the first local device, JAX's default: called exactly as
+        # the engine always has, the kernel compiles to the very same executable.
+        return lambda rng_seed, *arrays: single(jnp.uint32(rng_seed), *(jnp.asarray(a) for a in arrays))
     # check_vma is off because the kernel's scan carries start as constants; it is only a
     # type check of collectives, and the kernel has none.
     spec = PartitionSpec(AXIS)

@@ -64,10 +64,34 @@ def share(code: int, message: str = "") -> tuple[int, str]:
         return code, message
     from jax.experimental import multihost_utils
 
+    return _decode(np.asarray(multihost_utils.broadcast_one_to_all(_encode(code, message))))
+
+
+def gather(code: int, message: str = "") -> list[tuple[int, str]]:
+    """Every process's ``(code, message)``, by process index, returned on every process.
+
+    Args:
+      code: a small integer.
+      message: text of at most 1 KiB (UTF-8).
+
+    Returns:
+      One ``(code, message)`` per process.
+    """
+    if jax.process_count() == 1:
+        return [(code, message)]
+    from jax.experimental import multihost_utils
+
+    rows = np.asarray(multihost_utils.process_allgather(_encode(code, message)))
+    return [_decode(row) for row in rows.reshape(jax.process_count(), -1)]
+
+
+def _encode(code: int, message: str) -> np.ndarray:
     data = np.zeros(_MESSAGE_BYTES + 1, np.int32)
     raw = message.encode()[:_MESSAGE_BYTES]
     data[0] = code
     data[1 : 1 + len(raw)] = np.frombuffer(raw, np.uint8)
-    data = np.asarray(multihost_utils.broadcast_one_to_all(data))
-    text = bytes(data[1:].astype(np.uint8)).rstrip(b"\0").decode(errors="replace")
-    return int(data[0]), text
+    return data
+
+
+def _decode(data: np.ndarray) -> tuple[int, str]:
+    return int(data[0]), bytes(data[1:].astype(np.uint8)).rstrip(b"\0").decode(errors="replace")

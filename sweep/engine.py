@@ -85,7 +85,15 @@ def run(
     """
     if not isinstance(spec, Spec):
         spec = Spec.from_toml(spec)
-    mesh = device_mesh.local_mesh(devices)
+    try:
+        mesh, error = device_mesh.local_mesh(devices), None
+    except SpecError as e:
+        mesh, error = None, e
+    if distributed.process_count() > 1:  # all fail together rather than leave the others waiting
+        failed = [(code, text) for code, text in distributed.gather(*_encode_error(error)) if code]
+        error = SpecError(*failed[0][1].split("\n", 1)) if failed else None
+    if error is not None:
+        raise error
     attrs = {"device_kind": device_mesh.describe(mesh, distributed.process_count())}
     if out is None:
         if distributed.process_count() > 1:
@@ -119,14 +127,15 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
             state = _prepare(spec, out, partial, memory, overwrite, resume, chunk_networks, attrs)
             code, message = (1, "") if state == "complete" else (0, checkpoint.new_run_id())
         except SpecError as e:
-            code, message = 2, f"{e.field}\n{e.message}"
+            code, message = _encode_error(e)
     code, message = distributed.share(code, message)
     if code == 2:
         raise SpecError(*message.split("\n", 1))
     if code == 1:
-        return store.load(out)
+        return _load(out)
     run_id = message
 
+    _wait_until_visible(checkpoint.folder(partial) / "manifest.json")
     manifest = checkpoint.read_manifest(partial)
     the_plan = planning.make_plan(spec, memory, micro_batches=manifest["micro_batches"], tile_shape=manifest["tile_shape"])
     tiles = the_plan.tiles
@@ -180,7 +189,24 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
         raise error
     if code == 1:
         raise Interrupted(out, partial, len(checkpoint.done(partial, len(tiles))), len(tiles))
+    return _load(out)
+
+
+def _encode_error(error: SpecError | None) -> tuple[int, str]:
+    return (0, "") if error is None else (2, f"{error.field}\n{error.message}")
+
+
+def _load(out: Path) -> xr.Dataset:
+    _wait_until_visible(out / ".zmetadata")
     return store.load(out)
+
+
+def _wait_until_visible(path: Path, seconds: float = 120.0) -> None:
+    """Waits for a file that another process has just made, which a network file system may
+    show here only after a while."""
+    deadline = time.monotonic() + seconds
+    while not path.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
 
 
 def _prepare(spec, out, partial, memory, overwrite, resume, chunk_networks, attrs) -> str:

@@ -363,3 +363,37 @@ def test_devices_must_exist(setup, tmp_path, capsys):
         assert cli.main(["run", str(setup["spec"]), "--out", str(tmp_path / "s.zarr"), "--devices", bad]) == 2
         assert "devices: must be between 1 and 1 (this process's devices)" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_resume_keeps_the_layout_and_platform_it_was_started_with(interrupted, setup, tmp_path, capsys):
+    out = tmp_path / "s.zarr"
+    partial = store.partial_path(out)
+    shutil.copytree(interrupted, partial)
+    before = snapshot(partial)
+    args = ["run", str(setup["spec"]), "--out", str(out), "--memory", setup["memory"], "--no-progress", "--resume"]
+    assert cli.main(args + ["--chunk-networks", "10"]) == 2
+    assert "chunk_networks: " in capsys.readouterr().err
+    manifest = json.loads((partial / ".sweep/manifest.json").read_text())
+    manifest["platform"] = "tpu"
+    (partial / ".sweep/manifest.json").write_text(json.dumps(manifest))
+    before = snapshot(partial)
+    assert cli.main(args) == 2
+    assert "was started on tpu, and this process runs on cpu" in capsys.readouterr().err
+    assert snapshot(partial) == before
+
+
+def test_an_error_in_one_process_stops_every_process(setup, tmp_path):
+    port = free_port()
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "sweep", "run", str(setup["spec"]), "--out", str(tmp_path / "s.zarr"), "--no-progress",
+             "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id", str(i), "--devices", str(1 + 4 * i)],
+            env=setup["env"], cwd=setup["dir"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for i in range(2)
+    ]
+    for p in procs:
+        _, err = p.communicate(timeout=120)
+        assert p.returncode == 2
+        assert "sweep: error: devices: must be between 1 and 1 (this process's devices), got 5" in err
+    assert not list(tmp_path.iterdir())
