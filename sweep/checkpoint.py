@@ -158,13 +158,21 @@ def record(store: Path, tile: int, run: str, process: int) -> bool:
     """
     directory = folder(store) / "done"
     directory.mkdir(exist_ok=True)
+    marker, text = directory / str(tile), json.dumps({"run": run, "process": process, "time": _now()})
     temporary = directory / f".{tile}.{uuid.uuid4().hex}"
-    temporary.write_text(json.dumps({"run": run, "process": process, "time": _now()}))
+    temporary.write_text(text)
     try:
-        os.link(temporary, directory / str(tile))  # fails if the marker exists: never replaced
+        os.link(temporary, marker)  # fails if the marker exists: never replaced
         return True
     except FileExistsError:
         return False
+    except OSError:  # a file system without hard links: the marker's name is what counts
+        try:
+            with open(marker, "x") as f:
+                f.write(text)
+            return True
+        except FileExistsError:
+            return False
     finally:
         temporary.unlink()
 

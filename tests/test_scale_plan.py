@@ -1,5 +1,8 @@
 """Tiles, kernel calls and the share of work between processes: the plan alone, no kernel runs."""
 
+import subprocess
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -112,3 +115,11 @@ def test_a_resumed_plan_keeps_the_recorded_micro_batches_and_tiles():
     spec = small_spec(seeds=9)
     resumed = planning.make_plan(spec, micro_batches=[4], tile_shape=(1, 1, 3))
     assert resumed.groups[0].micro_batch == 4 and resumed.tile_shape == (1, 1, 3) and len(resumed.tiles) == 6
+
+
+@pytest.mark.parametrize("script", ["launch_slurm.sh", "launch_tpu.sh"])
+def test_launch_scripts_are_valid_bash_and_say_how_to_use_them(script):
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    result = subprocess.run(["bash", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and "usage: " in result.stderr
