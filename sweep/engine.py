@@ -7,7 +7,8 @@ stored, takes its contiguous share of the rest (``plan.assign``), computes them 
 local devices (``sweep.devices``), and writes and records each tile as soon as it is
 complete. When every process has finished, process 0 consolidates the metadata and
 renames the store to ``out``. Ctrl-C or SIGTERM stops every process after its kernel call in
-flight, with what it finished stored; ``resume=True`` continues from there.
+flight and the tiles it began, with everything finished stored; ``resume=True`` continues
+from there.
 
 A network is always computed inside its own micro-batch (see ``sweep.plan``), so its
 numbers do not depend on chunking, devices, processes or interruptions.
@@ -117,6 +118,16 @@ def run(
 
 
 def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_networks, on_chunk, attrs) -> xr.Dataset:
+    """``run`` with a store, on every process of the run.
+
+    Args:
+      spec, out, memory, overwrite, progress, resume, chunk_networks, on_chunk: as ``run``'s.
+      mesh: this process's devices.
+      attrs: attributes that override the provenance of a new store.
+
+    Returns:
+      The finished store, opened lazily.
+    """
     partial = store.partial_path(out)
     me, processes = distributed.process_index(), distributed.process_count()
     # Process 0 alone looks at and changes the file system; the others follow its verdict,
@@ -193,10 +204,12 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
 
 
 def _encode_error(error: SpecError | None) -> tuple[int, str]:
+    """A ``SpecError`` (or none) as a code and text that ``sweep.distributed`` can send."""
     return (0, "") if error is None else (2, f"{error.field}\n{error.message}")
 
 
 def _load(out: Path) -> xr.Dataset:
+    """The finished store, once this process can see it."""
     _wait_until_visible(out / ".zmetadata")
     return store.load(out)
 
@@ -285,7 +298,12 @@ def _check_partial(partial: Path, spec: Spec, the_plan: Plan, chunking_given: bo
             f"{str(partial)!r} is laid out in chunks of {manifest['tile_shape']} (gain, bias_std, seed), "
             f"not {list(the_plan.tile_shape)}; leave --chunk-networks out to continue it"
         ))
-    if len(manifest["micro_batches"]) != len(the_plan.groups) or manifest["state"] not in ("running", "complete"):
+    positive = lambda values: isinstance(values, list) and all(type(v) is int and v > 0 for v in values)
+    if (
+        not positive(manifest["micro_batches"]) or len(manifest["micro_batches"]) != len(the_plan.groups)
+        or not positive(manifest["tile_shape"]) or len(manifest["tile_shape"]) != 3
+        or manifest["state"] not in ("running", "complete")
+    ):
         raise checkpoint.damaged(partial, "its manifest does not fit its spec")
     resumed = planning.make_plan(
         spec, the_plan.memory_bytes, micro_batches=manifest["micro_batches"], tile_shape=manifest["tile_shape"]
@@ -302,7 +320,9 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
     """Computes ``tiles`` and hands each one to ``keep`` as soon as all of it is computed.
 
     While the devices run one kernel call, the host finishes the previous one. Once
-    ``stopping()`` is true, the call in flight is still finished and stored.
+    ``stopping()`` is true, the call in flight is finished, then only the calls that complete
+    the tiles it left partly computed, so a stop waits for at most one tile's worth of calls
+    and loses no finished work; the tiles those calls begin are left for a resumed run.
 
     Args:
       the_plan: the plan.
@@ -310,17 +330,17 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
       mesh: the local devices (``sweep.devices.local_mesh``).
       keep: ``keep(tile, values)``, values as ``store.TileWriter.write`` takes them.
       bar: a progress bar counting networks.
-      stopping: polled after each kernel call.
+      stopping: polled after each kernel call until it is true.
 
     Returns:
-      Whether every tile was computed.
+      False if it stopped on request, True if it computed every tile.
     """
     spec = the_plan.spec
     gains = np.asarray(spec.grid.gain, np.float32)
     bias_stds = np.asarray(spec.grid.bias_std, np.float32)
     shapes = store.measured_variables(spec)
-    stopped = False
     pending = None  # one call in flight while the host finishes the previous one
+    finishing = None  # once stopping: the tiles still to complete
 
     def finish(assembler, positions, raw) -> None:
         for tile, values in assembler.add(positions, kernel.finish(raw)):
@@ -328,6 +348,8 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
             bar.update(tile.size)
 
     for group_index, group_tiles in _by_group(tiles):
+        if finishing is not None:
+            break
         group = the_plan.groups[group_index]
         kern = device_mesh.make_kernel(group.arch, the_plan.probe, group.micro_batch, mesh)
         assembler = _Assembler(group_tiles)
@@ -343,15 +365,18 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
             if pending is not None:
                 finish(*pending)
             pending = (assembler, positions, raw)
-            if stopping():
-                stopped = True
+            if finishing is None and stopping():
+                finish(*pending)
+                pending, finishing = None, assembler.partial()
+            elif finishing is not None:
+                finish(*pending)
+                pending = None
+            if finishing is not None and not finishing & assembler.partial():
                 break
-        if stopped:
-            break
     if pending is not None:
         finish(*pending)
     bar.close()
-    return not stopped
+    return finishing is None
 
 
 class _Assembler:
@@ -365,6 +390,10 @@ class _Assembler:
         self._open = list(tiles)
         self._buffers: dict[int, dict[str, np.ndarray]] = {}
         self._filled: dict[int, np.ndarray] = {}
+
+    def partial(self) -> set[int]:
+        """Ids of the tiles that are partly computed."""
+        return set(self._filled)
 
     def add(self, positions: np.ndarray, stats: dict[str, np.ndarray]) -> Iterator[tuple[Tile, dict]]:
         """Takes one call's statistics, row i for flat position ``positions[i]`` (ascending).
@@ -408,6 +437,7 @@ def _pad(values: dict[str, np.ndarray], tile: Tile, shapes: dict) -> dict[str, n
 
 
 def _by_group(tiles: Sequence[Tile]) -> Iterator[tuple[int, list[Tile]]]:
+    """Runs of consecutive tiles of one group, with the group's index."""
     group, run = None, []
     for tile in tiles:
         if tile.group != group and run:
@@ -420,6 +450,7 @@ def _by_group(tiles: Sequence[Tile]) -> Iterator[tuple[int, list[Tile]]]:
 
 
 def _bar(spec: Spec, tiles: Sequence[Tile], progress: bool, processes: int = 1):
+    """A progress bar over the networks of ``tiles``, named after the process when there are several."""
     desc = spec.name if processes == 1 else f"{spec.name} [process {distributed.process_index()}]"
     total = sum(t.size for t in tiles)
     return tqdm(total=total, unit="net", desc=desc, disable=not progress, dynamic_ncols=True)

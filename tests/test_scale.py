@@ -25,7 +25,7 @@ from conftest import assert_identical
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = """name = "scale"
-seeds = 100
+seeds = 200
 batch = 4
 jacobian = true
 [grid]
@@ -35,8 +35,8 @@ width = [8]
 gain = [0.8, 1.4, 2.0]
 bias_std = [0.0, 0.3]
 """
-CHUNK = "40"  # 18 tiles of 32 or 34 networks; the 3 micro-batches of 256 networks straddle them
-TILES = 18
+CHUNK = "40"  # 30 tiles of 40 networks; 4 of the 5 micro-batches of 256 networks end inside one
+TILES = 30
 
 # The engine before tiles: contiguous calls of `chunk_size` networks, the last padded with the
 # group's final network; run after a CLI sweep in the same process, from the same cache.
@@ -259,7 +259,10 @@ def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(s
     before, after, _ = crash("torn", 2)
     assert len(after) == len(before) + 1
     before, after, result = crash("ctrl-c", 2, expect=130)
-    assert len(before) + 2 <= len(after) < TILES  # stopped after the kernel call in flight
+    # Ctrl-C came while micro-batch 1's call was stored, with micro-batch 2's call in flight: that
+    # call was finished (tiles up to 18), then micro-batch 3's, to complete tile 19 that 2 began;
+    # tile 25, which 3 began, is left.
+    assert after == set(range(25))
     assert result.stderr.count("\n") == 1 and "continue with: sweep run" in result.stderr
     assert result.stderr.rstrip().endswith(f"--out {out} --resume")
     before, after, _ = crash("finalise", 1)
@@ -280,7 +283,7 @@ def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(s
 
 @pytest.fixture(scope="module")
 def interrupted(setup):
-    """An unfinished store with 3 of 18 tiles, left by a run killed with SIGKILL."""
+    """An unfinished store with 3 of 30 tiles, left by a run killed with SIGKILL."""
     out = setup["dir"] / "interrupted.zarr"
     result = python(setup, CRASH, setup["spec"], out, setup["memory"], "stored", 3)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -333,7 +336,7 @@ def test_a_damaged_store_is_refused_and_left_as_it_was(damage, interrupted, setu
 
 def test_a_store_of_another_spec_is_refused_and_left_as_it_was(interrupted, reference, setup, tmp_path, capsys):
     other = tmp_path / "other.toml"
-    other.write_text(SPEC.replace("seeds = 100", "seeds = 50").replace("width = [8]", "width = [16]"))
+    other.write_text(SPEC.replace("seeds = 200", "seeds = 50").replace("width = [8]", "width = [16]"))
     out = tmp_path / "s.zarr"
     partial = store.partial_path(out)
     shutil.copytree(interrupted, partial)
@@ -362,7 +365,7 @@ def test_resume_of_a_complete_store_computes_nothing(reference, setup, tmp_path)
     shutil.copytree(reference[0], out)
     before = snapshot(out)
     ds = sweep.run(sweep.Spec.from_toml(setup["spec"]), out=out, resume=True, progress=False)
-    assert snapshot(out) == before and ds.sizes["seed"] == 100
+    assert snapshot(out) == before and ds.sizes["seed"] == 200
 
 
 def test_devices_must_exist(setup, tmp_path, capsys):

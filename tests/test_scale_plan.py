@@ -61,6 +61,7 @@ def test_every_network_keeps_its_micro_batch_and_slot_from_before_tiles(seeds, b
     calls = list(the_plan.calls(group, the_plan.tile_micro_batches(group, tiles), devices))
     assert all(c.size == the_plan.call_size(group, devices) and c.size % devices == 0 for c in calls)
     assert the_plan.call_size(group, devices) <= devices * budget_micro_batches
+    assert the_plan.call_size(group, 1) * mu == group.chunk_size  # one device: the calls of before
     now = np.concatenate([the_plan.positions(group, c) for c in calls]).reshape(-1, mu)
     for m in range(the_plan.micro_batches(group)):  # every real micro-batch, with the same networks in the same slots
         np.testing.assert_array_equal(now[m], before[m])
