@@ -31,7 +31,7 @@ from tqdm.auto import tqdm
 
 from sweep import checkpoint, devices as device_mesh, distributed, kernel, plan as planning, store
 from sweep.errors import Interrupted, SpecError
-from sweep.plan import Group, Plan, Tile
+from sweep.plan import Plan, Tile
 from sweep.spec import Spec
 
 _POLL_SECONDS = (0.05, 2.0)  # first and longest wait between looks for the other processes
