@@ -1,7 +1,8 @@
 """The ``sweep`` command line: a thin layer over the Python API.
 
 Bad input of any kind ends with one line on stderr that names the field and what is
-allowed, and exit code 2; nothing is written in that case.
+allowed, and exit code 2; nothing is written in that case. A run stopped by Ctrl-C or
+SIGTERM ends with one line that says how to continue it, and exit code 130.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from sweep.errors import SpecError
+from sweep.errors import Interrupted, SpecError
 
 app = typer.Typer(
     add_completion=False,
@@ -31,7 +32,29 @@ def run(
     spec: Annotated[Path, typer.Argument(help="The sweep spec, a TOML file.")],
     out: Annotated[Optional[Path], typer.Option("--out", help="Zarr store to write (default results/NAME.zarr).")] = None,
     memory: MemoryOption = None,
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store, or an unfinished one.")] = False,
+    resume: Annotated[bool, typer.Option(
+        "--resume", help="Continue an interrupted run of the same spec (or start one; done if --out is complete)."
+    )] = False,
+    devices: Annotated[Optional[int], typer.Option(
+        "--devices", help="Use this many of each process's devices (default: all).", show_default=False
+    )] = None,
+    chunk_networks: Annotated[Optional[int], typer.Option(
+        "--chunk-networks", help="About how many networks each stored chunk holds (default: ~1 MiB chunks).",
+        show_default=False,
+    )] = None,
+    distributed: Annotated[bool, typer.Option(
+        "--distributed", help="Join a multi-process run set up by the environment (SLURM, TPU pod, JAX_* variables)."
+    )] = False,
+    coordinator: Annotated[Optional[str], typer.Option(
+        "--coordinator", help="host:port of process 0, for a multi-process run.", show_default=False
+    )] = None,
+    num_processes: Annotated[Optional[int], typer.Option(
+        "--num-processes", help="Processes in a multi-process run.", show_default=False
+    )] = None,
+    process_id: Annotated[Optional[int], typer.Option(
+        "--process-id", help="This process's index in a multi-process run, from 0.", show_default=False
+    )] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Store theory_* predictions beside.")] = True,
 ):
@@ -40,7 +63,16 @@ def run(
 
     the_spec = sweep.Spec.from_toml(spec)
     out = out or Path("results") / f"{the_spec.name}.zarr"
-    sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress, with_theory=theory)
+    if distributed or coordinator is not None or num_processes is not None or process_id is not None:
+        from sweep import distributed as multiprocess
+
+        multiprocess.initialize(coordinator, num_processes, process_id)
+    try:
+        sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress, resume=resume,
+                  devices=devices, chunk_networks=chunk_networks, with_theory=theory)
+    except Interrupted as e:
+        print(f"sweep: {e}; continue with: sweep run {spec} --out {out} --resume", file=sys.stderr)
+        raise typer.Exit(130) from None
     typer.echo(f"wrote {out}  (inspect: sweep show {out})")
 
 

@@ -13,3 +13,21 @@ class SpecError(ValueError):
         self.field = field
         self.message = message
         super().__init__(f"{field}: {message}")
+
+
+class Interrupted(KeyboardInterrupt):
+    """A sweep stopped cleanly on request (Ctrl-C, SIGTERM) after its chunks in flight.
+
+    Every chunk computed so far is stored in the unfinished store; ``sweep run ... --resume``
+    continues from there.
+
+    Args:
+      out: the store the sweep was writing.
+      partial: where its unfinished store is.
+      stored: chunks stored so far, of ``total``.
+      total: chunks in the sweep.
+    """
+
+    def __init__(self, out, partial, stored: int, total: int):
+        self.out, self.partial, self.stored, self.total = out, partial, stored, total
+        super().__init__(f"stopped with {stored} of {total} chunks stored in {partial}")

@@ -1,9 +1,22 @@
-"""The plan: a spec's grid split into compile groups and memory-sized chunks of networks.
+"""The plan: a spec's grid split into compile groups, micro-batches, kernel calls and tiles.
 
 A compile group is one architecture (activation, init, profile, depth, width): everything
 ``jit`` specialises on. Within a group the networks differ only in gain, bias std and seed,
-which are ``vmap``-ed; they are cut into chunks of equal size, sized from a memory budget, so
-that device memory does not grow with the number of networks.
+which are ``vmap``-ed. Their *flat position* is their index over ``(gain, bias_std, seed)``
+in C order, and three ways of cutting that flat order serve three purposes:
+
+* Micro-batches: flat positions ``[m·µ, (m+1)·µ)``, the last one padded with the group's final
+  network. ``µ`` is fixed by the architecture alone, and a network is always computed inside
+  the same micro-batch, hence the same compiled shape: this is what makes results
+  bit-identical whatever the memory budget, device count, process count or resumption.
+* Kernel calls: runs of whole micro-batches, as many as the memory budget allows per device,
+  so that device memory does not grow with the number of networks.
+* Tiles: the stored chunks. A tile is a block of the group's ``(gain, bias_std, seed)``
+  rectangle that is also contiguous in flat order, of one shape for the whole grid, so that
+  tiles are exactly the cells of the zarr chunk grid and every tile is written as whole zarr
+  chunks. Tiles are the unit of work between processes and of crash-safe progress. They need
+  not align with micro-batches: a micro-batch that straddles two tiles is computed once per
+  run and feeds both.
 
 Every network has a global index, its position in the full grid
 ``(activation, init, profile, depth, width, gain, bias_std, seed)`` in C order; its random
@@ -16,7 +29,7 @@ import math
 import re
 import shutil
 from pathlib import Path
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -34,21 +47,29 @@ _WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted below
 _MICRO_BATCH_BYTES = {"cpu": 64 * 2**20}  # per platform; accelerators get _ACCELERATOR_BYTES
 _ACCELERATOR_BYTES = 2 * 2**30
 _MAX_MICRO_BATCH = 256
+_CHUNK_BYTES = 2**20  # a stored chunk of one float64 per-layer variable: zarr's sweet spot
 
 
-class Chunk(NamedTuple):
-    """Networks run in one kernel call.
+class Tile(NamedTuple):
+    """One stored chunk: a block of one group, a rectangle that is contiguous in flat order.
 
     Attributes:
-      indices: global network indices, ``(size,)`` int64; the last chunk of a group repeats its
-        final network to keep the compiled shape, and ``valid`` says how many are real.
-      valid: number of real networks at the front of ``indices``.
-      local: positions of the real networks within the group's ``(gain, bias_std, seed)`` block.
+      id: position in ``Plan.tiles``: group-major, then flat order within the group.
+      group: index into ``Plan.groups``.
+      start: first flat position of the block within the group.
+      stop: one past its last flat position.
+      region: slices along ``(gain, bias_std, seed)``.
     """
 
-    indices: np.ndarray
-    valid: int
-    local: np.ndarray
+    id: int
+    group: int
+    start: int
+    stop: int
+    region: tuple[slice, slice, slice]
+
+    @property
+    def size(self) -> int:
+        return self.stop - self.start
 
 
 class Group(NamedTuple):
@@ -58,7 +79,7 @@ class Group(NamedTuple):
       position: index along each of ``STATIC_AXES``.
       arch: the architecture.
       micro_batch: networks ``vmap``-ed together; fixed by the architecture alone.
-      chunk_size: networks per kernel call, a multiple of ``micro_batch``.
+      chunk_size: networks per kernel call on one device, a multiple of ``micro_batch``.
     """
 
     position: tuple[int, ...]
@@ -74,32 +95,83 @@ class Plan(NamedTuple):
       spec: the spec.
       probe: the kernel's static measurement settings.
       groups: compile groups, in grid order.
-      memory_bytes: the memory budget used to size chunks.
+      memory_bytes: the memory budget used to size kernel calls, per device.
+      tile_shape: the stored chunk's extent along ``(gain, bias_std, seed)``.
     """
 
     spec: Spec
     probe: Probe
     groups: tuple[Group, ...]
     memory_bytes: int
+    tile_shape: tuple[int, int, int]
 
     @property
     def networks_per_group(self) -> int:
         g = self.spec.grid
         return len(g.gain) * len(g.bias_std) * self.spec.seeds
 
-    def chunks(self, group: Group) -> Iterator[Chunk]:
-        """The chunks of one group, each of exactly ``group.chunk_size`` networks."""
-        spec, n = self.spec, self.networks_per_group
-        dims = spec.grid.shape + (spec.seeds,)
-        local = np.arange(n)
-        tail = np.unravel_index(local, dims[5:])
-        head = [np.full(n, p) for p in group.position]
-        indices = np.ravel_multi_index(tuple(head) + tail, dims)
-        for start in range(0, n, group.chunk_size):
-            stop = min(start + group.chunk_size, n)
-            idx = indices[start:stop]
-            pad = group.chunk_size - idx.size
-            yield Chunk(np.concatenate([idx, np.repeat(idx[-1:], pad)]), idx.size, local[start:stop])
+    @property
+    def local_shape(self) -> tuple[int, int, int]:
+        """The ``(gain, bias_std, seed)`` rectangle of one group."""
+        g = self.spec.grid
+        return len(g.gain), len(g.bias_std), self.spec.seeds
+
+    @property
+    def tiles(self) -> tuple[Tile, ...]:
+        """Every tile of the grid; the same cells in every group."""
+        cells = _tile_cells(self.local_shape, self.tile_shape)
+        return tuple(
+            Tile(g * len(cells) + i, g, start, stop, region)
+            for g in range(len(self.groups))
+            for i, (start, stop, region) in enumerate(cells)
+        )
+
+    def micro_batches(self, group: Group) -> int:
+        """Number of micro-batches of a group."""
+        return -(-self.networks_per_group // group.micro_batch)
+
+    def call_size(self, group: Group, devices: int = 1) -> int:
+        """Micro-batches per kernel call on ``devices`` devices: a multiple of ``devices``.
+
+        At most the budget's share per device, balanced so that the last call of the whole
+        group is padded as little as possible. It depends on the group, not on which of its
+        micro-batches a run still needs, so a resumed run reuses the same compiled shape.
+        """
+        per_device = max(1, self.memory_bytes // (group.micro_batch * bytes_per_network(group.arch, self.probe)))
+        total = self.micro_batches(group)
+        calls = -(-total // (devices * per_device))
+        return devices * -(-total // (calls * devices))
+
+    def calls(self, group: Group, micro_batch_ids: np.ndarray, devices: int = 1) -> Iterator[np.ndarray]:
+        """Cuts a group's micro-batches (ascending ids) into kernel calls of ``call_size``.
+
+        The last call is padded by repeating its last micro-batch, to keep the compiled shape.
+        """
+        size = self.call_size(group, devices)
+        for start in range(0, len(micro_batch_ids), size):
+            ids = micro_batch_ids[start : start + size]
+            yield np.concatenate([ids, np.repeat(ids[-1:], size - ids.size)])
+
+    def positions(self, group: Group, micro_batch_ids: np.ndarray) -> np.ndarray:
+        """The flat positions computed by a run of micro-batches, ``(len(ids) * µ,)`` int64.
+
+        Micro-batch m holds flat positions ``m·µ .. m·µ + µ - 1``; those past the group's
+        end repeat its final network, exactly as every earlier version of the engine did.
+        """
+        mu = group.micro_batch
+        flat = np.asarray(micro_batch_ids, np.int64)[:, None] * mu + np.arange(mu)
+        return np.minimum(flat, self.networks_per_group - 1).reshape(-1)
+
+    def global_indices(self, group: Group, positions: np.ndarray) -> np.ndarray:
+        """Global network indices of a group's flat positions."""
+        offset = int(np.ravel_multi_index(group.position, self.spec.grid.shape[:5])) * self.networks_per_group
+        return offset + positions
+
+    def tile_micro_batches(self, group: Group, tiles: Sequence[Tile]) -> np.ndarray:
+        """The ascending, distinct micro-batches that cover ``tiles`` of one group."""
+        mu = group.micro_batch
+        ids = [np.arange(t.start // mu, (t.stop - 1) // mu + 1) for t in tiles]
+        return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 
 
 def parse_memory(text: str | int | None) -> int:
@@ -170,18 +242,30 @@ def bytes_of_result(spec: Spec) -> int:
     return layer_values + networks * 8 + jacobian
 
 
-def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
-    """Splits a spec into compile groups and chunks.
+def make_plan(
+    spec: Spec,
+    memory: str | int | None = None,
+    chunk_networks: int | None = None,
+    micro_batches: Sequence[int] | None = None,
+    tile_shape: Sequence[int] | None = None,
+) -> Plan:
+    """Splits a spec into compile groups, kernel calls and tiles.
 
     Args:
       spec: the sweep.
-      memory: the device memory budget (see ``parse_memory``).
+      memory: the device memory budget per device (see ``parse_memory``).
+      chunk_networks: about how many networks a tile (stored chunk) holds; by default, as
+        many as make about 1 MiB per chunk of a per-layer variable.
+      micro_batches: each group's micro-batch, as recorded by a run being resumed; by
+        default from the architecture and this machine's platform.
+      tile_shape: the tile shape recorded by a run being resumed; overrides ``chunk_networks``.
 
     Returns:
       The plan.
 
     Raises:
-      SpecError: for ``memory`` when one network of some group does not fit the budget.
+      SpecError: for ``memory`` when one micro-batch of some group does not fit the budget,
+        or ``chunk_networks`` when it is not a positive integer.
     """
     budget = parse_memory(memory)
     if spec.num_networks >= 2**32:
@@ -190,10 +274,10 @@ def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
     g = spec.grid
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []
-    for position in np.ndindex(*g.shape[:5]):
+    for n, position in enumerate(np.ndindex(*g.shape[:5])):
         values = [getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position)]
         arch = Architecture.from_grid(*values)
-        micro = micro_batch(arch, probe)
+        micro = micro_batch(arch, probe) if micro_batches is None else int(micro_batches[n])
         need = micro * bytes_per_network(arch, probe)
         if need > budget:
             raise SpecError(
@@ -202,11 +286,76 @@ def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
                 f"{need / 1e6:.0f} MB; the budget is {budget / 1e6:.0f} MB (raise --memory or lower batch/width/depth)",
             )
         # Balance the chunks so that the last one is padded as little as possible.
-        micro_batches = math.ceil(per_group / micro)
-        per_chunk = min(micro_batches, budget // need)
-        chunks = math.ceil(micro_batches / per_chunk)
-        groups.append(Group(tuple(position), arch, micro, micro * math.ceil(micro_batches / chunks)))
-    return Plan(spec, probe, tuple(groups), budget)
+        micro_count = math.ceil(per_group / micro)
+        per_chunk = min(micro_count, budget // need)
+        chunks = math.ceil(micro_count / per_chunk)
+        groups.append(Group(tuple(position), arch, micro, micro * math.ceil(micro_count / chunks)))
+    if tile_shape is None:
+        if chunk_networks is None:
+            chunk_networks = max(1, _CHUNK_BYTES // (8 * max(g.depth)))
+        elif isinstance(chunk_networks, bool) or not isinstance(chunk_networks, int) or chunk_networks < 1:
+            raise SpecError("chunk_networks", f"must be a positive integer, got {chunk_networks!r}")
+        tile_shape = choose_tile_shape((len(g.gain), len(g.bias_std), spec.seeds), chunk_networks)
+    return Plan(spec, probe, tuple(groups), budget, tuple(int(t) for t in tile_shape))
+
+
+def choose_tile_shape(local_shape: tuple[int, int, int], networks: int) -> tuple[int, int, int]:
+    """The tile shape over ``(gain, bias_std, seed)`` nearest ``networks`` per tile.
+
+    Only shapes whose every cell is contiguous in flat order qualify: whole seed rows of
+    several bias stds, whole ``(bias_std, seed)`` blocks of several gains, or a run of seeds.
+    Cells are balanced so that the last one along the cut axis is as full as the others.
+
+    Args:
+      local_shape: ``(gains, bias_stds, seeds)``.
+      networks: the target number of networks per tile, at least 1.
+
+    Returns:
+      ``(cg, cb, cs)``.
+    """
+    gains, biases, seeds = local_shape
+    balanced = lambda n, per: -(-n // -(-n // max(1, min(per, n))))
+    if networks >= biases * seeds:
+        return balanced(gains, networks // (biases * seeds)), biases, seeds
+    if networks >= seeds:
+        return 1, balanced(biases, networks // seeds), seeds
+    return 1, 1, balanced(seeds, networks)
+
+
+def _tile_cells(local_shape, tile_shape) -> list[tuple[int, int, tuple[slice, slice, slice]]]:
+    """``(start, stop, region)`` of each tile of one group, in flat order."""
+    cells = []
+    for starts in np.ndindex(*(-(-n // c) for n, c in zip(local_shape, tile_shape))):
+        region = tuple(slice(i * c, min((i + 1) * c, n)) for i, c, n in zip(starts, tile_shape, local_shape))
+        first = np.ravel_multi_index(tuple(r.start for r in region), local_shape)
+        last = np.ravel_multi_index(tuple(r.stop - 1 for r in region), local_shape)
+        cells.append((int(first), int(last) + 1, region))
+    return cells
+
+
+def assign(plan: Plan, tiles: Sequence[Tile], processes: int) -> list[list[Tile]]:
+    """Shares tiles among processes: contiguous runs in tile order, balanced by estimated cost.
+
+    Contiguous runs keep each process to few compile groups, and only the micro-batches at
+    the boundaries between processes are computed twice.
+
+    Args:
+      plan: the plan.
+      tiles: the tiles to share, in ascending id.
+      processes: how many processes share them.
+
+    Returns:
+      Each process's tiles, in ascending id.
+    """
+    shares: list[list[Tile]] = [[] for _ in range(processes)]
+    if not tiles:
+        return shares
+    cost = np.array([t.size * bytes_per_network(plan.groups[t.group].arch, plan.probe) for t in tiles], np.float64)
+    middle = np.cumsum(cost) - cost / 2
+    owner = np.minimum((middle * processes / cost.sum()).astype(np.int64), processes - 1)
+    for tile, p in zip(tiles, owner):
+        shares[p].append(tile)
+    return shares
 
 
 def check_disk(spec: Spec, out: str | Path) -> None:

@@ -5,6 +5,13 @@ Dims are every grid axis, each with its coordinate even when of length 1, then `
 ``long_name``, ``units`` and a ``definition``; the dataset carries the spec and provenance.
 Stores are written to a sibling temporary folder and moved into place only when complete,
 so an existing store is never lost to a failed or interrupted run.
+
+A sweep is written incrementally (``template``, ``create``, ``TileWriter``, ``finalise``): the
+whole store is laid out first, every measured variable NaN-filled (False for ``overflow``)
+with no chunk written, chunked as 1 along the five static axes, by the plan's tile shape
+along ``(gain, bias_std, seed)`` and whole along ``layer`` and ``singular_value``. Each tile is
+then written as whole zarr chunks, which no other tile touches, so processes can write
+their tiles concurrently and a tile is rewritten whole if its writing was interrupted.
 """
 
 from __future__ import annotations
@@ -14,11 +21,13 @@ import importlib.metadata
 import json
 import shutil
 import subprocess
+import warnings
 from pathlib import Path
 
 import jax
 import numpy as np
 import xarray as xr
+import zarr
 
 from sweep import profiles
 from sweep.errors import SpecError
@@ -53,16 +62,21 @@ VARIABLES: dict[str, tuple[str, str]] = {
 }
 
 
+def measured_variables(spec: Spec) -> dict[str, tuple[tuple[int, ...], type, object]]:
+    """``name: (shape, dtype, fill value)`` of each variable the kernel measures."""
+    shape = spec.grid.shape + (spec.seeds,)
+    layers = (max(spec.grid.depth),)
+    out = {k: (shape + layers, np.float64, np.nan) for k in LAYER_STATS}
+    out["overflow"] = (shape + layers, np.bool_, False)
+    out["loss"] = (shape, np.float64, np.nan)
+    if spec.jacobian:
+        out["jacobian_singular_values"] = (shape + (max(spec.grid.width),), np.float64, np.nan)
+    return out
+
+
 def empty_arrays(spec: Spec) -> dict[str, np.ndarray]:
     """Result arrays of the dataset's full shape, filled with NaN (False for ``overflow``)."""
-    shape = spec.grid.shape + (spec.seeds,)
-    layers = max(spec.grid.depth)
-    arrays = {k: np.full(shape + (layers,), np.nan) for k in LAYER_STATS}
-    arrays["overflow"] = np.zeros(shape + (layers,), bool)
-    arrays["loss"] = np.full(shape, np.nan)
-    if spec.jacobian:
-        arrays["jacobian_singular_values"] = np.full(shape + (max(spec.grid.width),), np.nan)
-    return arrays
+    return {k: np.full(shape, fill, dtype) for k, (shape, dtype, fill) in measured_variables(spec).items()}
 
 
 def to_dataset(spec: Spec, arrays: dict[str, np.ndarray], extra_attrs: dict | None = None) -> xr.Dataset:
@@ -113,7 +127,11 @@ def _layer_widths(spec: Spec) -> np.ndarray:
 
 
 def provenance(spec: Spec) -> dict[str, str]:
-    """Attributes that say what produced a dataset: spec, versions, device, commit, time."""
+    """Attributes that say what produced a dataset: spec, versions, device, commit, time.
+
+    ``device_kind`` names this process's default device and JAX's device count; a run on
+    fewer devices or several processes overrides it (see ``sweep.devices.describe``).
+    """
     packages = ("sweep", "jax", "jaxlib", "flax", "optax", "numpy", "xarray", "zarr")
     versions = {}
     for p in packages:
@@ -177,18 +195,118 @@ def write(ds: xr.Dataset, out: str | Path, overwrite: bool = False) -> Path:
     """
     out = check_writable(out, overwrite)
     out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(f".{out.name}.partial")
+    partial = partial_path(out)
     if partial.exists():
         shutil.rmtree(partial)
     ds.to_zarr(partial, mode="w", zarr_format=ZARR_FORMAT, consolidated=True)
+    _move_into_place(partial, out)
+    return out
+
+
+def partial_path(out: str | Path) -> Path:
+    """Where the store for ``out`` is written until it is complete."""
+    out = Path(out)
+    return out.with_name(f".{out.name}.partial")
+
+
+def template(spec: Spec, extra_attrs: dict | None = None) -> xr.Dataset:
+    """The full dataset of a sweep with every measured value missing, using no memory for them.
+
+    Args:
+      spec: the sweep.
+      extra_attrs: attributes that override or add to the provenance.
+
+    Returns:
+      The dataset, its measured variables read-only NaN (False) broadcasts.
+    """
+    arrays = {k: np.broadcast_to(np.asarray(fill, dtype), shape)
+              for k, (shape, dtype, fill) in measured_variables(spec).items()}
+    return to_dataset(spec, arrays, extra_attrs)
+
+
+def chunking(spec: Spec, tile_shape: tuple[int, int, int]) -> dict[str, tuple[int, ...]]:
+    """Zarr chunks of each measured variable: one tile of one compile group each."""
+    out = {}
+    for name, (shape, _, _) in measured_variables(spec).items():
+        out[name] = (1,) * 5 + tuple(tile_shape) + tuple(shape[len(NETWORK_DIMS):])
+    return out
+
+
+def create(ds: xr.Dataset, path: str | Path, tile_shape: tuple[int, int, int]) -> None:
+    """Lays out a new store at ``path`` from ``template``'s dataset: metadata, coordinates and
+    every variable that is not measured; measured values are left to ``TileWriter``."""
+    spec = Spec.from_json(ds.attrs["spec"])
+    encoding = {name: {"chunks": chunks} for name, chunks in chunking(spec, tile_shape).items()}
+    ds.to_zarr(path, mode="w-", zarr_format=ZARR_FORMAT, consolidated=False, encoding=encoding)
+
+
+def check_layout(path: str | Path, spec: Spec, tile_shape: tuple[int, int, int]) -> str | None:
+    """What is wrong with the measured arrays of a store made by ``create``, or None."""
+    try:
+        group = zarr.open_group(path, mode="r", zarr_format=ZARR_FORMAT, use_consolidated=False)
+        for name, chunks in chunking(spec, tile_shape).items():
+            shape, dtype, _ = measured_variables(spec)[name]
+            if name not in group:
+                return f"no array {name!r}"
+            array = group[name]
+            if array.shape != shape or array.chunks != chunks or array.dtype != dtype:
+                return f"array {name!r} is {array.dtype}{list(array.shape)} in chunks {list(array.chunks)}"
+    except Exception as e:  # zarr raises many kinds of errors for broken metadata
+        return f"unreadable zarr metadata: {type(e).__name__}: {e}"
+    return None
+
+
+class TileWriter:
+    """Writes tiles into a store laid out by ``create``.
+
+    Args:
+      path: the store.
+    """
+
+    def __init__(self, path: str | Path):
+        self._group = zarr.open_group(path, mode="r+", zarr_format=ZARR_FORMAT, use_consolidated=False)
+        self._arrays = {}
+
+    def write(self, position: tuple[int, ...], region: tuple[slice, slice, slice], values: dict[str, np.ndarray]) -> None:
+        """Writes one tile of measured variables.
+
+        Args:
+          position: the compile group's index along the five static axes.
+          region: the tile's slices along ``(gain, bias_std, seed)``.
+          values: each measured variable's values for the tile, shaped
+            ``(gains, bias_stds, seeds, ...)``, padded to the variable's full trailing extent.
+        """
+        for name, block in values.items():
+            if name not in self._arrays:
+                self._arrays[name] = self._group[name]
+            self._arrays[name][tuple(position) + tuple(region)] = block
+
+
+def finalise(partial: str | Path, out: str | Path) -> Path:
+    """Consolidates a complete store's metadata and moves it to ``out``, replacing what is there.
+
+    Returns:
+      ``out``.
+    """
+    partial, out = Path(partial), Path(out)
+    with warnings.catch_warnings():
+        # the work record (sweep.checkpoint) sits in the store and has no zarr metadata
+        warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
+        zarr.consolidate_metadata(str(partial), zarr_format=ZARR_FORMAT)
+    _move_into_place(partial, out)
+    return out
+
+
+def _move_into_place(partial: Path, out: Path) -> None:
     if out.exists():
         old = out.with_name(f".{out.name}.old")
+        if old.exists():
+            shutil.rmtree(old)
         out.rename(old)
         partial.rename(out)
         shutil.rmtree(old)
     else:
         partial.rename(out)
-    return out
 
 
 def load(path: str | Path) -> xr.Dataset:

@@ -1,0 +1,126 @@
+"""Tiles, kernel calls and the share of work between processes: the plan alone, no kernel runs."""
+
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import sweep
+from sweep import plan as planning
+
+from conftest import small_spec
+
+SHAPES = [  # (gains, bias_stds, seeds), networks per tile
+    ((3, 2, 100), 40), ((3, 2, 100), 1000), ((5, 3, 7), 10), ((5, 3, 7), 2), ((1, 1, 1), 5), ((9, 1, 16), 3276),
+]
+
+
+@pytest.mark.parametrize("shape, networks", SHAPES)
+def test_tiles_are_the_cells_of_one_chunk_grid_and_contiguous_in_flat_order(shape, networks):
+    tile = planning.choose_tile_shape(shape, networks)
+    cells = planning._tile_cells(shape, tile)
+    grid = [-(-n // c) for n, c in zip(shape, tile)]
+    assert len(cells) == np.prod(grid)
+    covered = np.zeros(shape, int)
+    for start, stop, region in cells:
+        block = np.arange(np.prod(shape)).reshape(shape)[region]
+        np.testing.assert_array_equal(block.reshape(-1), np.arange(start, stop))  # contiguous, C order
+        assert all(r.start % c == 0 for r, c in zip(region, tile))  # aligned to the zarr chunk grid
+        covered[region] += 1
+    assert (covered == 1).all()
+    assert max(stop - start for start, stop, _ in cells) <= networks
+
+
+def test_tile_shape_follows_the_target():
+    assert planning.choose_tile_shape((3, 2, 100), 40) == (1, 1, 34)  # balanced: 34, 34, 32
+    assert planning.choose_tile_shape((3, 2, 100), 250) == (1, 2, 100)
+    assert planning.choose_tile_shape((9, 1, 16), 3276) == (9, 1, 16)  # the whole group
+    assert planning.choose_tile_shape((21, 5, 64), 700) == (2, 5, 64)  # 11 cells of 2 gains, not 10 and a single
+
+
+def legacy_calls(the_plan, group):
+    """The engine before tiles: contiguous chunks of ``chunk_size``, the last padded with the final network."""
+    n = the_plan.networks_per_group
+    for start in range(0, n, group.chunk_size):
+        local = np.arange(start, min(start + group.chunk_size, n))
+        yield np.concatenate([local, np.repeat(local[-1:], group.chunk_size - local.size)])
+
+
+@pytest.mark.parametrize("seeds, budget_micro_batches, devices, chunk", [(100, 1, 1, 40), (100, 2, 8, 7), (37, 3, 2, 500)])
+def test_every_network_keeps_its_micro_batch_and_slot_from_before_tiles(seeds, budget_micro_batches, devices, chunk):
+    spec = small_spec(seeds=seeds, grid={"gain": [0.8, 1.4, 2.0], "bias_std": [0.0, 0.3]})
+    roomy = planning.make_plan(spec)
+    group = roomy.groups[0]
+    budget = budget_micro_batches * group.micro_batch * planning.bytes_per_network(group.arch, roomy.probe)
+    the_plan = planning.make_plan(spec, budget, chunk_networks=chunk)
+    group = the_plan.groups[0]
+    mu = group.micro_batch
+    before = np.concatenate(list(legacy_calls(the_plan, group))).reshape(-1, mu)
+    tiles = the_plan.tiles
+    calls = list(the_plan.calls(group, the_plan.tile_micro_batches(group, tiles), devices))
+    assert all(c.size == the_plan.call_size(group, devices) and c.size % devices == 0 for c in calls)
+    assert the_plan.call_size(group, devices) <= devices * budget_micro_batches
+    assert the_plan.call_size(group, 1) * mu == group.chunk_size  # one device: the calls of before
+    now = np.concatenate([the_plan.positions(group, c) for c in calls]).reshape(-1, mu)
+    for m in range(the_plan.micro_batches(group)):  # every real micro-batch, with the same networks in the same slots
+        np.testing.assert_array_equal(now[m], before[m])
+
+
+def test_a_tile_needs_exactly_the_micro_batches_that_hold_its_networks():
+    spec = small_spec(seeds=100, grid={"gain": [0.8, 1.4, 2.0], "bias_std": [0.0, 0.3]})
+    the_plan = planning.make_plan(spec, chunk_networks=40)
+    group = the_plan.groups[0]
+    for tile in the_plan.tiles:
+        ids = the_plan.tile_micro_batches(group, [tile])
+        held = set(the_plan.positions(group, ids).tolist())
+        assert set(range(tile.start, tile.stop)) <= held
+        assert all(set(the_plan.positions(group, [m]).tolist()) & set(range(tile.start, tile.stop)) for m in ids)
+
+
+def test_processes_get_disjoint_contiguous_balanced_shares():
+    spec = small_spec(seeds=10, grid={"depth": [2, 6], "width": [8, 32], "gain": [1.0, 2.0]})
+    the_plan = planning.make_plan(spec, chunk_networks=4)
+    tiles = [t for t in the_plan.tiles if t.id % 7]  # as if some were done
+    for processes in (1, 2, 3, 8, 100):
+        shares = planning.assign(the_plan, tiles, processes)
+        assert len(shares) == processes
+        flat = [t.id for share in shares for t in share]
+        assert flat == [t.id for t in tiles]  # every tile once, in order: contiguous runs
+    cost = lambda share: sum(t.size * planning.bytes_per_network(the_plan.groups[t.group].arch, the_plan.probe) for t in share)
+    costs = [cost(s) for s in planning.assign(the_plan, the_plan.tiles, 2)]
+    biggest = max(cost([t]) for t in the_plan.tiles)
+    assert abs(costs[0] - costs[1]) <= biggest
+
+
+def test_tiles_use_the_same_cells_in_every_group_and_global_indices_follow_the_grid():
+    spec = small_spec(seeds=5, grid={"depth": [2, 3], "gain": [1.0, 1.5, 2.0]})
+    the_plan = planning.make_plan(spec, chunk_networks=4)
+    per_group = len(the_plan.tiles) // len(the_plan.groups)
+    for tile in the_plan.tiles:
+        twin = the_plan.tiles[tile.id % per_group]
+        assert (tile.start, tile.stop, tile.region) == (twin.start, twin.stop, twin.region)
+    group = the_plan.groups[1]
+    indices = the_plan.global_indices(group, np.arange(the_plan.networks_per_group))
+    full = np.arange(spec.num_networks).reshape(spec.grid.shape + (spec.seeds,))
+    np.testing.assert_array_equal(indices, full[group.position].reshape(-1))
+
+
+def test_chunk_networks_must_be_a_positive_integer():
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(sweep.SpecError, match="chunk_networks: must be a positive integer"):
+            planning.make_plan(small_spec(), chunk_networks=bad)
+
+
+def test_a_resumed_plan_keeps_the_recorded_micro_batches_and_tiles():
+    spec = small_spec(seeds=9)
+    resumed = planning.make_plan(spec, micro_batches=[4], tile_shape=(1, 1, 3))
+    assert resumed.groups[0].micro_batch == 4 and resumed.tile_shape == (1, 1, 3) and len(resumed.tiles) == 6
+
+
+@pytest.mark.parametrize("script", ["launch_slurm.sh", "launch_tpu.sh"])
+def test_launch_scripts_are_valid_bash_and_say_how_to_use_them(script):
+    path = Path(__file__).resolve().parents[1] / "scripts" / script
+    assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
+    result = subprocess.run(["bash", str(path)], capture_output=True, text=True)
+    assert result.returncode != 0 and "usage: " in result.stderr
