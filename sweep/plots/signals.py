@@ -39,7 +39,7 @@ def forward(ds: xr.Dataset, cases: list[dict], depth: int, width: int):
                 dashed(ax, theory**2 if name == "act_mean" else theory, color=color)
         ax.set_xlabel("layer $l$")
         ax.set_ylabel(ylabel)
-    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=len(cases))
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=min(len(cases), 4))
     return fig
 
 

@@ -86,9 +86,11 @@ def forward_signals(results: dict) -> Section | None:
         f"- Every forward statistic of He init agrees with mean-field theory: the largest deviation over layers "
         f"is {fmt(worst, 2)} standard errors.\n"
     )
-    fig = plots.forward(ds.sel(activation="relu"), [{"init": "fan_in", "gain": g_he},
-                                                     {"init": "fan_avg", "gain": nearest(ds.gain, 1.0)}], depth, width)
-    caption = "Forward statistics per layer: median over networks, band 16–84%, theory dashed."
+    cases = [{"init": "fan_in", "gain": g_he}, {"init": "fan_avg", "gain": nearest(ds.gain, 1.0)}]
+    cases += [{"init": "fan_in", "gain": float(g)} for g in (ds.gain.min(), ds.gain.max()) if abs(g - g_he) > 1e-9]
+    fig = plots.forward(ds.sel(activation="relu"), cases, depth, width)
+    caption = ("Forward statistics per layer: He, Xavier and the smallest and largest gains under fan_in; "
+               "median over networks, band 16–84%, theory dashed.")
     return Section("forward", "1. Is pre-activation variance the quantity that matters?", text,
                    [("forward", fig, caption)])
 
