@@ -107,7 +107,7 @@ def engine_spec(args, width: int, seeds: int, common: bool) -> sweep.Spec:
 def time_engine(spec: sweep.Spec, memory: str) -> float:
     """Seconds of one ``sweep.run`` in memory, compilation excluded by the caller's warm-up."""
     start = time.perf_counter()
-    sweep.run(spec, memory=memory, progress=False)
+    sweep.run(spec, memory=memory, progress=False, with_theory=False)
     return time.perf_counter() - start
 
 
