@@ -98,7 +98,7 @@ def test_key_indices_are_those_of_a_stats_plan():
     groups = plan.make_groups(spec, 40, 10, "1GB")
     for group, stats_group in zip(groups, stats_plan.groups):
         assert group.position == stats_group.position
-        expected = np.concatenate([c.indices[: c.valid] for c in stats_plan.chunks(stats_group)])
+        expected = stats_plan.global_indices(stats_group, np.arange(stats_plan.networks_per_group))
         chunks = list(plan.chunks(spec, group))
         keys = np.concatenate([c.keys[: c.valid] for c in chunks])
         rates = np.concatenate([c.learning_rate[: c.valid] for c in chunks])
