@@ -93,8 +93,38 @@ class Grid:
         return cls(**values)
 
 
+class SpecBase:
+    """What every kind of spec shares: copies, and the plain-dict and JSON forms."""
+
+    def replace(self, **changes: Any):
+        """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
+        raw = self.to_dict()
+        grid_changes = changes.pop("grid", None)
+        raw.update(changes)
+        if dataclasses.is_dataclass(grid_changes):
+            raw["grid"] = dataclasses.asdict(grid_changes)
+        elif grid_changes is not None:
+            raw["grid"] = {**raw["grid"], **grid_changes}
+        return type(self).from_dict(raw)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
+        raw = dataclasses.asdict(self)
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
+        return raw
+
+    def to_json(self) -> str:
+        """The spec as JSON, as stored in the dataset's attributes."""
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_json(cls, text: str):
+        """Inverse of ``to_json``."""
+        return cls.from_dict(json.loads(text))
+
+
 @dataclasses.dataclass(frozen=True)
-class Spec:
+class Spec(SpecBase):
     """A whole sweep.
 
     Attributes:
@@ -180,32 +210,6 @@ class Spec:
           SpecError: the file is missing, is not TOML, or a field is bad.
         """
         return cls.from_dict(read_toml(path))
-
-    def replace(self, **changes: Any) -> "Spec":
-        """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
-        raw = self.to_dict()
-        grid_changes = changes.pop("grid", None)
-        raw.update(changes)
-        if isinstance(grid_changes, Grid):
-            raw["grid"] = dataclasses.asdict(grid_changes)
-        elif grid_changes is not None:
-            raw["grid"] = {**raw["grid"], **grid_changes}
-        return Spec.from_dict(raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
-        raw = dataclasses.asdict(self)
-        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
-        return raw
-
-    def to_json(self) -> str:
-        """The spec as JSON, as stored in the dataset's attributes."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "Spec":
-        """Inverse of ``to_json``."""
-        return cls.from_dict(json.loads(text))
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sweep.plots.style import PALETTE, figure, sequential, styled
+from sweep.plots.style import PALETTE, figure, styled
 
 
 def log_norm_spread(ds: xr.Dataset) -> xr.Dataset:

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
-from sweep.report.numbers import Estimate, fmt, mean_se, nearest, power, ratio, table
+from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
 
 SQRT2 = math.sqrt(2.0)
 

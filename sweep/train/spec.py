@@ -13,7 +13,6 @@ dataset's number of features (see ``sweep.train.model.architecture``).
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from pathlib import Path
 from typing import Any
@@ -71,7 +70,7 @@ class TrainGrid(Grid):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSpec:
+class TrainSpec(stats_spec.SpecBase):
     """A sweep of short training runs.
 
     Attributes:
@@ -179,29 +178,3 @@ class TrainSpec:
         if raw.get("kind") != "train":
             raise SpecError("kind", f"a training spec needs kind = \"train\", got {raw.get('kind')!r}")
         return cls.from_dict(raw)
-
-    def replace(self, **changes: Any) -> "TrainSpec":
-        """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
-        raw = self.to_dict()
-        grid_changes = changes.pop("grid", None)
-        raw.update(changes)
-        if isinstance(grid_changes, Grid):
-            raw["grid"] = dataclasses.asdict(grid_changes)
-        elif grid_changes is not None:
-            raw["grid"] = {**raw["grid"], **grid_changes}
-        return TrainSpec.from_dict(raw)
-
-    def to_dict(self) -> dict[str, Any]:
-        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
-        raw = dataclasses.asdict(self)
-        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
-        return raw
-
-    def to_json(self) -> str:
-        """The spec as JSON, as stored in the dataset's attributes."""
-        return json.dumps(self.to_dict(), sort_keys=True)
-
-    @classmethod
-    def from_json(cls, text: str) -> "TrainSpec":
-        """Inverse of ``to_json``."""
-        return cls.from_dict(json.loads(text))
