@@ -21,6 +21,7 @@ import signal
 import shutil
 import threading
 import time
+import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -105,6 +106,10 @@ def run(
         error = SpecError(*failed[0][1].split("\n", 1)) if failed else None
     if error is not None:
         raise error
+    platform = mesh.devices.flat[0].platform
+    if device_mesh.safe_device_count(platform, mesh.size, spec.jacobian) < mesh.size:
+        warnings.warn(f"the Jacobian's singular values can deadlock on several {platform} devices; using one", stacklevel=2)
+        mesh = device_mesh.local_mesh(1)
     attrs = {"device_kind": device_mesh.describe(mesh, distributed.process_count())}
     if out is None:
         if distributed.process_count() > 1:

@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 import sweep
-from sweep import checkpoint, cli, plan as planning, store
+from sweep import checkpoint, cli, devices, plan as planning, store
 
 from conftest import assert_identical
 
@@ -27,7 +27,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SPEC = """name = "scale"
 seeds = 200
 batch = 4
-jacobian = true
 [grid]
 activation = ["relu"]
 depth = [3]
@@ -75,6 +74,14 @@ for group in the_plan.groups:
 np.savez(legacy, **arrays)
 in_memory = sweep.run(spec, memory=int(memory), chunk_networks=7, progress=False)
 np.savez(legacy.replace(".npz", "-memory.npz"), **{name: in_memory[name].values for name in arrays})
+
+# The Jacobian's singular values, stored tile by tile, as computed in memory in other tiles.
+spec = spec.replace(jacobian=True, seeds=20)
+stored = sweep.run(spec, out=out + "-jacobian", memory=4 * int(memory), chunk_networks=7, progress=False).load()
+in_memory = sweep.run(spec, memory=4 * int(memory), chunk_networks=25, progress=False)
+assert stored["jacobian_singular_values"].notnull().all()
+for name in store.measured_variables(spec):
+    np.testing.assert_array_equal(stored[name].values, in_memory[name].values, err_msg=name)
 """
 
 # One run with --resume, killed or interrupted at a chosen point: MODE at the K-th time.
@@ -190,12 +197,11 @@ def test_tiled_results_equal_the_engine_before_tiles(reference):
     out, legacy = reference
     ds = sweep.load(out).load()
     names = store.measured_variables(sweep.Spec.from_json(ds.attrs["spec"]))
-    assert "jacobian_singular_values" in names
     for other in (legacy, str(legacy).replace(".npz", "-memory.npz")):  # and in memory, in other tiles
         before = np.load(other)
         for name in names:
             np.testing.assert_array_equal(ds[name].values, before[name], err_msg=name)
-    assert ds["preact_meansq"].notnull().all() and ds["jacobian_singular_values"].notnull().all()
+    assert ds["preact_meansq"].notnull().all()
     marks = checkpoint.read_manifest(out)
     assert marks["state"] == "complete" and marks["tiles"] == TILES
     assert checkpoint.done(out, TILES) == set(range(TILES))
@@ -366,6 +372,12 @@ def test_resume_of_a_complete_store_computes_nothing(reference, setup, tmp_path)
     before = snapshot(out)
     ds = sweep.run(sweep.Spec.from_toml(setup["spec"]), out=out, resume=True, progress=False)
     assert snapshot(out) == before and ds.sizes["seed"] == 200
+
+
+def test_the_jacobian_uses_one_cpu_device():
+    assert devices.safe_device_count("cpu", 8, jacobian=True) == 1
+    assert devices.safe_device_count("cpu", 8, jacobian=False) == 8
+    assert devices.safe_device_count("gpu", 8, jacobian=True) == 8
 
 
 def test_devices_must_exist(setup, tmp_path, capsys):
