@@ -61,7 +61,6 @@ def run(
     resume: bool = False,
     devices: int | None = None,
     chunk_networks: int | None = None,
-    on_chunk: Callable[[int, int], None] | None = None,
     with_theory: bool = True,
 ) -> xr.Dataset:
     """Runs a sweep: random-init statistics (``kind = "stats"``) or training (``kind = "train"``).
@@ -78,7 +77,6 @@ def run(
       devices: use this process's first ``devices`` devices (default: all of them).
       chunk_networks: about how many networks each stored chunk holds (default: about 1 MiB
         per chunk of a per-layer variable); fixed when a store is created.
-      on_chunk: called with ``(stored, total)`` chunks after each chunk is stored.
       with_theory: store the theory's prediction of every statistic beside it (``theory_*``).
 
     Returns:
@@ -117,28 +115,24 @@ def run(
         the_plan = planning.make_plan(spec, memory, chunk_networks)
         arrays = store.empty_arrays(spec)
         tiles = the_plan.tiles
-        kept = [0]
 
         def keep(tile: Tile, values: dict) -> None:
             position = the_plan.groups[tile.group].position
             for name, block in values.items():
                 arrays[name][position + tile.region] = block
-            kept[0] += 1
-            if on_chunk is not None:
-                on_chunk(kept[0], len(tiles))
 
         _compute(the_plan, tiles, mesh, keep, _bar(spec, tiles, progress), lambda: False)
         return store.to_dataset(spec, arrays, attrs).merge(extra_variables(spec, with_theory))
-    return _run_to_store(spec, Path(out), memory, overwrite, progress, resume, mesh, chunk_networks, on_chunk, attrs,
+    return _run_to_store(spec, Path(out), memory, overwrite, progress, resume, mesh, chunk_networks, attrs,
                          with_theory)
 
 
-def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_networks, on_chunk, attrs,
+def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_networks, attrs,
                   with_theory=True) -> xr.Dataset:
     """``run`` with a store, on every process of the run.
 
     Args:
-      spec, out, memory, overwrite, progress, resume, chunk_networks, on_chunk: as ``run``'s.
+      spec, out, memory, overwrite, progress, resume, chunk_networks: as ``run``'s.
       mesh: this process's devices.
       attrs: attributes that override the provenance of a new store.
       with_theory: as ``run``'s.
@@ -176,15 +170,11 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
         "processes": processes, "devices": mesh.size, "memory_bytes": the_plan.memory_bytes,
     })
     writer = store.TileWriter(partial)
-    stored = [len(done)]
 
     def keep(tile: Tile, values: dict) -> None:
         writer.write(the_plan.groups[tile.group].position, tile.region, values)
         new = checkpoint.record(partial, tile.id, run_id, me)
         log.write({"event": "stored", "tile": tile.id, "new": new})
-        stored[0] += 1
-        if on_chunk is not None:
-            on_chunk(stored[0], len(tiles))
 
     with _stop_on_signals() as signalled:
         def stopping() -> bool:
