@@ -1,0 +1,225 @@
+"""Benchmark: the engine against a per-network PyTorch loop and this machine's GEMM peak.
+
+For each width (depth 20, batch 128, 8 gains, relu, fan_in normal weights, no bias, an MSE
+readout of 10 outputs: the workload of the PyTorch baseline), in one run:
+
+* the engine's networks per second through ``sweep.run``, timed after compilation, for
+  independent draws (the default) and for common random numbers across gains;
+* its useful GFLOP/s, counting three GEMMs per layer (forward, backward to the activations,
+  weight gradient): 3 · 2 · batch · n_in · n_out per layer;
+* the machine's float32 GEMM peak, a large ``jnp.dot`` at precision highest;
+* the baseline loop (``torch_loop.py``, outside this project) in a subprocess.
+
+Engine and baseline repeats are interleaved so that a change in the machine's load hits
+both alike; every figure is the median of its repeats. PyTorch is needed only here:
+``python3 -m pip install torch`` (a CPU build).
+
+usage:
+  python scripts/bench.py [--quick] [--out results/bench.json] [--torch-loop PATH]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import sweep  # noqa: E402
+
+TARGET_RATIO = {32: 20.0, 256: 3.0, 1024: 1.5}  # engine ÷ baseline, on a 2-core CPU
+TARGET_PEAK_FRACTION = 0.5  # useful FLOP/s ÷ GEMM peak, at width >= 256
+MODES = {"independent": False, "common": True}  # spec's common_random_numbers
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--widths", default="32,256,1024", help="comma-separated widths")
+    p.add_argument("--depth", type=int, default=20)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--gains", type=int, default=8, help="gains, evenly spaced in [0.5, 2.5]")
+    p.add_argument("--seconds", type=float, default=10.0, help="target duration of one timed engine run")
+    p.add_argument("--torch-seconds", type=float, default=10.0,
+                   help="target duration of one baseline run (at least one network per gain)")
+    p.add_argument("--repeats", type=int, default=3, help="timed repeats of each measurement")
+    p.add_argument("--threads", type=int, default=os.cpu_count(), help="baseline's torch threads")
+    p.add_argument("--memory", default="1GB", help="the engine's memory budget")
+    p.add_argument("--torch-loop", default=os.environ.get("SWEEP_TORCH_LOOP", str(ROOT.parent / "shared/bench/torch_loop.py")),
+                   help="path of the baseline script (env SWEEP_TORCH_LOOP)")
+    p.add_argument("--no-torch", action="store_true", help="skip the baseline")
+    p.add_argument("--out", default=str(ROOT / "results/bench.json"), help="where to write the JSON")
+    p.add_argument("--quick", action="store_true", help="smoke test: small widths, short runs, one repeat")
+    a = p.parse_args(argv)
+    if a.quick:
+        a.widths, a.depth, a.seconds, a.torch_seconds, a.repeats = "16,64", 4, 0.3, 0.3, 1
+    a.widths = [int(w) for w in a.widths.split(",")]
+    return a
+
+
+def useful_flops(width: int, depth: int, batch: int) -> float:
+    """FLOPs of the three GEMMs per layer of one network (constant width)."""
+    return 3 * 2 * batch * width * width * depth
+
+
+def gemm_peak(repeats: int, sizes=(1024, 2048, 4096)) -> dict:
+    """The float32 GEMM rate of one large ``jnp.dot`` at precision highest, best size."""
+    dot = jax.jit(lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST))
+    rates = {}
+    for n in sizes:
+        a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
+        b = jax.random.normal(jax.random.key(1), (n, n), jnp.float32)
+        dot(a, b).block_until_ready()
+        times = []
+        for _ in range(max(3, repeats)):
+            start = time.perf_counter()
+            dot(a, b).block_until_ready()
+            times.append(time.perf_counter() - start)
+        rates[n] = 2 * n**3 / float(np.median(times)) / 1e9
+    best = max(rates, key=rates.get)
+    return {"gflops": rates[best], "size": best, "by_size": rates}
+
+
+def engine_spec(args, width: int, seeds: int, common: bool) -> sweep.Spec:
+    raw = {
+        "name": "bench", "seeds": seeds, "batch": args.batch, "loss": "mse", "outputs": 10,
+        "precision": "highest",
+        "grid": {"activation": ["relu"], "init": ["fan_in"], "profile": ["constant"], "depth": [args.depth],
+                 "width": [width], "gain": {"start": 0.5, "stop": 2.5, "num": args.gains}, "bias_std": [0.0]},
+    }
+    if common:
+        raw["common_random_numbers"] = True
+    return sweep.Spec.from_dict(raw)
+
+
+def time_engine(spec: sweep.Spec, memory: str) -> float:
+    """Seconds of one ``sweep.run`` in memory, compilation excluded by the caller's warm-up."""
+    start = time.perf_counter()
+    sweep.run(spec, memory=memory, progress=False)
+    return time.perf_counter() - start
+
+
+def calibrate_seeds(args, width: int, common: bool) -> int:
+    """Seeds per gain for about ``args.seconds`` of work, from a small compiled run."""
+    probe_seeds = 2
+    spec = engine_spec(args, width, probe_seeds, common)
+    time_engine(spec, args.memory)  # compile
+    rate = spec.num_networks / time_engine(spec, args.memory)
+    return max(1, math.ceil(rate * args.seconds / args.gains))
+
+
+def run_torch(args, width: int, nets_per_gain: int) -> tuple[float, float]:
+    """Runs the baseline once; returns ``(nets_per_s, wall seconds)``."""
+    cmd = [sys.executable, args.torch_loop, "--width", str(width), "--depth", str(args.depth),
+           "--batch", str(args.batch), "--gains", str(args.gains), "--nets-per-gain", str(nets_per_gain),
+           "--out-dim", "10", "--threads", str(args.threads)]
+    start = time.perf_counter()
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    wall = time.perf_counter() - start
+    match = re.findall(r"nets_per_s=([0-9.eE+-]+)", done.stdout)
+    if not match:
+        raise RuntimeError(f"no nets_per_s in the baseline's output:\n{done.stdout}\n{done.stderr}")
+    return float(match[-1]), wall
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    torch_ok = not args.no_torch and Path(args.torch_loop).is_file()
+    if not args.no_torch and not torch_ok:
+        print(f"baseline not found at {args.torch_loop}; skipping it (--torch-loop PATH)", file=sys.stderr)
+    modes = dict(MODES)
+    if "common_random_numbers" not in {f for f in sweep.Spec.__dataclass_fields__}:
+        modes.pop("common")
+
+    result = {
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "processor": platform.processor(),
+                    "jax": jax.__version__, "backend": jax.default_backend(), "device": str(jax.devices()[0]),
+                    "load_average_start": os.getloadavg()},
+        "settings": {k: v for k, v in vars(args).items() if k != "out"},
+        "widths": [],
+    }
+    print(f"load average {os.getloadavg()[0]:.2f} on {os.cpu_count()} cores", flush=True)
+    peak_start = gemm_peak(args.repeats)
+    print(f"GEMM peak: {peak_start['gflops']:.1f} GFLOP/s (n = {peak_start['size']})", flush=True)
+
+    for width in args.widths:
+        flops = useful_flops(width, args.depth, args.batch)
+        specs = {m: engine_spec(args, width, calibrate_seeds(args, width, c), c) for m, c in modes.items()}
+        for spec in specs.values():
+            time_engine(spec, args.memory)  # compile the timed shape
+        torch_nets = 1
+        if torch_ok:
+            rate, _ = run_torch(args, width, 1)
+            torch_nets = max(1, math.ceil(rate * args.torch_seconds / args.gains))
+        engine_times = {m: [] for m in specs}
+        torch_rates = []
+        for _ in range(args.repeats):
+            for m, spec in specs.items():
+                engine_times[m].append(time_engine(spec, args.memory))
+            if torch_ok:
+                torch_rates.append(run_torch(args, width, torch_nets)[0])
+        row = {"width": width, "useful_gflop_per_net": flops / 1e9, "engine": {}}
+        for m, spec in specs.items():
+            rates = [spec.num_networks / t for t in engine_times[m]]
+            row["engine"][m] = {"networks": spec.num_networks, "seconds": engine_times[m], "nets_per_s": float(np.median(rates)),
+                                "gflops": float(np.median(rates)) * flops / 1e9}
+        if torch_ok:
+            row["torch"] = {"networks": torch_nets * args.gains, "nets_per_s_runs": torch_rates,
+                            "nets_per_s": float(np.median(torch_rates))}
+        result["widths"].append(row)
+        print(f"width {width}: " + ", ".join(f"{m} {r['nets_per_s']:.1f} nets/s" for m, r in row["engine"].items())
+              + (f", torch {row['torch']['nets_per_s']:.2f} nets/s" if torch_ok else ""), flush=True)
+
+    peak_end = gemm_peak(args.repeats)
+    peak = max(peak_start["gflops"], peak_end["gflops"])
+    result["gemm_peak"] = {"gflops": peak, "start": peak_start, "end": peak_end}
+    result["machine"]["load_average_end"] = os.getloadavg()
+
+    print()
+    print(f"GEMM peak {peak:.1f} GFLOP/s (float32, precision highest; the higher of the start and end runs)")
+    header = f"{'width':>5} {'draws':>11} {'engine nets/s':>13} {'torch nets/s':>12} {'ratio':>8} {'target':>7} " \
+             f"{'GFLOP/s':>8} {'% peak':>7} {'met':>4}"
+    print(header)
+    print("-" * len(header))
+    all_met = True
+    for row in result["widths"]:
+        w = row["width"]
+        for m, r in row["engine"].items():
+            r["peak_fraction"] = r["gflops"] / peak
+            ratio = r["nets_per_s"] / row["torch"]["nets_per_s"] if torch_ok else float("nan")
+            r["ratio_to_torch"] = ratio
+            target = TARGET_RATIO.get(w)
+            checks = []
+            if target is not None and torch_ok:
+                checks.append(ratio >= target)
+            if w >= 256:
+                checks.append(r["peak_fraction"] >= TARGET_PEAK_FRACTION)
+            r["targets_met"] = all(checks) if checks else None
+            if m == "common":
+                all_met &= bool(r["targets_met"]) if checks else True
+            torch_rate = row["torch"]["nets_per_s"] if torch_ok else float("nan")
+            print(f"{w:>5} {m:>11} {r['nets_per_s']:>13.1f} {torch_rate:>12.2f} {ratio:>7.1f}x "
+                  f"{(f'{target:.1f}x' if target else '-'):>7} {r['gflops']:>8.1f} {100 * r['peak_fraction']:>6.0f}% "
+                  f"{({True: 'yes', False: 'no', None: '-'}[r['targets_met']]):>4}")
+    result["targets_met_with_common_random_numbers"] = all_met if "common" in modes else None
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(f"\nwritten {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
