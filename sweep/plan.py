@@ -91,7 +91,7 @@ class Plan(NamedTuple):
         """The chunks of one group, each of exactly ``group.chunk_size`` networks."""
         spec, n = self.spec, self.networks_per_group
         dims = spec.grid.shape + (spec.seeds,)
-        local = np.arange(n)
+        local = kernel_order(self.spec)
         tail = np.unravel_index(local, dims[5:])
         head = [np.full(n, p) for p in group.position]
         indices = np.ravel_multi_index(tuple(head) + tail, dims)
@@ -100,6 +100,19 @@ class Plan(NamedTuple):
             idx = indices[start:stop]
             pad = group.chunk_size - idx.size
             yield Chunk(np.concatenate([idx, np.repeat(idx[-1:], pad)]), idx.size, local[start:stop])
+
+
+def kernel_order(spec: Spec) -> np.ndarray:
+    """A group's flat positions over ``(gain, bias_std, seed)`` in the order the kernel runs them.
+
+    C order, except with common random numbers: then the gains of one ``(bias_std, seed)``
+    are consecutive, first gain first, as ``kernel.make_kernel`` expects of a draw.
+    """
+    g = spec.grid
+    local = np.arange(len(g.gain) * len(g.bias_std) * spec.seeds)
+    if spec.common_random_numbers:
+        local = local.reshape(len(g.gain), -1).T.reshape(-1)
+    return local
 
 
 def parse_memory(text: str | int | None) -> int:
@@ -133,10 +146,11 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
     Counts the weights and biases (kept for the backward pass), the forward residuals
     ``x_{l-1}`` and ``z_l`` of every layer, the largest per-layer temporaries (one weight
     gradient, a few activations) and the Jacobian's tangents, all float32, times a workspace
-    factor for XLA's temporaries.
+    factor for XLA's temporaries. With common random numbers the weights are shared by the
+    ``probe.gains_per_draw`` networks of a draw.
     """
     shapes, b = arch.shapes, probe.batch
-    weights = sum(i * o + o for i, o in shapes)
+    weights = sum(i * o + o for i, o in shapes) / probe.gains_per_draw
     residuals = b * sum(i + o for i, o in shapes)
     temporaries = max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
     jacobian = 0
@@ -147,18 +161,21 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
 
 
 def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -> int:
-    """How many networks the kernel ``vmap``s together: a power of two set by the architecture.
+    """How many networks the kernel ``vmap``s together, set by the architecture.
 
-    It must not depend on the memory budget or on the number of networks, since a network's
-    numbers are bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
+    A power of two of draws, each of ``probe.gains_per_draw`` networks. It must not depend on
+    the memory budget or on the number of networks, since a network's numbers are
+    bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
     """
     if platform is None:
         import jax
 
         platform = jax.default_backend()
     reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
-    fits = max(1, reference // bytes_per_network(arch, probe))
-    return int(min(_MAX_MICRO_BATCH, 2 ** int(math.log2(fits))))
+    per_draw = probe.gains_per_draw
+    fits = max(1, reference // (per_draw * bytes_per_network(arch, probe)))
+    draws = 2 ** int(math.log2(min(max(1, _MAX_MICRO_BATCH // per_draw), fits)))
+    return int(per_draw * draws)
 
 
 def bytes_of_result(spec: Spec) -> int:
@@ -186,7 +203,8 @@ def make_plan(spec: Spec, memory: str | int | None = None) -> Plan:
     budget = parse_memory(memory)
     if spec.num_networks >= 2**32:
         raise SpecError("seeds", f"a sweep holds at most 2^32 networks; this one has {spec.num_networks}")
-    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian)
+    per_draw = len(spec.grid.gain) if spec.common_random_numbers else 1
+    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw)
     g = spec.grid
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []
