@@ -104,23 +104,27 @@ def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return mean, jnp.mean(jnp.square(a)), jnp.mean(jnp.square(a - mean))
 
 
-def _gemm(h: jax.Array, w: jax.Array, precision, gains) -> jax.Array:
-    """``h @ w`` for one network, or for the gains of one draw at once.
+def _gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) -> jax.Array:
+    """``h @ w`` (or ``h @ wᵀ``) for one network, or for the gains of one draw at once.
 
     Args:
       h: ``(batch, n)``, or ``(G, batch, n)`` when ``gains`` is given.
-      w: ``(n, m)``: the weights, or with ``gains`` the unit weights every gain shares.
+      w: the weights, ``(n, m)`` (``(m, n)`` with ``transpose``); with ``gains``, the unit
+        weights that every gain shares.
       precision: ``lax.Precision``.
       gains: ``None``, or ``(G,)``: network g has weights gains[g] · w.
+      transpose: contract with w's second axis. Written as one ``dot_general`` rather than
+        ``h @ w.T``, which XLA on CPU would lower to a copy of the transposed weights.
 
     Returns:
       ``(batch, m)`` or ``(G, batch, m)``.
     """
-    if gains is None:
-        return jnp.matmul(h, w, precision=precision)
-    # One GEMM of G·batch rows instead of G small ones: the gains scale the rows afterwards.
-    out = jnp.matmul(h.reshape(-1, h.shape[-1]), w, precision=precision).reshape(h.shape[:-1] + (w.shape[-1],))
-    return gains[:, None, None] * out
+    contract = 1 if transpose else 0
+    rows = h.reshape(-1, h.shape[-1])
+    # With gains: one GEMM of G·batch rows instead of G small ones; the gains scale the rows.
+    out = jax.lax.dot_general(rows, w, (((1,), (contract,)), ((), ())), precision=precision)
+    out = out.reshape(h.shape[:-1] + (out.shape[-1],))
+    return out if gains is None else gains[:, None, None] * out
 
 
 def _each(fn, gains, in_axes=0):
@@ -157,8 +161,8 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
     if not gram:
         dw = jnp.matmul(h.T, delta, precision=precision) / batch
         return jnp.mean(jnp.square(dw))
-    hh = jnp.matmul(h, h.T, precision=precision)
-    dd = jnp.matmul(delta, delta.T, precision=precision)
+    hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
+    dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision)
     return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
 
 
@@ -254,7 +258,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, ga
         h, z = residual
         delta, stats = _each(before_gemm, gains)(g, h, z)
         stats["exp_grad"] = f
-        g_prev, m = _each(_normalise, gains)(_gemm(delta, w.T, precision, gains))
+        g_prev, m = _each(_normalise, gains)(_gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m), stats
 
     def block_step(carry, xs):
