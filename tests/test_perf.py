@@ -167,3 +167,20 @@ def test_common_random_numbers_is_a_checked_option():
     order = plan.kernel_order(crn_spec())
     assert sorted(order) == list(range(18)) and list(order[:3]) == [0, 6, 12]  # the gains of one draw
     np.testing.assert_array_equal(plan.kernel_order(crn_spec(common_random_numbers=False)), np.arange(18))
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_networks():
+    """Ten times the networks under the same budget: the peak RSS grows by at most what the
+    engine keeps of the result on the host (a few times its float64 size), not per network."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "peak_rss.py"
+    module_spec = importlib.util.spec_from_file_location("peak_rss", path)
+    peak_rss = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(peak_rss)
+    args = SimpleNamespace(width=16, depth=4, batch=16, memory="256MB", common_random_numbers=False)
+    small, large = peak_rss.measure(800, args), peak_rss.measure(8000, args)
+    growth = large["peak_rss_bytes"] - small["peak_rss_bytes"]
+    assert growth <= 4 * large["result_bytes"] + 32 * 2**20, (small, large)
