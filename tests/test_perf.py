@@ -67,7 +67,8 @@ def test_gram_weight_gradient_equals_the_materialised_one(batch, n_in, n_out, sc
 
 def test_gram_is_chosen_only_when_cheaper():
     assert kernel.gram_is_cheaper(128, 1024, 1024)
-    assert not kernel.gram_is_cheaper(128, 256, 256)  # equal FLOPs: the plain path
+    assert kernel.gram_is_cheaper(128, 256, 256)  # equal FLOPs, no transposed copy
+    assert not kernel.gram_is_cheaper(128, 128, 128)
     assert not kernel.gram_is_cheaper(128, 32, 32)
 
 
