@@ -18,6 +18,13 @@ Statistics come out as float32 mantissas and int32 exponents; ``finish`` combine
 float64 on the host. For other activations a forward value can still overflow; the layers
 where that happens are marked in ``overflow`` and no other network is touched, since
 networks never mix.
+
+Cost. On a CPU the random weights cost more than the GEMMs that use them (threefry gives tens
+of millions of normals per second against ~100 GFLOP/s). With common random numbers
+(``Probe.gains_per_draw`` > 1, ``draw_stats``) the networks of one draw that differ only in
+gain share their draws, which are made once, and every layer runs as one GEMM over all their
+rows. The weight gradient's mean square comes from two batch × batch Gram matrices when that
+is cheaper than the n_in × n_out gradient (``grad_weight_meansq``).
 """
 
 from __future__ import annotations
