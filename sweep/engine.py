@@ -404,11 +404,14 @@ class _Assembler:
         return set(self._filled)
 
     def add(self, positions: np.ndarray, stats: dict[str, np.ndarray]) -> Iterator[tuple[Tile, dict]]:
-        """Takes one call's statistics, row i for flat position ``positions[i]`` (ascending).
+        """Takes one call's statistics, row i for flat position ``positions[i]``.
 
         Yields:
           ``(tile, values)`` for each tile now complete, values ``(tile.size, ...)`` in flat order.
         """
+        if np.any(positions[1:] < positions[:-1]):  # common random numbers: slots are not in flat order
+            order = np.argsort(positions, kind="stable")
+            positions, stats = positions[order], {k: v[order] for k, v in stats.items()}
         still_open = []
         for n, tile in enumerate(self._open):
             if tile.start > positions[-1]:  # this call reaches no further tile

@@ -18,6 +18,13 @@ Statistics come out as float32 mantissas and int32 exponents; ``finish`` combine
 float64 on the host. For other activations a forward value can still overflow; the layers
 where that happens are marked in ``overflow`` and no other network is touched, since
 networks never mix.
+
+Cost. On a CPU the random weights cost more than the GEMMs that use them (threefry gives tens
+of millions of normals per second against ~100 GFLOP/s). With common random numbers
+(``Probe.gains_per_draw`` > 1, ``draw_stats``) the networks of one draw that differ only in
+gain share their draws, which are made once, and every layer runs as one GEMM over all their
+rows. The weight gradient's mean square comes from two batch × batch Gram matrices when that
+is cheaper than the n_in × n_out gradient (``grad_weight_meansq``).
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class Probe(NamedTuple):
       outputs: readout dimension of ``"mse"``.
       precision: ``"highest"`` or ``"default"``.
       jacobian: also compute the input-output Jacobian's singular values.
+      gains_per_draw: networks that share one draw of random numbers (weights, biases,
+        inputs, readout and targets) and differ only in their gain: 1 for independent draws,
+        the number of gains for common random numbers across gains.
     """
 
     batch: int
@@ -53,6 +63,7 @@ class Probe(NamedTuple):
     outputs: int
     precision: str
     jacobian: bool
+    gains_per_draw: int = 1
 
     @property
     def lax_precision(self):
@@ -100,14 +111,81 @@ def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
     return mean, jnp.mean(jnp.square(a)), jnp.mean(jnp.square(a - mean))
 
 
-def _forward(params, arch: Architecture, x: jax.Array, precision):
+def _gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) -> jax.Array:
+    """``h @ w`` (or ``h @ wᵀ``) for one network, or for the gains of one draw at once.
+
+    Args:
+      h: ``(batch, n)``, or ``(G, batch, n)`` when ``gains`` is given.
+      w: the weights, ``(n, m)`` (``(m, n)`` with ``transpose``); with ``gains``, the unit
+        weights that every gain shares.
+      precision: ``lax.Precision``.
+      gains: ``None``, or ``(G,)``: network g has weights gains[g] · w.
+      transpose: contract with w's second axis. Written as one ``dot_general`` rather than
+        ``h @ w.T``, which XLA on CPU would lower to a copy of the transposed weights.
+
+    Returns:
+      ``(batch, m)`` or ``(G, batch, m)``.
+    """
+    contract = 1 if transpose else 0
+    rows = h.reshape(-1, h.shape[-1])
+    # With gains: one GEMM of G·batch rows instead of G small ones; the gains scale the rows.
+    out = jax.lax.dot_general(rows, w, (((1,), (contract,)), ((), ())), precision=precision)
+    out = out.reshape(h.shape[:-1] + (out.shape[-1],))
+    return out if gains is None else gains[:, None, None] * out
+
+
+def _each(fn, gains, in_axes=0):
+    """``fn`` for one network, ``vmap``-ed over the gains of a draw when there are any."""
+    return fn if gains is None else jax.vmap(fn, in_axes=in_axes)
+
+
+def gram_is_cheaper(batch: int, n_in: int, n_out: int) -> bool:
+    """Whether ``grad_weight_meansq`` is cheaper from two batch × batch Gram matrices.
+
+    The weight gradient XᵀΔ costs 2·B·n_in·n_out FLOPs, writes n_in·n_out values and
+    contracts over the batch, which XLA on CPU runs through a transposed copy; the Gram
+    matrices XXᵀ and ΔΔᵀ cost 2·B²·(n_in + n_out) and write 2·B². At equal FLOPs (B = n/2
+    for square layers) the Gram path is still the faster one (measured on CPU).
+    """
+    return batch * (n_in + n_out) <= n_in * n_out
+
+
+def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None) -> jax.Array:
+    """Mean square of the entries of ∂C/∂W = hᵀδ / B, C the batch-mean loss.
+
+    Args:
+      h: the layer's inputs ``(B, n_in)``.
+      delta: ∂ℓ_b/∂z, each example's own loss gradient, ``(B, n_out)``.
+      precision: ``lax.Precision``.
+      gram: ``True``: ‖hᵀδ‖²_F = ⟨hhᵀ, δδᵀ⟩, two B × B Gram matrices; ``False``: the
+        n_in × n_out gradient itself; ``None``: whichever is cheaper (``gram_is_cheaper``).
+
+    Returns:
+      A float32 scalar.
+    """
+    batch, n_in = h.shape
+    n_out = delta.shape[-1]
+    if gram is None:
+        gram = gram_is_cheaper(batch, n_in, n_out)
+    if not gram:
+        dw = jnp.matmul(h.T, delta, precision=precision) / batch
+        return jnp.mean(jnp.square(dw))
+    hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
+    dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision)
+    return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
+
+
+def _forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
     """Runs a batch forward with exact scale tracking, reducing each layer.
 
     Args:
-      params: from ``network.draw_params``.
+      params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
       arch: the architecture.
-      x: inputs, ``(batch, n_0)``.
+      x: inputs, ``(batch, n_0)``, or ``(G, batch, n_0)`` with ``gains``.
       precision: ``lax.Precision``.
+      gains: ``None`` for one network; or ``(G,)``, the gains of G networks that share the
+        unit draws in ``params`` (network g has weights gains[g] · W); every output then has
+        a leading axis G.
 
     Returns:
       ``(x_L, E_L, stats, residuals)``: the scaled last activations ``(batch, n_L)`` with
@@ -117,9 +195,8 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
     """
     phi, homogeneous = arch.phi, arch.homogeneous
 
-    def layer(carry, w, b):
-        h, e = carry
-        z = jnp.matmul(h, w, precision=precision) + _ldexp(b, -e)
+    def after_gemm(hw, e, b):
+        z = hw + _ldexp(b, -e)
         u = phi(z)
         k = jnp.int32(0)
         if homogeneous:
@@ -133,7 +210,12 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
             act_mean=u_mean, act_meansq=u_meansq, act_var=u_var,
             dead_fraction=dead.astype(z.dtype), exp_in=e, exp_out=e + k,
         )
-        return (u, e + k), stats, (h, z)
+        return u, e + k, z, stats
+
+    def layer(carry, w, b):
+        h, e = carry
+        u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(_gemm(h, w, precision, gains), e, b)
+        return (u, e_out), stats, (h, z)
 
     def block_step(carry, block):
         outs, res = [], []
@@ -143,7 +225,7 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
             res.append(residual)
         return carry, (_stack_block(outs), tuple(res))
 
-    carry = (x, jnp.int32(0))
+    carry = (x, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32))
     per_segment, residuals = [], []
     for block in params:
         carry, (stats, res) = network.scan_blocks(block_step, carry, block)
@@ -153,35 +235,39 @@ def _forward(params, arch: Architecture, x: jax.Array, precision):
     return x_last, e_last, _concat_layers(per_segment), tuple(residuals)
 
 
-def _backward(params, arch: Architecture, residuals, g: jax.Array, precision):
+def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, gains=None):
     """Backpropagates the per-example cotangent ``g`` = ∂ℓ/∂x_L (scaled) through the layers.
 
     Args:
-      params: from ``network.draw_params``.
+      params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
       arch: the architecture.
       residuals: from ``_forward``.
-      g: scaled ∂ℓ/∂x_L, ``(batch, n_L)``, already normalised.
+      g: scaled ∂ℓ/∂x_L, ``(batch, n_L)`` (``(G, batch, n_L)`` with ``gains``), normalised.
       precision: ``lax.Precision``.
+      gains: as for ``_forward``.
 
     Returns:
-      A dict of ``(L,)`` arrays: ``BACKWARD_STATS`` mantissas (of the scaled quantities) and
-      ``exp_grad`` = F_l with ∂ℓ/∂x_l(true) = 2^F_l · (scaled), F_L = 0 here.
+      A dict of ``(L,)`` arrays (``(G, L)`` with ``gains``): ``BACKWARD_STATS`` mantissas (of
+      the scaled quantities) and ``exp_grad`` = F_l with ∂ℓ/∂x_l(true) = 2^F_l · (scaled),
+      F_L = 0 here.
     """
     phi = arch.phi
-    batch = g.shape[0]
+
+    def before_gemm(g, h, z):
+        delta = jax.vjp(phi, z)[1](g)[0]
+        stats = dict(
+            grad_act_meansq=jnp.mean(jnp.square(g)),
+            grad_preact_meansq=jnp.mean(jnp.square(delta)),
+            grad_weight_meansq=grad_weight_meansq(h, delta, precision),
+        )
+        return delta, stats
 
     def layer(carry, w, residual):
         g, f = carry
         h, z = residual
-        delta = jax.vjp(phi, z)[1](g)[0]
-        dw = jnp.matmul(h.T, delta, precision=precision) / batch
-        stats = dict(
-            grad_act_meansq=jnp.mean(jnp.square(g)),
-            grad_preact_meansq=jnp.mean(jnp.square(delta)),
-            grad_weight_meansq=jnp.mean(jnp.square(dw)),
-            exp_grad=f,
-        )
-        g_prev, m = _normalise(jnp.matmul(delta, w.T, precision=precision))
+        delta, stats = _each(before_gemm, gains)(g, h, z)
+        stats["exp_grad"] = f
+        g_prev, m = _each(_normalise, gains)(_gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m), stats
 
     def block_step(carry, xs):
@@ -192,7 +278,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision):
             outs.append(stats)
         return carry, _stack_block(outs[::-1])
 
-    carry = (g, jnp.int32(0))
+    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32))
     per_segment = []
     for block, res in reversed(tuple(zip(params, residuals))):
         carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
@@ -205,8 +291,11 @@ def _stack_block(outs: list[dict]) -> dict:
 
 
 def _concat_layers(per_segment: list[dict]) -> dict:
-    """Scan outputs of shape (repeats, period) per segment -> one (L,) array per key."""
-    return {k: jnp.concatenate([s[k].reshape(-1) for s in per_segment]) for k in per_segment[0]}
+    """Scan outputs of shape (repeats, period, ...) per segment -> one (..., L) array per key."""
+    return {
+        k: jnp.moveaxis(jnp.concatenate([s[k].reshape((-1,) + s[k].shape[2:]) for s in per_segment]), 0, -1)
+        for k in per_segment[0]
+    }
 
 
 def _loss_and_cotangent(x_last, e_last, key, probe: Probe):
@@ -269,6 +358,52 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     return out
 
 
+def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Array, bias_std) -> dict:
+    """All statistics of the G networks of one draw: common random numbers across gains.
+
+    The networks share every random number: unit weights W and biases drawn from ``key`` as
+    ``network.draw_params(key, arch, 1, bias_std)``, the inputs, the readout and the targets;
+    network g has weights gains[g] · W. The random numbers are drawn once instead of G times,
+    and every layer runs as one GEMM of G · batch rows. Each network is the one that
+    ``network_stats(arch, probe, key, gains[g], bias_std)`` measures, computed with a
+    different rounding order (the gain scales h W instead of W).
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      key: the draw's key.
+      gains: ``(G,)``.
+      bias_std: a scalar.
+
+    Returns:
+      The dict of ``network_stats``, each array with a leading axis G.
+    """
+    precision = probe.lax_precision
+    params = network.draw_params(key, arch, 1.0, bias_std)
+    x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
+    xs = jnp.broadcast_to(x, gains.shape + x.shape)
+    x_last, e_last, out, residuals = _forward(params, arch, xs, precision, gains)
+    loss, exp_loss, g, exp_g = jax.vmap(_loss_and_cotangent, in_axes=(0, 0, None, None))(x_last, e_last, key, probe)
+    g, m = jax.vmap(_normalise)(g)
+    back = _backward(params, arch, residuals, g, precision, gains)
+    out.update(back)
+    out["exp_grad"] = out["exp_grad"] + (exp_g + m)[:, None]
+    out["loss"], out["exp_loss"] = loss, exp_loss
+    if probe.jacobian:
+        def jacobian(gain):
+            scaled = tuple(tuple((gain * w, b) for w, b in block) for block in params)
+
+            def last_layer(x0):
+                x_l, e_l, _, _ = _forward(scaled, arch, x0[None], precision)
+                return x_l[0], e_l
+
+            jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
+            return jnp.linalg.svd(jac, compute_uv=False), e_jac
+
+        out["jacobian_sv"], out["exp_jacobian"] = jax.vmap(jacobian)(gains)
+    return out
+
+
 @functools.cache
 def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
     """The compiled kernel for one architecture: many networks in one call.
@@ -279,28 +414,41 @@ def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
     inside the same shape: fixing the micro-batch makes results independent of how many
     networks a call holds, hence of the memory budget and the chunking.
 
+    With ``probe.gains_per_draw`` = G > 1 (common random numbers), every run of G
+    consecutive networks is one draw (``draw_stats``): its key is that of the run's first
+    network, its bias std that of the first network, and each network keeps its own gain.
+
     Args:
       arch: the architecture.
       probe: what to measure.
-      micro_batch: networks ``vmap``-ed together.
+      micro_batch: networks ``vmap``-ed together; a multiple of ``probe.gains_per_draw``.
 
     Returns:
       ``kernel(rng_seed, indices, gains, bias_stds) -> dict`` where ``indices`` (uint32),
       ``gains`` and ``bias_stds`` (float32) have shape ``(C,)``, C a multiple of
       ``micro_batch``, and each output has a leading axis of size C. Network i is drawn
-      from ``network_key(rng_seed, indices[i])``.
+      from ``network_key(rng_seed, indices[i])`` (with common random numbers, from the key
+      of the first network of its draw).
     """
+    per_draw = probe.gains_per_draw
+    if micro_batch % per_draw:
+        raise ValueError(f"micro_batch {micro_batch} is not a multiple of gains_per_draw {per_draw}")
 
-    def one(rng_seed, index, gain, bias_std):
-        return network_stats(arch, probe, network.network_key(rng_seed, index), gain, bias_std)
+    if per_draw == 1:
+        def one(rng_seed, index, gain, bias_std):
+            return network_stats(arch, probe, network.network_key(rng_seed, index), gain, bias_std)
+    else:
+        def one(rng_seed, index, gain, bias_std):
+            return draw_stats(arch, probe, network.network_key(rng_seed, index[0]), gain, bias_std[0])
 
     batched = jax.vmap(one, in_axes=(None, 0, 0, 0))
 
     def run(rng_seed, indices, gains, bias_stds):
         size = indices.shape[0]
-        split = lambda a: a.reshape(size // micro_batch, micro_batch)
+        split = lambda a: a.reshape((size // micro_batch, micro_batch // per_draw) + ((per_draw,) if per_draw > 1 else ()))
         out = jax.lax.map(lambda xs: batched(rng_seed, *xs), (split(indices), split(gains), split(bias_stds)))
-        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
+        lead = 3 if per_draw > 1 else 2
+        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[lead:]), out)
 
     return jax.jit(run)
 

@@ -152,15 +152,31 @@ class Plan(NamedTuple):
             ids = micro_batch_ids[start : start + size]
             yield np.concatenate([ids, np.repeat(ids[-1:], size - ids.size)])
 
+    @property
+    def gains_per_draw(self) -> int:
+        """Networks per draw of random numbers: the number of gains with common random numbers, else 1."""
+        return self.probe.gains_per_draw
+
     def positions(self, group: Group, micro_batch_ids: np.ndarray) -> np.ndarray:
         """The flat positions computed by a run of micro-batches, ``(len(ids) * µ,)`` int64.
 
-        Micro-batch m holds flat positions ``m·µ .. m·µ + µ - 1``; those past the group's
-        end repeat its final network, exactly as every earlier version of the engine did.
+        Micro-batch m holds kernel slots ``m·µ .. m·µ + µ - 1``. Slot k is flat position k,
+        except with common random numbers (G gains per draw): then slot k is gain ``k mod G``
+        of the ``(bias_std, seed)`` pair ``k div G``, so that the G networks of a draw sit
+        side by side (``kernel.make_kernel``). Slots past the group's end repeat its final
+        draw, which computes exactly the same numbers as that draw does.
         """
-        mu = group.micro_batch
-        flat = np.asarray(micro_batch_ids, np.int64)[:, None] * mu + np.arange(mu)
-        return np.minimum(flat, self.networks_per_group - 1).reshape(-1)
+        mu, n, per_draw = group.micro_batch, self.networks_per_group, self.gains_per_draw
+        slots = np.asarray(micro_batch_ids, np.int64)[:, None] * mu + np.arange(mu)
+        slots = np.where(slots < n, slots, n - per_draw + slots % per_draw).reshape(-1)
+        draw, gain = np.divmod(slots, per_draw)
+        return gain * (n // per_draw) + draw
+
+    def slots(self, positions: np.ndarray) -> np.ndarray:
+        """The kernel slots of flat positions: the inverse of ``positions``' slot order."""
+        per_draw = self.gains_per_draw
+        gain, draw = np.divmod(np.asarray(positions, np.int64), self.networks_per_group // per_draw)
+        return draw * per_draw + gain
 
     def global_indices(self, group: Group, positions: np.ndarray) -> np.ndarray:
         """Global network indices of a group's flat positions."""
@@ -170,7 +186,10 @@ class Plan(NamedTuple):
     def tile_micro_batches(self, group: Group, tiles: Sequence[Tile]) -> np.ndarray:
         """The ascending, distinct micro-batches that cover ``tiles`` of one group."""
         mu = group.micro_batch
-        ids = [np.arange(t.start // mu, (t.stop - 1) // mu + 1) for t in tiles]
+        if self.gains_per_draw == 1:
+            ids = [np.arange(t.start // mu, (t.stop - 1) // mu + 1) for t in tiles]
+        else:
+            ids = [np.unique(self.slots(np.arange(t.start, t.stop)) // mu) for t in tiles]
         return np.unique(np.concatenate(ids)) if ids else np.zeros(0, np.int64)
 
 
@@ -205,10 +224,11 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
     Counts the weights and biases (kept for the backward pass), the forward residuals
     ``x_{l-1}`` and ``z_l`` of every layer, the largest per-layer temporaries (one weight
     gradient, a few activations) and the Jacobian's tangents, all float32, times a workspace
-    factor for XLA's temporaries.
+    factor for XLA's temporaries. With common random numbers the weights are shared by the
+    ``probe.gains_per_draw`` networks of a draw.
     """
     shapes, b = arch.shapes, probe.batch
-    weights = sum(i * o + o for i, o in shapes)
+    weights = sum(i * o + o for i, o in shapes) / probe.gains_per_draw
     residuals = b * sum(i + o for i, o in shapes)
     temporaries = max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
     jacobian = 0
@@ -219,18 +239,21 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
 
 
 def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -> int:
-    """How many networks the kernel ``vmap``s together: a power of two set by the architecture.
+    """How many networks the kernel ``vmap``s together, set by the architecture.
 
-    It must not depend on the memory budget or on the number of networks, since a network's
-    numbers are bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
+    A power of two of draws, each of ``probe.gains_per_draw`` networks. It must not depend on
+    the memory budget or on the number of networks, since a network's numbers are
+    bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
     """
     if platform is None:
         import jax
 
         platform = jax.default_backend()
     reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
-    fits = max(1, reference // bytes_per_network(arch, probe))
-    return int(min(_MAX_MICRO_BATCH, 2 ** int(math.log2(fits))))
+    per_draw = probe.gains_per_draw
+    fits = max(1, reference // (per_draw * bytes_per_network(arch, probe)))
+    draws = 2 ** int(math.log2(min(max(1, _MAX_MICRO_BATCH // per_draw), fits)))
+    return int(per_draw * draws)
 
 
 def bytes_of_result(spec: Spec) -> int:
@@ -270,7 +293,8 @@ def make_plan(
     budget = parse_memory(memory)
     if spec.num_networks >= 2**32:
         raise SpecError("seeds", f"a sweep holds at most 2^32 networks; this one has {spec.num_networks}")
-    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian)
+    per_draw = len(spec.grid.gain) if spec.common_random_numbers else 1
+    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw)
     g = spec.grid
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []

@@ -141,6 +141,9 @@ class Spec(SpecBase):
       precision: ``"highest"`` (exact float32 matmuls) or ``"default"`` (the backend's
         faster, reduced-precision matmuls on GPU and TPU).
       jacobian: also record the singular values of the input-output Jacobian.
+      common_random_numbers: networks that differ only in gain share all their random
+        numbers (weights at unit gain, biases, inputs, readout, targets): those of the
+        network at the first gain. ``False`` (the default) draws every network independently.
       grid: the grid axes.
     """
 
@@ -154,6 +157,7 @@ class Spec(SpecBase):
     outputs: int = 10
     precision: str = "highest"
     jacobian: bool = False
+    common_random_numbers: bool = False
     grid: Grid = dataclasses.field(default_factory=Grid)
 
     @property
@@ -196,6 +200,10 @@ class Spec(SpecBase):
         if not isinstance(jacobian, bool):
             raise SpecError("jacobian", f"must be true or false, got {jacobian!r}")
         kw["jacobian"] = jacobian
+        common = raw.get("common_random_numbers", cls.common_random_numbers)
+        if not isinstance(common, bool):
+            raise SpecError("common_random_numbers", f"must be true or false, got {common!r}")
+        kw["common_random_numbers"] = common
         grid = raw.get("grid", {})
         if not isinstance(grid, (dict, Grid)):
             raise SpecError("grid", f"must be a table of axes, got {type(grid).__name__}")
