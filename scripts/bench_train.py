@@ -1,24 +1,29 @@
-"""Vmapped training against training one network at a time, with the same compiled code.
+"""Vmapped training against training one network at a time, with the same code.
 
-Trains ``--networks`` networks for ``--steps`` SGD steps twice in one process: all at once,
-one call of ``sweep.train.loop``'s vmapped ``train`` over every network, and one by one, a
-call of the same function per network (a chunk of one). Compilation is excluded (each
-shape is warmed up first); each way is timed ``--repeats`` times and the medians are
-compared per network.
+For each configuration, trains ``--networks`` networks for ``--steps`` SGD steps in one
+process, twice: all at once, by the trainer that ``sweep run`` uses (one call over every
+network, ``vmap``-ed in the plan's micro-batches), and one by one, by the same
+``loop.make_trainer`` built for a micro-batch of one network and called once per network.
+Compilation is excluded (each shape is warmed up first); the two ways are timed in
+alternation, ``--repeats`` times each, and the medians are compared per network. Prints a
+table and writes it as JSON.
 
-    PYTHONPATH=. python3 scripts/bench_train.py
-    PYTHONPATH=. python3 scripts/bench_train.py --depth 20 --width 128 --batch 128
+    python3 scripts/bench_train.py                       # the default configurations
+    python3 scripts/bench_train.py --configs 20x128x128  # depth x width x batch
 
-Vmapping pays where one network leaves the device idle: small networks on CPU, almost any
-network on a GPU. A CPU already saturated by one network's matmuls gains little; the
-defaults are a small network, for which a CPU shows the effect.
+Vmapping pays where one network leaves the device idle: small networks on a CPU (each of
+their operations costs about as much to launch as to compute), almost any network on a GPU.
+A CPU that one network's GEMMs already keep busy gains little.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import statistics
 import time
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -28,64 +33,94 @@ from sweep.train import data as datasets
 from sweep.train import loop, plan
 from sweep.train.model import architecture
 
+DEFAULT_CONFIGS = "2x8x8,4x16x16,4x32x32,20x128x128"
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--networks", type=int, default=256)
-    parser.add_argument("--depth", type=int, default=4)
-    parser.add_argument("--width", type=int, default=16)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=100)
-    parser.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits", "teacher"])
-    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
 
-    data = datasets.load(args.dataset)
-    arch = architecture("relu", "fan_in", "constant", args.depth, args.width, data.n_features)
-    trainer = loop.make_trainer(loop.Config(arch, data.n_outputs, data.task, args.optimizer, "highest"))
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--configs", default=DEFAULT_CONFIGS, help="comma-separated DEPTHxWIDTHxBATCH")
+    p.add_argument("--networks", type=int, default=256)
+    p.add_argument("--steps", type=int, default=100)
+    p.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits", "teacher"])
+    p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--out", default="results/bench_train.json")
+    a = p.parse_args(argv)
+    a.configs = [tuple(int(v) for v in c.split("x")) for c in a.configs.split(",")]
+    return a
+
+
+def measure(args, depth: int, width: int, batch: int, data: datasets.Dataset) -> dict:
+    """Per-network seconds of both ways for one configuration (medians of ``args.repeats``)."""
+    arch = architecture("relu", "fan_in", "constant", depth, width, data.n_features)
+    config = loop.Config(arch, data.n_outputs, data.task, args.optimizer, "highest")
+    need = plan.bytes_per_network(arch, data.n_outputs, batch, args.optimizer, plan.EVAL_SLICE)
+    micro = plan.micro_batch(need)
     n = args.networks
-    state = trainer.init(jnp.uint32(0), jnp.arange(n, dtype=jnp.uint32),
-                         jnp.full(n, np.sqrt(2.0), jnp.float32), jnp.zeros(n, jnp.float32))
-    rates = jnp.full(n, 0.01, jnp.float32)
+    together_trainer, single_trainer = loop.make_trainer(config, micro), loop.make_trainer(config, 1)
+    size = micro * -(-n // micro)  # one call, padded to whole micro-batches as the runner does
+    indices = jnp.minimum(jnp.arange(size, dtype=jnp.uint32), n - 1)
+    state = together_trainer.init(jnp.uint32(0), indices, jnp.full(size, np.sqrt(2.0), jnp.float32),
+                                  jnp.zeros(size, jnp.float32))
+    rates = jnp.full(size, 0.01, jnp.float32)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    rows = jnp.asarray(plan.batch_rows(0, len(data.x_train), args.batch, 0, args.steps))
-    target = 0.0
+    rows = jnp.asarray(plan.batch_rows(0, len(data.x_train), batch, 0, args.steps))
 
-    def fresh(i=None):
-        """A copy of the initial state (``train`` consumes its input), of all or of network i."""
+    def copy(tree, i=None):
         pick = (lambda a: a) if i is None else (lambda a: a[i : i + 1])
-        return jax.block_until_ready(jax.tree.map(lambda a: jnp.array(pick(a), copy=True), state))
+        return jax.block_until_ready(jax.tree.map(lambda a: jnp.array(pick(a), copy=True), tree))
 
     def together() -> float:
-        s = fresh()
+        s = copy(state)  # train consumes (donates) its state
         start = time.perf_counter()
-        _, losses = trainer.train(s, rates, x, y, rows, 0, target)
-        losses.block_until_ready()
+        together_trainer.train(s, rates, x, y, rows, 0, 0.0)[1].block_until_ready()
         return time.perf_counter() - start
 
     def one_by_one() -> float:
-        singles = [fresh(i) for i in range(n)]
+        singles = [copy(state, i) for i in range(n)]
         start = time.perf_counter()
-        out = [trainer.train(s, rates[i : i + 1], x, y, rows, 0, target)[1] for i, s in enumerate(singles)]
+        out = [single_trainer.train(s, rates[i : i + 1], x, y, rows, 0, 0.0)[1] for i, s in enumerate(singles)]
         jax.block_until_ready(out)
         return time.perf_counter() - start
 
     together(), one_by_one()  # compile both shapes
-    times_together = [together() for _ in range(args.repeats)]
-    times_single = [one_by_one() for _ in range(args.repeats)]
-    per_net_together = statistics.median(times_together) / n
-    per_net_single = statistics.median(times_single) / n
+    times = {"together": [], "one_by_one": []}
+    for _ in range(args.repeats):
+        times["together"].append(together())
+        times["one_by_one"].append(one_by_one())
+    per_net = {k: statistics.median(v) / n for k, v in times.items()}
+    return {
+        "depth": depth, "width": width, "batch": batch, "micro_batch": micro, "networks": n,
+        "seconds": times, "ms_per_network": {k: v * 1e3 for k, v in per_net.items()},
+        "speedup": per_net["one_by_one"] / per_net["together"],
+        "speedup_per_repeat": [s / t for s, t in zip(times["one_by_one"], times["together"])],
+    }
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    data = datasets.load(args.dataset)
     device = jax.devices()[0]
-    print(f"device: {device.platform} ({device.device_kind}); {n} networks, relu, depth {args.depth}, "
-          f"width {args.width}, input {data.n_features}, batch {args.batch}, {args.steps} {args.optimizer} steps, "
-          f"dataset {args.dataset}; medians of {args.repeats} repeats")
-    print(f"vmapped, one call    : {per_net_together * 1e3:9.3f} ms per network "
-          f"({statistics.median(times_together):.3f} s for all)")
-    print(f"one by one, n calls  : {per_net_single * 1e3:9.3f} ms per network "
-          f"({statistics.median(times_single):.3f} s for all)")
-    print(f"speed-up per network : {per_net_single / per_net_together:.1f}x")
+    result = {"device": f"{device.platform} ({device.device_kind})", "cpus": os.cpu_count(),
+              "load_average_start": os.getloadavg()[0], "dataset": args.dataset, "optimizer": args.optimizer,
+              "steps": args.steps, "repeats": args.repeats, "rows": []}
+    print(f"{result['device']}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; {args.networks} relu networks "
+          f"(fan_in, gain √2), {args.steps} {args.optimizer} steps on {args.dataset}; medians of {args.repeats}", flush=True)
+    header = f"{'depth':>5} {'width':>5} {'batch':>5} {'µ':>4} {'vmapped ms/net':>14} {'one by one ms/net':>17} {'speed-up':>8}"
+    print(header + "\n" + "-" * len(header), flush=True)
+    for depth, width, batch in args.configs:
+        row = measure(args, depth, width, batch, data)
+        result["rows"].append(row)
+        ms = row["ms_per_network"]
+        print(f"{depth:>5} {width:>5} {batch:>5} {row['micro_batch']:>4} {ms['together']:>14.3f} "
+              f"{ms['one_by_one']:>17.3f} {row['speedup']:>7.1f}×", flush=True)
+    result["load_average_end"] = os.getloadavg()[0]
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    print(f"written {out}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

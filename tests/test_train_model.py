@@ -39,7 +39,7 @@ def test_initial_weights_are_those_of_the_stats_kernel_at_every_learning_rate():
         stats_arch = Architecture.from_grid(*(getattr(g, a)[i] for a, i in zip(plan.STATIC_AXES, group.position)))
         # The kernel draws its networks with jit of vmap of network.draw_params.
         kernel_draw = jax.jit(jax.vmap(lambda k, a, b: network.draw_params(k, stats_arch, a, b)))
-        trainer = loop.make_trainer(_config(group.arch))
+        trainer = loop.make_trainer(_config(group.arch), group.micro_batch)
         for chunk in plan.chunks(SPEC, group):
             gains = np.asarray(g.gain, np.float32)[chunk.gain]
             bias_stds = np.asarray(g.bias_std, np.float32)[chunk.bias_std]

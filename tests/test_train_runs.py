@@ -9,39 +9,52 @@ from sweep.train import TrainSpec, data, plan, run_training
 
 DIVERGING_RATE = 1e3
 SPEC = TrainSpec.from_dict({
-    "kind": "train", "name": "runs", "dataset": "teacher", "rng_seed": 3, "seeds": 3, "batch": 16,
+    "kind": "train", "name": "runs", "dataset": "teacher", "rng_seed": 3, "seeds": 17, "batch": 16,
     "steps": 12, "eval_every": 5, "optimizer": "momentum", "target_loss": 0.45,
     "grid": {"activation": ["relu"], "depth": [2], "width": [8], "gain": [1.0, 3.0], "bias_std": [0.1],
              "learning_rate": [0.05, 0.5, DIVERGING_RATE]},
 })
 
 
-def _memory_for(spec: TrainSpec, networks: int) -> int:
-    """A memory budget that fits exactly ``networks`` networks per training call."""
+def _group(spec: TrainSpec, memory="1GB") -> plan.Group:
     d = data.load(spec.dataset)
-    arch = plan.make_groups(spec, d.n_features, d.n_outputs, "1GB")[0].arch
-    return networks * plan.bytes_per_network(arch, d.n_outputs, spec.batch, spec.optimizer, plan.EVAL_SLICE)
+    return plan.make_groups(spec, d.n_features, d.n_outputs, memory)[0]
+
+
+def _memory_for(spec: TrainSpec, micro_batches: int) -> int:
+    """A memory budget that fits exactly ``micro_batches`` micro-batches per training call."""
+    d = data.load(spec.dataset)
+    group = _group(spec)
+    need = plan.bytes_per_network(group.arch, d.n_outputs, spec.batch, spec.optimizer, plan.EVAL_SLICE)
+    return micro_batches * group.micro_batch * need
 
 
 @pytest.fixture(scope="module")
 def runs():
-    """The same spec with 18 networks in one call, in calls of 5 (padded) and of 2."""
+    """The same spec (102 networks, 4 micro-batches) in one call, in calls of 2 and of 1 micro-batch."""
     out = {}
-    for size in (18, 5, 2):
-        memory = _memory_for(SPEC, size)
-        assert plan.make_groups(SPEC, 32, 1, memory)[0].chunk_size == size
-        out[size] = run_training(SPEC, memory=memory, progress=False)
+    micro = _group(SPEC).micro_batch
+    assert SPEC.num_networks > 3 * micro  # several micro-batches, the last one padded
+    for micro_batches in (4, 2, 1):
+        memory = _memory_for(SPEC, micro_batches)
+        assert _group(SPEC, memory).chunk_size == micro_batches * micro
+        out[micro_batches] = run_training(SPEC, memory=memory, progress=False)
     return out
 
 
 def test_results_are_bit_identical_whatever_the_chunk_size(runs):
-    for size in (5, 2):
-        xr.testing.assert_identical(runs[size].drop_attrs(), runs[18].drop_attrs())
-    assert runs[18]["diverged"].any()  # a diverging network shared the calls
+    for micro_batches in (2, 1):
+        xr.testing.assert_identical(runs[micro_batches].drop_attrs(), runs[4].drop_attrs())
+    assert runs[4]["diverged"].any()  # a diverging network shared the calls
+
+
+def test_a_budget_below_one_micro_batch_is_refused():
+    with pytest.raises(sweep.SpecError, match="memory"):
+        run_training(SPEC, memory=_memory_for(SPEC, 1) - 1, progress=False)
 
 
 def test_a_diverging_network_is_recorded_and_frozen(runs):
-    ds = runs[18]
+    ds = runs[4]
     bad = ds.sel(learning_rate=DIVERGING_RATE)
     assert bad["diverged"].all()
     assert np.isfinite(bad["loss_at_init"]).all()
@@ -56,13 +69,13 @@ def test_a_diverging_network_is_recorded_and_frozen(runs):
 def test_a_diverging_network_never_poisons_the_others_in_its_call(runs):
     healthy = SPEC.replace(grid={"learning_rate": [0.05, 0.5]})
     alone = run_training(healthy, memory=_memory_for(healthy, 2), progress=False)
-    together = runs[18].sel(learning_rate=[0.05, 0.5])  # shared calls with the diverging ones
+    together = runs[4].sel(learning_rate=[0.05, 0.5])  # shared calls with the diverging ones
     for name in ("train_loss", "test_loss", "test_accuracy", "diverged", "steps_to_target"):
         xr.testing.assert_identical(together[name].drop_attrs(), alone[name].drop_attrs())
 
 
 def test_curves_and_steps_to_target(runs):
-    ds = runs[18]
+    ds = runs[4]
     assert list(ds["step"].values) == list(range(12))
     assert list(ds["eval_step"].values) == [0, 5, 10, 12]
     assert ds.attrs["target_loss"] == 0.45
@@ -83,7 +96,7 @@ def test_log_every_records_every_kth_step_and_the_bar_shows_the_loss(runs, capsy
 
 
 def test_the_dataset_contract(runs, tmp_path):
-    ds = runs[18]
+    ds = runs[4]
     run_dims = sweep.spec.GRID_AXES + ("learning_rate", "seed")
     assert ds["train_loss"].dims == run_dims + ("step",)
     assert ds["test_loss"].dims == ds["test_accuracy"].dims == run_dims + ("eval_step",)

@@ -8,15 +8,14 @@ with ``lax.scan`` on device; only the per-step losses leave it.
 Networks never mix: no value is reduced across the network axis.
 
 Chunk-size independence. A network's numbers must not depend on how many networks share its
-call (the memory budget sets that). XLA's CPU backend offloads reductions to YNNPACK once
-they are large enough, which changes their summation order with the number of networks;
-the trainer is therefore compiled without YNNPACK fusions on CPU (``compiler_options``). A
-call of a single network is also compiled differently (the batch axis of size 1 is dropped
-and a transposed matmul takes another path), so chunks always hold at least two networks
-(``sweep.train.plan``). Other backends are not covered by this guarantee. A network whose loss
-is not finite (NaN or ±inf) is marked diverged and frozen: its parameters and optimizer
-state stop changing, and its later losses and accuracies are recorded as NaN; the losses
-that first were not finite are recorded as they were.
+call (the memory budget sets that), yet XLA's code, and with it the rounding of reductions,
+depends on the shapes it compiles. As in the statistics kernel, networks are therefore
+``vmap``-ed in micro-batches whose size is fixed by the configuration alone
+(``sweep.train.plan.micro_batch``), and a call runs its micro-batches one after another
+with ``lax.map``: every network is always computed inside the same compiled shape. A
+network whose loss is not finite (NaN or ±inf) is marked diverged and frozen: its
+parameters and optimizer state stop changing, and its later losses and accuracies are
+recorded as NaN; the losses that first were not finite are recorded as they were.
 """
 
 from __future__ import annotations
@@ -117,7 +116,8 @@ def _freeze(frozen: jax.Array, old, new):
 
 
 class Trainer(NamedTuple):
-    """The compiled functions of one ``Config``; each works on a chunk of C networks.
+    """The compiled functions of one ``Config``; each works on a chunk of C networks, C a
+    multiple of the micro-batch.
 
     Attributes:
       init: ``init(rng_seed, indices, gains, bias_stds) -> State``: network i drawn by
@@ -140,26 +140,46 @@ class Trainer(NamedTuple):
     evaluate: Any
 
 
-@functools.cache
-def compiler_options() -> dict[str, str] | None:
-    """XLA options that keep a network's results independent of the chunk size.
+def micro_batched(fn, in_axes: tuple, micro_batch: int):
+    """``vmap(fn, in_axes)`` over C networks, run as C / µ micro-batches of µ with ``lax.map``.
+
+    Args:
+      fn: the function of one network.
+      in_axes: 0 for arguments with a leading network axis, ``None`` for shared ones.
+      micro_batch: µ, networks ``vmap``-ed together.
 
     Returns:
-      On CPU, YNNPACK fusions disabled, when this XLA accepts the option; else ``None``.
+      A function of the same arguments, each batched one with a leading axis C (a multiple
+      of µ); its outputs have a leading axis C.
     """
-    if jax.default_backend() != "cpu":
-        return None
-    options = {"xla_cpu_experimental_ynn_fusion_type": ""}
-    try:
-        jax.jit(lambda a: a.sum(), compiler_options=options).lower(jnp.zeros(2)).compile()
-    except Exception:  # an XLA without the option: nothing to disable
-        return None
-    return options
+    batched = jax.vmap(fn, in_axes=in_axes)
+
+    def run(*args):
+        size = jax.tree.leaves([a for a, axis in zip(args, in_axes) if axis == 0])[0].shape[0]
+        split = lambda a: a.reshape((size // micro_batch, micro_batch) + a.shape[1:])
+        mapped = tuple(jax.tree.map(split, a) for a, axis in zip(args, in_axes) if axis == 0)
+
+        def one_micro_batch(xs):
+            xs = iter(xs)
+            return batched(*(next(xs) if axis == 0 else a for a, axis in zip(args, in_axes)))
+
+        out = jax.lax.map(one_micro_batch, mapped)
+        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
+
+    return run
 
 
 @functools.cache
-def make_trainer(config: Config) -> Trainer:
-    """Builds and ``jit``s the vmapped training functions of one configuration."""
+def make_trainer(config: Config, micro_batch: int) -> Trainer:
+    """Builds and ``jit``s the training functions of one configuration.
+
+    Args:
+      config: what is trained.
+      micro_batch: networks ``vmap``-ed together (see the module's docstring).
+
+    Returns:
+      The ``Trainer``.
+    """
     module = config.module
 
     def objective(params, x, y):
@@ -206,11 +226,8 @@ def make_trainer(config: Config) -> Trainer:
         accuracy = jnp.where(diverged, jnp.nan, accuracy)
         return state._replace(diverged=diverged), loss, accuracy
 
-    options = compiler_options()
     return Trainer(
-        init=jax.jit(jax.vmap(init_one, in_axes=(None, 0, 0, 0)), compiler_options=options),
-        train=jax.jit(jax.vmap(train_one, in_axes=(0, 0, None, None, None, None, None)), donate_argnums=0,
-                      compiler_options=options),
-        evaluate=jax.jit(jax.vmap(evaluate_one, in_axes=(0, None, None, None, None, None)), donate_argnums=0,
-                         compiler_options=options),
+        init=jax.jit(micro_batched(init_one, (None, 0, 0, 0), micro_batch)),
+        train=jax.jit(micro_batched(train_one, (0, 0, None, None, None, None, None), micro_batch), donate_argnums=0),
+        evaluate=jax.jit(micro_batched(evaluate_one, (0, None, None, None, None, None), micro_batch), donate_argnums=0),
     )

@@ -2,8 +2,9 @@
 
 As in ``sweep.plan``, a compile group is one architecture (activation, init, profile, depth,
 width); within it the networks differ in gain, bias std, learning rate and seed, in that
-C order, and are cut into equal chunks sized from a memory budget (the last one padded by
-repeating its final network; at least two networks per call, see ``chunk_size``).
+C order. They are ``vmap``-ed in micro-batches whose size depends on the configuration alone
+(``micro_batch``), and cut into equal chunks of whole micro-batches sized from a memory
+budget, the last one padded by repeating its final network (``chunk_size``).
 
 Keys. A network's key is ``network_key(rng_seed, index)`` with ``index`` its position in the
 statistics grid ``(activation, init, profile, depth, width, gain, bias_std, seed)``, in C
@@ -35,6 +36,9 @@ _WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted below
 _OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 EVAL_SLICE = 512
 """The most examples evaluated at once per network (the evaluation loops over slices)."""
+_MICRO_BATCH_BYTES = {"cpu": 64 * 2**20}  # per platform; accelerators get _ACCELERATOR_BYTES
+_ACCELERATOR_BYTES = 2 * 2**30
+_MAX_MICRO_BATCH = {"cpu": 32}  # more gains nothing on a CPU (measured); accelerators: 256
 
 
 class Group(NamedTuple):
@@ -43,11 +47,13 @@ class Group(NamedTuple):
     Attributes:
       position: index along each of ``STATIC_AXES``.
       arch: the trained architecture (n_0 = the dataset's features).
-      chunk_size: networks per training call.
+      micro_batch: networks ``vmap``-ed together; fixed by the configuration alone.
+      chunk_size: networks per training call, a multiple of ``micro_batch``.
     """
 
     position: tuple[int, ...]
     arch: Architecture
+    micro_batch: int
     chunk_size: int
 
 
@@ -127,7 +133,7 @@ def make_groups(spec: TrainSpec, n_features: int, outputs: int, memory: str | in
       The groups, in grid order.
 
     Raises:
-      SpecError: for ``memory`` when one network of some group does not fit the budget.
+      SpecError: for ``memory`` when one micro-batch of some group does not fit the budget.
     """
     budget = parse_memory(memory)
     g = spec.grid
@@ -137,30 +143,47 @@ def make_groups(spec: TrainSpec, n_features: int, outputs: int, memory: str | in
         values = [getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position)]
         arch = architecture(*values, n_features)
         need = bytes_per_network(arch, outputs, spec.batch, spec.optimizer, eval_slice)
-        fits = budget // need
-        if fits < 1:
+        micro = micro_batch(need)
+        if micro * need > budget:
             raise SpecError(
                 "memory",
-                f"training one network of {dict(zip(STATIC_AXES, values))} needs about {need / 1e6:.1f} MB; "
-                f"the budget is {budget / 1e6:.1f} MB (raise --memory or lower batch/width/depth)",
+                f"training the smallest chunk of {dict(zip(STATIC_AXES, values))} ({micro} networks) needs about "
+                f"{micro * need / 1e6:.1f} MB; the budget is {budget / 1e6:.1f} MB (raise --memory or lower batch/width/depth)",
             )
-        groups.append(Group(tuple(position), arch, chunk_size(per_group, fits)))
+        groups.append(Group(tuple(position), arch, micro, chunk_size(per_group, micro, budget // need)))
     return tuple(groups)
 
 
-def chunk_size(networks: int, fits: int) -> int:
-    """Networks per call: balanced chunks with the least padding, and never fewer than two.
+def micro_batch(bytes_per_net: int, platform: str | None = None) -> int:
+    """Networks ``vmap``-ed together: a power of two set by the network's memory alone.
 
-    A call of one network compiles differently and would change the last bits of its
-    results (see ``sweep.train.loop``), so a lone network is padded to two.
+    It must not depend on the budget or the number of networks, since a network's numbers
+    are bit-identical only within the same compiled shape (see ``sweep.train.loop``).
+
+    Args:
+      bytes_per_net: ``bytes_per_network`` of the configuration.
+      platform: the JAX backend (default: the current one).
+    """
+    if platform is None:
+        import jax
+
+        platform = jax.default_backend()
+    reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
+    fits = max(1, reference // bytes_per_net)
+    return int(min(_MAX_MICRO_BATCH.get(platform, 256), 2 ** int(math.log2(fits))))
+
+
+def chunk_size(networks: int, micro: int, fits: int) -> int:
+    """Networks per call: whole micro-batches, balanced so that the last call is padded least.
 
     Args:
       networks: networks of the group.
-      fits: networks that fit the memory budget at once.
+      micro: the micro-batch.
+      fits: networks that fit the memory budget at once (at least ``micro``).
     """
-    size = min(networks, fits)
-    size = math.ceil(networks / math.ceil(networks / size))
-    return max(2, size)
+    micro_batches = math.ceil(networks / micro)
+    per_call = max(1, min(micro_batches, fits // micro))
+    return micro * math.ceil(micro_batches / math.ceil(micro_batches / per_call))
 
 
 def batch_rows(rng_seed: int, n_train: int, batch: int, start: int, stop: int) -> np.ndarray:

@@ -65,7 +65,8 @@ def run_training(
     bar = tqdm(total=spec.num_networks * spec.steps, unit="step", unit_scale=True, desc=spec.name,
                disable=not progress, dynamic_ncols=True)
     for group in groups:
-        trainer = loop.make_trainer(loop.Config(group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision))
+        config = loop.Config(group.arch, data.n_outputs, data.task, spec.optimizer, spec.precision)
+        trainer = loop.make_trainer(config, group.micro_batch)
         for chunk in plan.chunks(spec, group):
             _train_chunk(spec, inputs, trainer, group, chunk, arrays, bar)
     bar.close()
