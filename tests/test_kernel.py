@@ -165,3 +165,35 @@ def test_segments_cover_the_layers_in_order():
             shapes.extend(seg.block * seg.repeats)
         assert tuple(shapes) == arch.shapes
     assert len(network.segments(network.Architecture.from_grid("relu", "fan_in", "constant", 50, 8).shapes)) == 1
+
+
+def test_each_layer_is_the_registry_draw_from_its_own_key():
+    """Layer l of a network is ``init.sample(fold_in(fold_in(layers, l), 0)) · gain``, whatever the profile."""
+    from sweep import inits
+
+    for init, profile in (("orthogonal", "taper"), ("fan_in", "alternating")):
+        arch = network.Architecture.from_grid("relu", init, profile, 5, 24)
+        key = network.network_key(3, 11)
+        layers = network.layer_list(jax.jit(lambda k: network.draw_params(k, arch, 1.5, 0.0))(key))
+        layers_key = jax.random.fold_in(key, network.LAYER_STREAM)
+        for l, ((w, _), shape) in enumerate(zip(layers, arch.shapes), start=1):
+            expected = 1.5 * inits.get(init).sample(jax.random.fold_in(jax.random.fold_in(layers_key, l), 0), shape)
+            # Up to the rounding of gain · std · normal, which jit may associate either way: two ulps.
+            np.testing.assert_allclose(w, expected, rtol=2 * 2.0**-23, atol=0, err_msg=f"{init} {profile} layer {l}")
+
+
+def test_orthogonal_layers_of_many_shapes_do_not_deadlock():
+    """jaxlib's batched CPU QR waits on XLA's thread pool; two at once used to hang forever."""
+    import subprocess
+    import sys
+
+    script = (
+        "import jax, jax.numpy as jnp\n"
+        "from sweep import network\n"
+        "arch = network.Architecture.from_grid('relu', 'orthogonal', 'taper', 9, 64)\n"
+        "keys = jax.vmap(lambda i: network.network_key(0, i))(jnp.arange(8))\n"
+        "for _ in range(5):\n"
+        "    jax.block_until_ready(jax.jit(jax.vmap(lambda k: network.draw_params(k, arch, 1.0, 0.0)))(keys))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], timeout=240, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
