@@ -62,3 +62,17 @@ def test_report_numbers_follow_the_data(stores, tmp_path):
     assert before != after
     level = lambda t: float(re.search(r"\| √2 \| [^|]+\| [^|]+\| ([0-9.e+-]+)", t).group(1))
     assert level(after) == pytest.approx(2 * level(before), rel=1e-2)
+
+
+def test_the_readme_brief_quotes_only_numbers_of_the_committed_report():
+    """The README's summary is copied from analysis/report/report.md; every decimal in it must be there."""
+    import re
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    readme = (root / "README.md").read_text()
+    brief = readme[readme.index("## The answer in brief"):readme.index("## Usage")]
+    report = (root / "analysis" / "report" / "report.md").read_text()
+    numbers = re.findall(r"\d+\.\d+", brief)
+    assert len(numbers) > 10
+    assert [n for n in numbers if n not in report] == []
