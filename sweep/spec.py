@@ -10,20 +10,16 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sweep import activations, inits, profiles
+from sweep import activations, inits, profiles, validate
 from sweep.errors import SpecError
 
 GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width", "gain", "bias_std")
 """The grid axes, in the order of the dataset's dims."""
 
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _KINDS = ("stats", "train")
 _INPUTS = ("gaussian",)
 _LOSSES = ("mse", "projection")
@@ -69,27 +65,27 @@ class Grid:
         Raises:
           SpecError: unknown axis, empty axis, wrong type or value out of range.
         """
-        _reject_unknown(raw, GRID_AXES, "grid")
+        validate.reject_unknown(raw, GRID_AXES, "grid")
         values: dict[str, tuple] = {}
         for axis in ("activation", "init", "profile"):
-            names = _string_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}")
+            names = validate.string_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}")
             if axis == "activation":
                 names = [activations.get(n, "grid.activation").name for n in names]
             elif axis == "init":
                 names = [inits.get(n, "grid.init").name for n in names]
             else:
                 names = [profiles.check(n, "grid.profile") for n in names]
-            values[axis] = _unique(names, f"grid.{axis}")
+            values[axis] = validate.unique(names, f"grid.{axis}")
         for axis in ("depth", "width"):
-            ints = _number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=True)
+            ints = validate.number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=True)
             if any(v < 1 for v in ints):
                 raise SpecError(f"grid.{axis}", f"must be positive integers, got {ints}")
-            values[axis] = _unique(ints, f"grid.{axis}")
+            values[axis] = validate.unique(ints, f"grid.{axis}")
         for axis in ("gain", "bias_std"):
-            floats = _number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=False)
+            floats = validate.number_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}", integer=False)
             if any(not math.isfinite(v) or v < 0 for v in floats):
                 raise SpecError(f"grid.{axis}", f"must be finite numbers >= 0, got {floats}")
-            values[axis] = _unique(floats, f"grid.{axis}")
+            values[axis] = validate.unique(floats, f"grid.{axis}")
         return cls(**values)
 
 
@@ -182,20 +178,20 @@ class Spec(SpecBase):
 
             return TrainSpec.from_dict(raw)
         fields = {f.name for f in dataclasses.fields(cls)}
-        _reject_unknown(raw, fields, "")
+        validate.reject_unknown(raw, fields, "")
         kw: dict[str, Any] = {}
-        kw["kind"] = _choice(raw.get("kind", cls.kind), "kind", _KINDS)
+        kw["kind"] = validate.choice(raw.get("kind", cls.kind), "kind", _KINDS)
         name = raw.get("name", cls.name)
-        if not isinstance(name, str) or not _NAME.match(name):
+        if not isinstance(name, str) or not validate.NAME.match(name):
             raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
         kw["name"] = name
-        kw["rng_seed"] = _integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
-        kw["seeds"] = _integer(raw.get("seeds", cls.seeds), "seeds", minimum=1)
-        kw["batch"] = _integer(raw.get("batch", cls.batch), "batch", minimum=1)
-        kw["outputs"] = _integer(raw.get("outputs", cls.outputs), "outputs", minimum=1)
-        kw["input"] = _choice(raw.get("input", cls.input), "input", _INPUTS)
-        kw["loss"] = _choice(raw.get("loss", cls.loss), "loss", _LOSSES)
-        kw["precision"] = _choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
+        kw["rng_seed"] = validate.integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
+        kw["seeds"] = validate.integer(raw.get("seeds", cls.seeds), "seeds", minimum=1)
+        kw["batch"] = validate.integer(raw.get("batch", cls.batch), "batch", minimum=1)
+        kw["outputs"] = validate.integer(raw.get("outputs", cls.outputs), "outputs", minimum=1)
+        kw["input"] = validate.choice(raw.get("input", cls.input), "input", _INPUTS)
+        kw["loss"] = validate.choice(raw.get("loss", cls.loss), "loss", _LOSSES)
+        kw["precision"] = validate.choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
         jacobian = raw.get("jacobian", cls.jacobian)
         if not isinstance(jacobian, bool):
             raise SpecError("jacobian", f"must be true or false, got {jacobian!r}")
@@ -235,82 +231,3 @@ def read_toml(path: str | Path) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError("spec", f"{str(path)!r} is not valid TOML: {e}") from None
-
-
-def _reject_unknown(raw: dict, allowed, where: str) -> None:
-    for key in raw:
-        if key not in allowed:
-            field = f"{where}.{key}" if where else key
-            raise SpecError(field, f"unknown key; allowed: {', '.join(sorted(allowed))}")
-
-
-def _choice(value: Any, field: str, allowed: tuple[str, ...]) -> str:
-    if value not in allowed:
-        raise SpecError(field, f"must be one of {', '.join(repr(a) for a in allowed)}, got {value!r}")
-    return value
-
-
-def _integer(value: Any, field: str, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise SpecError(field, f"must be an integer >= {minimum}, got {value!r}")
-    if value < minimum:
-        raise SpecError(field, f"must be an integer >= {minimum}, got {value}")
-    return value
-
-
-def _string_list(value: Any, field: str) -> list[str]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
-        raise SpecError(field, f"must be a list of names, got {value!r}")
-    if not value:
-        raise SpecError(field, "must not be empty")
-    return list(value)
-
-
-def _number_list(value: Any, field: str, integer: bool) -> list:
-    """A list of numbers, or a range table ``{start, stop, num[, log]}`` (stop included)."""
-    what = "integers" if integer else "numbers"
-    if isinstance(value, dict):
-        if integer:
-            raise SpecError(field, f"must be a list of {what}, got a range table")
-        value = _expand_range(value, field)
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise SpecError(field, f"must be a list of {what} or a range {{start, stop, num}}, got {value!r}")
-    if not value:
-        raise SpecError(field, "must not be empty")
-    for v in value:
-        ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-        if isinstance(v, bool) or not ok:
-            raise SpecError(field, f"must be a list of {what}, got {value!r}")
-    return [int(v) for v in value] if integer else [float(v) for v in value]
-
-
-def _expand_range(table: dict, field: str) -> list[float]:
-    _reject_unknown(table, ("start", "stop", "num", "log"), field)
-    for key in ("start", "stop", "num"):
-        if key not in table:
-            raise SpecError(f"{field}.{key}", "missing; a range needs start, stop and num")
-    start, stop, num, log = table["start"], table["stop"], table["num"], table.get("log", False)
-    for key, v in (("start", start), ("stop", stop)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise SpecError(f"{field}.{key}", f"must be a number, got {v!r}")
-    num = _integer(num, f"{field}.num", minimum=1)
-    if not isinstance(log, bool):
-        raise SpecError(f"{field}.log", f"must be true or false, got {log!r}")
-    if log:
-        if start <= 0 or stop <= 0:
-            raise SpecError(field, f"a log range needs start > 0 and stop > 0, got {start}, {stop}")
-        return [float(v) for v in np.geomspace(start, stop, num)]
-    return [float(v) for v in np.linspace(start, stop, num)]
-
-
-def _unique(values: list, field: str) -> tuple:
-    seen = set()
-    for v in values:
-        if v in seen:
-            raise SpecError(field, f"values must be distinct, {v!r} appears twice")
-        seen.add(v)
-    return tuple(values)

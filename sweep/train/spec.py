@@ -17,6 +17,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from sweep import validate
 from sweep import spec as stats_spec
 from sweep.errors import SpecError
 from sweep.spec import GRID_AXES, Grid
@@ -57,14 +58,14 @@ class TrainGrid(Grid):
         Raises:
           SpecError: unknown axis, empty axis, wrong type or value out of range.
         """
-        stats_spec._reject_unknown(raw, TRAIN_AXES, "grid")
+        validate.reject_unknown(raw, TRAIN_AXES, "grid")
         raw = dict(raw)
-        rates = stats_spec._number_list(
+        rates = validate.number_list(
             raw.pop("learning_rate", cls.learning_rate), "grid.learning_rate", integer=False
         )
         if any(not math.isfinite(v) or v <= 0 for v in rates):
             raise SpecError("grid.learning_rate", f"must be finite numbers > 0, got {rates}")
-        rates = stats_spec._unique(rates, "grid.learning_rate")
+        rates = validate.unique(rates, "grid.learning_rate")
         grid = Grid.from_dict(raw)
         return cls(**dataclasses.asdict(grid), learning_rate=rates)
 
@@ -141,19 +142,19 @@ class TrainSpec(stats_spec.SpecBase):
         if not isinstance(raw, dict):
             raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
         fields = {f.name for f in dataclasses.fields(cls)}
-        stats_spec._reject_unknown(raw, fields, "")
+        validate.reject_unknown(raw, fields, "")
         kw: dict[str, Any] = {}
-        kw["kind"] = stats_spec._choice(raw.get("kind", cls.kind), "kind", ("train",))
+        kw["kind"] = validate.choice(raw.get("kind", cls.kind), "kind", ("train",))
         name = raw.get("name", cls.name)
-        if not isinstance(name, str) or not stats_spec._NAME.match(name):
+        if not isinstance(name, str) or not validate.NAME.match(name):
             raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
         kw["name"] = name
-        kw["rng_seed"] = stats_spec._integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
+        kw["rng_seed"] = validate.integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
         for key in ("seeds", "batch", "steps", "eval_every", "log_every"):
-            kw[key] = stats_spec._integer(raw.get(key, getattr(cls, key)), key, minimum=1)
-        kw["dataset"] = stats_spec._choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
-        kw["optimizer"] = stats_spec._choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
-        kw["precision"] = stats_spec._choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
+            kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
+        kw["dataset"] = validate.choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
+        kw["optimizer"] = validate.choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
+        kw["precision"] = validate.choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
         target = raw.get("target_loss", cls.target_loss)
         if target is not None:
             if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
