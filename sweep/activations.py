@@ -25,12 +25,17 @@ class Activation(NamedTuple):
       fn: elementwise function, any shape to the same shape.
       homogeneous: ``fn(c * z) == c * fn(z)`` for every ``c > 0``.
       kinks: points where ``fn`` is not smooth (its derivative jumps).
+      slope_from_output: ``fn'(z) == fn'(c * fn(z))`` for every z and ``c > 0``: true of a
+        homogeneous ``fn`` that keeps the sign of z or sends it to 0 (relu, leaky relu with a
+        non-negative slope, linear). The backward pass can then take the slope at a layer's
+        (scaled) output, which it holds anyway, instead of keeping the pre-activation.
     """
 
     name: str
     fn: Callable[[jax.Array], jax.Array]
     homogeneous: bool
     kinks: tuple[float, ...]
+    slope_from_output: bool = False
 
 
 def _leaky_relu(slope: float):
@@ -57,6 +62,14 @@ _FAMILIES: dict[str, tuple[Callable, tuple[float, ...], bool, tuple[float, ...]]
     "elu": (_elu, (1.0,), False, (0.0,)),
     "sigmoid": (lambda: jax.nn.sigmoid, (), False, ()),
     "erf": (lambda: jax.scipy.special.erf, (), False, ()),
+}
+
+# The homogeneous families whose slope at z equals their slope at any positive multiple of
+# φ(z): φ keeps the sign of z or sends it to 0. name -> test of the parameters.
+_SLOPE_FROM_OUTPUT: dict[str, Callable[..., bool]] = {
+    "relu": lambda: True,
+    "leaky_relu": lambda slope: slope >= 0,
+    "linear": lambda: True,
 }
 
 NAMES: tuple[str, ...] = tuple(_FAMILIES)
@@ -96,4 +109,7 @@ def get(name: str, field: str = "activation") -> Activation:
     if len(params) != len(defaults):
         raise SpecError(field, f"{family} takes {len(defaults)} parameter(s), got {name!r}; allowed: {allowed}")
     canonical = family + (f"({', '.join(repr(p) for p in params)})" if params else "")
-    return Activation(canonical, factory(*params), homogeneous, kinks)
+    fn = factory(*params)
+    # A homogeneous fn is linear on each side of 0, so its slope is set by the sign of z alone.
+    slope_from_output = family in _SLOPE_FROM_OUTPUT and _SLOPE_FROM_OUTPUT[family](*params)
+    return Activation(canonical, fn, homogeneous, kinks, slope_from_output)

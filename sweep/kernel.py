@@ -191,7 +191,8 @@ def _forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
       ``(x_L, E_L, stats, residuals)``: the scaled last activations ``(batch, n_L)`` with
       x_L(true) = 2^E_L · x_L; ``stats`` a dict of ``(L,)`` arrays (``FORWARD_STATS``
       mantissas plus the exponents ``exp_in`` = E_{l-1} and ``exp_out`` = E_l); and, per
-      segment and block position, the stacked ``(x_{l-1}, z_l)`` needed backward.
+      segment and block position, the stacked ``(x_{l-1}, z_l)`` needed backward (only
+      ``(x_{l-1},)`` when ``arch.slope_from_output``: φ' is then taken at x_l).
     """
     phi, homogeneous = arch.phi, arch.homogeneous
 
@@ -215,7 +216,8 @@ def _forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
     def layer(carry, w, b):
         h, e = carry
         u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(_gemm(h, w, precision, gains), e, b)
-        return (u, e_out), stats, (h, z)
+        # The backward pass takes φ' at z, or at the layer's output, which is the next layer's h.
+        return (u, e_out), stats, (h,) if arch.slope_from_output else (h, z)
 
     def block_step(carry, block):
         outs, res = [], []
@@ -235,7 +237,7 @@ def _forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
     return x_last, e_last, _concat_layers(per_segment), tuple(residuals)
 
 
-def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, gains=None):
+def _backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Array, precision, gains=None):
     """Backpropagates the per-example cotangent ``g`` = ∂ℓ/∂x_L (scaled) through the layers.
 
     Args:
@@ -243,6 +245,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, ga
       arch: the architecture.
       residuals: from ``_forward``.
       g: scaled ∂ℓ/∂x_L, ``(batch, n_L)`` (``(G, batch, n_L)`` with ``gains``), normalised.
+      x_last: the scaled last activations from ``_forward``, of ``g``'s shape.
       precision: ``lax.Precision``.
       gains: as for ``_forward``.
 
@@ -254,7 +257,7 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, ga
     phi = arch.phi
 
     def before_gemm(g, h, z):
-        delta = jax.vjp(phi, z)[1](g)[0]
+        delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see _forward)
         stats = dict(
             grad_act_meansq=jnp.mean(jnp.square(g)),
             grad_preact_meansq=jnp.mean(jnp.square(delta)),
@@ -263,12 +266,12 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, ga
         return delta, stats
 
     def layer(carry, w, residual):
-        g, f = carry
-        h, z = residual
+        g, f, output = carry
+        h, z = (residual[0], output) if arch.slope_from_output else residual
         delta, stats = _each(before_gemm, gains)(g, h, z)
         stats["exp_grad"] = f
         g_prev, m = _each(_normalise, gains)(_gemm(delta, w, precision, gains, transpose=True))
-        return (g_prev, f + m), stats
+        return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
     def block_step(carry, xs):
         block, res = xs
@@ -278,7 +281,8 @@ def _backward(params, arch: Architecture, residuals, g: jax.Array, precision, ga
             outs.append(stats)
         return carry, _stack_block(outs[::-1])
 
-    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32))
+    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
+             x_last if arch.slope_from_output else None)
     per_segment = []
     for block, res in reversed(tuple(zip(params, residuals))):
         carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
@@ -343,7 +347,7 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     x_last, e_last, out, residuals = _forward(params, arch, x, precision)
     loss, exp_loss, g, exp_g = _loss_and_cotangent(x_last, e_last, key, probe)
     g, m = _normalise(g)
-    back = _backward(params, arch, residuals, g, precision)
+    back = _backward(params, arch, residuals, g, x_last, precision)
     out.update(back)
     out["exp_grad"] = out["exp_grad"] + exp_g + m
     out["loss"], out["exp_loss"] = loss, exp_loss
@@ -385,7 +389,7 @@ def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Arra
     x_last, e_last, out, residuals = _forward(params, arch, xs, precision, gains)
     loss, exp_loss, g, exp_g = jax.vmap(_loss_and_cotangent, in_axes=(0, 0, None, None))(x_last, e_last, key, probe)
     g, m = jax.vmap(_normalise)(g)
-    back = _backward(params, arch, residuals, g, precision, gains)
+    back = _backward(params, arch, residuals, g, x_last, precision, gains)
     out.update(back)
     out["exp_grad"] = out["exp_grad"] + (exp_g + m)[:, None]
     out["loss"], out["exp_loss"] = loss, exp_loss

@@ -65,6 +65,10 @@ class Architecture(NamedTuple):
     def homogeneous(self) -> bool:
         return activations.get(self.activation).homogeneous
 
+    @property
+    def slope_from_output(self) -> bool:
+        return activations.get(self.activation).slope_from_output
+
 
 class Segment(NamedTuple):
     """Layers ``start+1 .. start+len(block)*repeats``: ``block`` of shapes, ``repeats`` times."""

@@ -197,3 +197,17 @@ def test_orthogonal_layers_of_many_shapes_do_not_deadlock():
     )
     done = subprocess.run([sys.executable, "-c", script], timeout=240, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr[-2000:]
+
+
+@pytest.mark.parametrize("name, expected", [("relu", True), ("leaky_relu(0.2)", True), ("linear", True),
+                                            ("leaky_relu(-0.5)", False), ("tanh", False), ("selu", False)])
+def test_slope_from_output_is_the_slope_at_z(name, expected):
+    """Where the registry says so, φ'(z) = φ'(c·φ(z)) for c > 0, zero and the kink included."""
+    from sweep import activations
+
+    act = activations.get(name)
+    assert act.slope_from_output is expected
+    z = jnp.asarray(np.concatenate([np.linspace(-3, 3, 61), [0.0, -1e-30, 1e-30]]), jnp.float32)
+    slope = jax.vmap(jax.grad(act.fn))
+    # Where it says no, taking the slope at the output would indeed be wrong.
+    assert bool(jnp.array_equal(slope(z), slope(0.375 * act.fn(z)))) is expected
