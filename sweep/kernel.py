@@ -37,6 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep import network
+from sweep.batching import micro_batched
 from sweep.network import Architecture
 
 FORWARD_STATS = ("preact_mean", "preact_meansq", "preact_var", "act_mean", "act_meansq", "act_var", "dead_fraction")
@@ -445,14 +446,15 @@ def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
         def one(rng_seed, index, gain, bias_std):
             return draw_stats(arch, probe, network.network_key(rng_seed, index[0]), gain, bias_std[0])
 
-    batched = jax.vmap(one, in_axes=(None, 0, 0, 0))
+    batched = micro_batched(one, (None, 0, 0, 0), micro_batch // per_draw)
+    if per_draw == 1:
+        return jax.jit(batched)
 
     def run(rng_seed, indices, gains, bias_stds):
         size = indices.shape[0]
-        split = lambda a: a.reshape((size // micro_batch, micro_batch // per_draw) + ((per_draw,) if per_draw > 1 else ()))
-        out = jax.lax.map(lambda xs: batched(rng_seed, *xs), (split(indices), split(gains), split(bias_stds)))
-        lead = 3 if per_draw > 1 else 2
-        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[lead:]), out)
+        draws = lambda a: a.reshape(size // per_draw, per_draw)
+        out = batched(rng_seed, draws(indices), draws(gains), draws(bias_stds))
+        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
 
     return jax.jit(run)
 

@@ -243,17 +243,31 @@ def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -
 
     A power of two of draws, each of ``probe.gains_per_draw`` networks. It must not depend on
     the memory budget or on the number of networks, since a network's numbers are
-    bit-identical only within the same compiled shape (see ``kernel.make_kernel``).
+    bit-identical only within the same compiled shape (see ``sweep.batching``).
+    """
+    per_draw = probe.gains_per_draw
+    draws = fitting_power_of_two(per_draw * bytes_per_network(arch, probe), max(1, _MAX_MICRO_BATCH // per_draw), platform)
+    return per_draw * draws
+
+
+def fitting_power_of_two(bytes_each: int, most: int, platform: str | None = None) -> int:
+    """The largest power of two of items, at most ``most``, that fit the platform's reference size.
+
+    The reference (64 MiB on a CPU, 2 GiB on an accelerator) sizes micro-batches from what
+    one item needs, never from the budget; at least one item.
+
+    Args:
+      bytes_each: memory of one item.
+      most: the most items.
+      platform: the JAX backend (default: the current one).
     """
     if platform is None:
         import jax
 
         platform = jax.default_backend()
     reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
-    per_draw = probe.gains_per_draw
-    fits = max(1, reference // (per_draw * bytes_per_network(arch, probe)))
-    draws = 2 ** int(math.log2(min(max(1, _MAX_MICRO_BATCH // per_draw), fits)))
-    return int(per_draw * draws)
+    fits = max(1, reference // bytes_each)
+    return 2 ** int(math.log2(min(most, fits)))
 
 
 def bytes_of_result(spec: Spec) -> int:

@@ -28,6 +28,7 @@ import jax.numpy as jnp
 import optax
 
 from sweep import network
+from sweep.batching import micro_batched
 from sweep.network import Architecture
 from sweep.train.data import CLASSIFICATION
 from sweep.train.model import Network
@@ -138,35 +139,6 @@ class Trainer(NamedTuple):
     init: Any
     train: Any
     evaluate: Any
-
-
-def micro_batched(fn, in_axes: tuple, micro_batch: int):
-    """``vmap(fn, in_axes)`` over C networks, run as C / µ micro-batches of µ with ``lax.map``.
-
-    Args:
-      fn: the function of one network.
-      in_axes: 0 for arguments with a leading network axis, ``None`` for shared ones.
-      micro_batch: µ, networks ``vmap``-ed together.
-
-    Returns:
-      A function of the same arguments, each batched one with a leading axis C (a multiple
-      of µ); its outputs have a leading axis C.
-    """
-    batched = jax.vmap(fn, in_axes=in_axes)
-
-    def run(*args):
-        size = jax.tree.leaves([a for a, axis in zip(args, in_axes) if axis == 0])[0].shape[0]
-        split = lambda a: a.reshape((size // micro_batch, micro_batch) + a.shape[1:])
-        mapped = tuple(jax.tree.map(split, a) for a, axis in zip(args, in_axes) if axis == 0)
-
-        def one_micro_batch(xs):
-            xs = iter(xs)
-            return batched(*(next(xs) if axis == 0 else a for a, axis in zip(args, in_axes)))
-
-        out = jax.lax.map(one_micro_batch, mapped)
-        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
-
-    return run
 
 
 @functools.cache

@@ -26,7 +26,7 @@ import numpy as np
 
 from sweep.errors import SpecError
 from sweep.network import Architecture
-from sweep.plan import parse_memory
+from sweep.plan import fitting_power_of_two, parse_memory
 from sweep.spec import GRID_AXES
 from sweep.train.model import architecture
 from sweep.train.spec import TrainSpec
@@ -36,8 +36,6 @@ _WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted below
 _OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
 EVAL_SLICE = 512
 """The most examples evaluated at once per network (the evaluation loops over slices)."""
-_MICRO_BATCH_BYTES = {"cpu": 64 * 2**20}  # per platform; accelerators get _ACCELERATOR_BYTES
-_ACCELERATOR_BYTES = 2 * 2**30
 _MAX_MICRO_BATCH = {"cpu": 32}  # more gains nothing on a CPU (measured); accelerators: 256
 
 
@@ -158,7 +156,7 @@ def micro_batch(bytes_per_net: int, platform: str | None = None) -> int:
     """Networks ``vmap``-ed together: a power of two set by the network's memory alone.
 
     It must not depend on the budget or the number of networks, since a network's numbers
-    are bit-identical only within the same compiled shape (see ``sweep.train.loop``).
+    are bit-identical only within the same compiled shape (see ``sweep.batching``).
 
     Args:
       bytes_per_net: ``bytes_per_network`` of the configuration.
@@ -168,9 +166,7 @@ def micro_batch(bytes_per_net: int, platform: str | None = None) -> int:
         import jax
 
         platform = jax.default_backend()
-    reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
-    fits = max(1, reference // bytes_per_net)
-    return int(min(_MAX_MICRO_BATCH.get(platform, 256), 2 ** int(math.log2(fits))))
+    return fitting_power_of_two(bytes_per_net, _MAX_MICRO_BATCH.get(platform, 256), platform)
 
 
 def chunk_size(networks: int, micro: int, fits: int) -> int:
