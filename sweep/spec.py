@@ -192,18 +192,10 @@ class Spec(SpecBase):
         kw["input"] = validate.choice(raw.get("input", cls.input), "input", _INPUTS)
         kw["loss"] = validate.choice(raw.get("loss", cls.loss), "loss", _LOSSES)
         kw["precision"] = validate.choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
-        jacobian = raw.get("jacobian", cls.jacobian)
-        if not isinstance(jacobian, bool):
-            raise SpecError("jacobian", f"must be true or false, got {jacobian!r}")
-        kw["jacobian"] = jacobian
-        common = raw.get("common_random_numbers", cls.common_random_numbers)
-        if not isinstance(common, bool):
-            raise SpecError("common_random_numbers", f"must be true or false, got {common!r}")
-        kw["common_random_numbers"] = common
-        grid = raw.get("grid", {})
-        if not isinstance(grid, (dict, Grid)):
-            raise SpecError("grid", f"must be a table of axes, got {type(grid).__name__}")
-        kw["grid"] = grid if isinstance(grid, Grid) else Grid.from_dict(grid)
+        kw["jacobian"] = validate.boolean(raw.get("jacobian", cls.jacobian), "jacobian")
+        kw["common_random_numbers"] = validate.boolean(
+            raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
+        kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
         return cls(**kw)
 
     @classmethod

@@ -38,6 +38,22 @@ def integer(value: Any, field: str, minimum: int) -> int:
     return value
 
 
+def boolean(value: Any, field: str) -> bool:
+    """``value`` if it is ``true`` or ``false``."""
+    if not isinstance(value, bool):
+        raise SpecError(field, f"must be true or false, got {value!r}")
+    return value
+
+
+def grid(value: Any, grid_class):
+    """The ``[grid]`` table as a ``grid_class`` (an instance of it is taken as it is)."""
+    if isinstance(value, grid_class):
+        return value
+    if not isinstance(value, dict):
+        raise SpecError("grid", f"must be a table of axes, got {type(value).__name__}")
+    return grid_class.from_dict(value)
+
+
 def string_list(value: Any, field: str) -> list[str]:
     """A non-empty list of names (a single name is a list of one)."""
     if isinstance(value, str):
@@ -79,8 +95,7 @@ def _expand_range(table: dict, field: str) -> list[float]:
         if isinstance(v, bool) or not isinstance(v, (int, float)):
             raise SpecError(f"{field}.{key}", f"must be a number, got {v!r}")
     num = integer(num, f"{field}.num", minimum=1)
-    if not isinstance(log, bool):
-        raise SpecError(f"{field}.log", f"must be true or false, got {log!r}")
+    log = boolean(log, f"{field}.log")
     if log:
         if start <= 0 or stop <= 0:
             raise SpecError(field, f"a log range needs start > 0 and stop > 0, got {start}, {stop}")

@@ -161,10 +161,7 @@ class TrainSpec(stats_spec.SpecBase):
                 raise SpecError("target_loss", f"must be a number > 0, got {target!r}")
             target = float(target)
         kw["target_loss"] = target
-        grid = raw.get("grid", {})
-        if not isinstance(grid, (dict, TrainGrid)):
-            raise SpecError("grid", f"must be a table of axes, got {type(grid).__name__}")
-        kw["grid"] = grid if isinstance(grid, TrainGrid) else TrainGrid.from_dict(grid)
+        kw["grid"] = validate.grid(raw.get("grid", {}), TrainGrid)
         return cls(**kw)
 
     @classmethod
