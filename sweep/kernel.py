@@ -5,19 +5,10 @@ with ``lax.scan``, backpropagates each example's loss with a reverse ``lax.scan`
 VJPs, and reduces every layer to a few scalars on device. ``make_kernel`` ``vmap``s this over
 networks and ``jit``s it once per architecture; only the per-layer scalars leave the device.
 
-Exact scale tracking. Deep networks at large or small gains leave float32's range. The
-kernel keeps every array near unit size by dividing it by a power of two, which is exact in
-floating point, and carries the exponent alongside:
-
-* Backward, always: the cotangent is linear in the loss gradient, so rescaling it is exact for
-  every activation.
-* Forward, for positively homogeneous activations (relu, leaky relu, linear), where
-  φ(2^k z) = 2^k φ(z). Biases are divided by the running scale, so z_l = 2^E z̃_l exactly.
-
-Statistics come out as float32 mantissas and int32 exponents; ``finish`` combines them in
-float64 on the host. For other activations a forward value can still overflow; the layers
-where that happens are marked in ``overflow`` and no other network is touched, since
-networks never mix.
+Scale tracking and the passes themselves are in ``sweep.passes``: statistics come out as
+float32 mantissas and int32 exponents, which ``finish`` combines in float64 on the host. The
+layers where a statistic is not finite are marked in ``overflow``; no other network is
+touched, since networks never mix.
 
 Cost. On a CPU the random weights cost more than the GEMMs that use them (threefry gives tens
 of millions of normals per second against ~100 GFLOP/s). With common random numbers
@@ -36,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep import network
+from sweep import network, passes
 from sweep.batching import micro_batched
 from sweep.network import Architecture
 
@@ -71,262 +62,6 @@ class Probe(NamedTuple):
         return jax.lax.Precision.HIGHEST if self.precision == "highest" else jax.lax.Precision.DEFAULT
 
 
-# Beyond this, x · 2^k is 0 or infinite for every finite float32 x (2^-149 <= |x| < 2^128).
-_MAX_SHIFT = 280
-
-
-def _pow2(k: jax.Array) -> jax.Array:
-    """2^k as float32, exactly, for integer ``k`` in [-126, 127] (built from its bits)."""
-    return jax.lax.bitcast_convert_type((k + 127) << 23, jnp.float32)
-
-
-def _ldexp(a: jax.Array, k: jax.Array) -> jax.Array:
-    """``a · 2^k`` for an int32 scalar ``k``, as ``jnp.ldexp`` but far cheaper.
-
-    ``jnp.ldexp`` splits every element into mantissa and exponent and raises 2 to a
-    per-element power; here ``k`` is one scalar, so three multiplications by normal powers of
-    two (each |step| <= 94) do the same: each is exact while the result is a normal number,
-    and XLA flushes subnormal results to zero in both.
-    """
-    k = jnp.clip(k, -_MAX_SHIFT, _MAX_SHIFT).astype(jnp.int32)
-    k1 = k // 3
-    k2 = (k - k1) // 2
-    return a * _pow2(k1) * _pow2(k2) * _pow2(k - k1 - k2)
-
-
-def _normalise(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Divides ``a`` by the power of two 2^k nearest its RMS, exactly.
-
-    Returns:
-      ``(a / 2^k, k)`` with ``k`` an int32 scalar; ``k = 0`` when the RMS is 0 or not finite.
-    """
-    rms = jnp.sqrt(jnp.mean(jnp.square(a)))
-    _, k = jnp.frexp(rms)
-    k = jnp.where(jnp.isfinite(rms) & (rms > 0), k, 0).astype(jnp.int32)
-    k = jax.lax.stop_gradient(k)
-    return _ldexp(a, -k), k
-
-
-def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    mean = jnp.mean(a)
-    return mean, jnp.mean(jnp.square(a)), jnp.mean(jnp.square(a - mean))
-
-
-def _gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) -> jax.Array:
-    """``h @ w`` (or ``h @ wᵀ``) for one network, or for the gains of one draw at once.
-
-    Args:
-      h: ``(batch, n)``, or ``(G, batch, n)`` when ``gains`` is given.
-      w: the weights, ``(n, m)`` (``(m, n)`` with ``transpose``); with ``gains``, the unit
-        weights that every gain shares.
-      precision: ``lax.Precision``.
-      gains: ``None``, or ``(G,)``: network g has weights gains[g] · w.
-      transpose: contract with w's second axis. Written as one ``dot_general`` rather than
-        ``h @ w.T``, which XLA on CPU would lower to a copy of the transposed weights.
-
-    Returns:
-      ``(batch, m)`` or ``(G, batch, m)``.
-    """
-    contract = 1 if transpose else 0
-    rows = h.reshape(-1, h.shape[-1])
-    # With gains: one GEMM of G·batch rows instead of G small ones; the gains scale the rows.
-    out = jax.lax.dot_general(rows, w, (((1,), (contract,)), ((), ())), precision=precision)
-    out = out.reshape(h.shape[:-1] + (out.shape[-1],))
-    return out if gains is None else gains[:, None, None] * out
-
-
-def _each(fn, gains, in_axes=0):
-    """``fn`` for one network, ``vmap``-ed over the gains of a draw when there are any."""
-    return fn if gains is None else jax.vmap(fn, in_axes=in_axes)
-
-
-def gram_is_cheaper(batch: int, n_in: int, n_out: int) -> bool:
-    """Whether ``grad_weight_meansq`` is cheaper from two batch × batch Gram matrices.
-
-    The weight gradient XᵀΔ costs 2·B·n_in·n_out FLOPs, writes n_in·n_out values and
-    contracts over the batch, which XLA on CPU runs through a transposed copy; the Gram
-    matrices XXᵀ and ΔΔᵀ cost 2·B²·(n_in + n_out) and write 2·B². At equal FLOPs (B = n/2
-    for square layers) the Gram path is still the faster one (measured on CPU).
-    """
-    return batch * (n_in + n_out) <= n_in * n_out
-
-
-def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None) -> jax.Array:
-    """Mean square of the entries of ∂C/∂W = hᵀδ / B, C the batch-mean loss.
-
-    Args:
-      h: the layer's inputs ``(B, n_in)``.
-      delta: ∂ℓ_b/∂z, each example's own loss gradient, ``(B, n_out)``.
-      precision: ``lax.Precision``.
-      gram: ``True``: ‖hᵀδ‖²_F = ⟨hhᵀ, δδᵀ⟩, two B × B Gram matrices; ``False``: the
-        n_in × n_out gradient itself; ``None``: whichever is cheaper (``gram_is_cheaper``).
-
-    Returns:
-      A float32 scalar.
-    """
-    batch, n_in = h.shape
-    n_out = delta.shape[-1]
-    if gram is None:
-        gram = gram_is_cheaper(batch, n_in, n_out)
-    if not gram:
-        dw = jnp.matmul(h.T, delta, precision=precision) / batch
-        return jnp.mean(jnp.square(dw))
-    hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
-    dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision)
-    return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
-
-
-def _forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
-    """Runs a batch forward with exact scale tracking, reducing each layer.
-
-    Args:
-      params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
-      arch: the architecture.
-      x: inputs, ``(batch, n_0)``, or ``(G, batch, n_0)`` with ``gains``.
-      precision: ``lax.Precision``.
-      gains: ``None`` for one network; or ``(G,)``, the gains of G networks that share the
-        unit draws in ``params`` (network g has weights gains[g] · W); every output then has
-        a leading axis G.
-
-    Returns:
-      ``(x_L, E_L, stats, residuals)``: the scaled last activations ``(batch, n_L)`` with
-      x_L(true) = 2^E_L · x_L; ``stats`` a dict of ``(L,)`` arrays (``FORWARD_STATS``
-      mantissas plus the exponents ``exp_in`` = E_{l-1} and ``exp_out`` = E_l); and, per
-      segment and block position, the stacked ``(x_{l-1}, z_l)`` needed backward (only
-      ``(x_{l-1},)`` when ``arch.slope_from_output``: φ' is then taken at x_l).
-    """
-    phi, homogeneous = arch.phi, arch.homogeneous
-
-    def after_gemm(hw, e, b):
-        z = hw + _ldexp(b, -e)
-        u = phi(z)
-        k = jnp.int32(0)
-        if homogeneous:
-            u, k = _normalise(u)
-        slope = jax.jvp(phi, (z,), (jnp.ones_like(z),))[1]
-        z_mean, z_meansq, z_var = _moments(z)
-        u_mean, u_meansq, u_var = _moments(u)
-        dead = jnp.mean(jnp.all(slope == 0, axis=0))
-        stats = dict(
-            preact_mean=z_mean, preact_meansq=z_meansq, preact_var=z_var,
-            act_mean=u_mean, act_meansq=u_meansq, act_var=u_var,
-            dead_fraction=dead.astype(z.dtype), exp_in=e, exp_out=e + k,
-        )
-        return u, e + k, z, stats
-
-    def layer(carry, w, b):
-        h, e = carry
-        u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(_gemm(h, w, precision, gains), e, b)
-        # The backward pass takes φ' at z, or at the layer's output, which is the next layer's h.
-        return (u, e_out), stats, (h,) if arch.slope_from_output else (h, z)
-
-    def block_step(carry, block):
-        outs, res = [], []
-        for w, b in block:
-            carry, stats, residual = layer(carry, w, b)
-            outs.append(stats)
-            res.append(residual)
-        return carry, (_stack_block(outs), tuple(res))
-
-    carry = (x, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32))
-    per_segment, residuals = [], []
-    for block in params:
-        carry, (stats, res) = network.scan_blocks(block_step, carry, block)
-        per_segment.append(stats)
-        residuals.append(res)
-    x_last, e_last = carry
-    return x_last, e_last, _concat_layers(per_segment), tuple(residuals)
-
-
-def _backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Array, precision, gains=None):
-    """Backpropagates the per-example cotangent ``g`` = ∂ℓ/∂x_L (scaled) through the layers.
-
-    Args:
-      params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
-      arch: the architecture.
-      residuals: from ``_forward``.
-      g: scaled ∂ℓ/∂x_L, ``(batch, n_L)`` (``(G, batch, n_L)`` with ``gains``), normalised.
-      x_last: the scaled last activations from ``_forward``, of ``g``'s shape.
-      precision: ``lax.Precision``.
-      gains: as for ``_forward``.
-
-    Returns:
-      A dict of ``(L,)`` arrays (``(G, L)`` with ``gains``): ``BACKWARD_STATS`` mantissas (of
-      the scaled quantities) and ``exp_grad`` = F_l with ∂ℓ/∂x_l(true) = 2^F_l · (scaled),
-      F_L = 0 here.
-    """
-    phi = arch.phi
-
-    def before_gemm(g, h, z):
-        delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see _forward)
-        stats = dict(
-            grad_act_meansq=jnp.mean(jnp.square(g)),
-            grad_preact_meansq=jnp.mean(jnp.square(delta)),
-            grad_weight_meansq=grad_weight_meansq(h, delta, precision),
-        )
-        return delta, stats
-
-    def layer(carry, w, residual):
-        g, f, output = carry
-        h, z = (residual[0], output) if arch.slope_from_output else residual
-        delta, stats = _each(before_gemm, gains)(g, h, z)
-        stats["exp_grad"] = f
-        g_prev, m = _each(_normalise, gains)(_gemm(delta, w, precision, gains, transpose=True))
-        return (g_prev, f + m, h if arch.slope_from_output else None), stats
-
-    def block_step(carry, xs):
-        block, res = xs
-        outs = []
-        for (w, _), residual in reversed(tuple(zip(block, res))):
-            carry, stats = layer(carry, w, residual)
-            outs.append(stats)
-        return carry, _stack_block(outs[::-1])
-
-    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
-             x_last if arch.slope_from_output else None)
-    per_segment = []
-    for block, res in reversed(tuple(zip(params, residuals))):
-        carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
-        per_segment.append(stats)
-    return _concat_layers(per_segment[::-1])
-
-
-def _stack_block(outs: list[dict]) -> dict:
-    return {k: jnp.stack([o[k] for o in outs]) for k in outs[0]}
-
-
-def _concat_layers(per_segment: list[dict]) -> dict:
-    """Scan outputs of shape (repeats, period, ...) per segment -> one (..., L) array per key."""
-    return {
-        k: jnp.moveaxis(jnp.concatenate([s[k].reshape((-1,) + s[k].shape[2:]) for s in per_segment]), 0, -1)
-        for k in per_segment[0]
-    }
-
-
-def _loss_and_cotangent(x_last, e_last, key, probe: Probe):
-    """The per-example loss at the scaled output, and its gradient, with exponents.
-
-    Returns:
-      ``(loss_mantissa, loss_exp, g, g_exp)``: the batch-mean loss is loss_mantissa ·
-      2^loss_exp and ∂ℓ_b/∂x_L = 2^g_exp · g[b].
-    """
-    n_last = x_last.shape[-1]
-    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
-    if probe.loss == "mse":
-        readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
-        target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
-        # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
-        # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
-        s = jnp.maximum(e_last, 0)
-        prediction = jnp.matmul(x_last, readout, precision=probe.lax_precision)
-        residual = _ldexp(prediction, e_last - s) - _ldexp(target, -s)
-        loss = jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1))
-        g = jnp.matmul(residual, readout.T, precision=probe.lax_precision)
-        return loss, 2 * s, g, s
-    projection = jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last)
-    loss = jnp.mean(x_last @ projection)
-    return loss, e_last, jnp.broadcast_to(projection, x_last.shape), jnp.int32(0)
-
 
 def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_std) -> dict:
     """All statistics of one network, as mantissas and exponents (see ``finish``).
@@ -345,16 +80,16 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     precision = probe.lax_precision
     params = network.draw_params(key, arch, gain, bias_std)
     x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
-    x_last, e_last, out, residuals = _forward(params, arch, x, precision)
-    loss, exp_loss, g, exp_g = _loss_and_cotangent(x_last, e_last, key, probe)
-    g, m = _normalise(g)
-    back = _backward(params, arch, residuals, g, x_last, precision)
+    x_last, e_last, out, residuals = passes.forward(params, arch, x, precision)
+    loss, exp_loss, g, exp_g = passes.loss_and_cotangent(x_last, e_last, key, probe)
+    g, m = passes.normalise(g)
+    back = passes.backward(params, arch, residuals, g, x_last, precision)
     out.update(back)
     out["exp_grad"] = out["exp_grad"] + exp_g + m
     out["loss"], out["exp_loss"] = loss, exp_loss
     if probe.jacobian:
         def last_layer(x0):
-            x_l, e_l, _, _ = _forward(params, arch, x0[None], precision)
+            x_l, e_l, _, _ = passes.forward(params, arch, x0[None], precision)
             return x_l[0], e_l
 
         jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
@@ -387,10 +122,10 @@ def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Arra
     params = network.draw_params(key, arch, 1.0, bias_std)
     x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
     xs = jnp.broadcast_to(x, gains.shape + x.shape)
-    x_last, e_last, out, residuals = _forward(params, arch, xs, precision, gains)
-    loss, exp_loss, g, exp_g = jax.vmap(_loss_and_cotangent, in_axes=(0, 0, None, None))(x_last, e_last, key, probe)
-    g, m = jax.vmap(_normalise)(g)
-    back = _backward(params, arch, residuals, g, x_last, precision, gains)
+    x_last, e_last, out, residuals = passes.forward(params, arch, xs, precision, gains)
+    loss, exp_loss, g, exp_g = jax.vmap(passes.loss_and_cotangent, in_axes=(0, 0, None, None))(x_last, e_last, key, probe)
+    g, m = jax.vmap(passes.normalise)(g)
+    back = passes.backward(params, arch, residuals, g, x_last, precision, gains)
     out.update(back)
     out["exp_grad"] = out["exp_grad"] + (exp_g + m)[:, None]
     out["loss"], out["exp_loss"] = loss, exp_loss
@@ -399,7 +134,7 @@ def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Arra
             scaled = tuple(tuple((gain * w, b) for w, b in block) for block in params)
 
             def last_layer(x0):
-                x_l, e_l, _, _ = _forward(scaled, arch, x0[None], precision)
+                x_l, e_l, _, _ = passes.forward(scaled, arch, x0[None], precision)
                 return x_l[0], e_l
 
             jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])

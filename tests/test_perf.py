@@ -1,6 +1,6 @@
 """The optimised paths of the kernel give the plain paths' numbers.
 
-* ``_ldexp`` (scalar powers of two) is ``jnp.ldexp`` bit for bit.
+* ``passes.ldexp`` (scalar powers of two) is ``jnp.ldexp`` bit for bit.
 * The Gram-matrix weight-gradient norm equals the materialised gradient's, within a bound
   derived from float32 rounding.
 * Common random numbers across gains measure, for each gain, exactly the network that plain
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sweep
-from sweep import kernel, network, plan
+from sweep import kernel, network, passes, plan
 from test_kernel import plain_statistics
 
 U = 2.0**-24  # float32 unit roundoff
@@ -24,7 +24,7 @@ def test_scalar_ldexp_is_jnp_ldexp_bit_for_bit():
         np.random.default_rng(0).standard_normal(1000) * np.logspace(-30, 30, 1000),
         [0.0, -0.0, np.inf, -np.inf, 3e38, 1.2e-38, 1.0],
     ]), jnp.float32)
-    ours = jax.jit(kernel._ldexp)
+    ours = jax.jit(passes.ldexp)
     theirs = jax.jit(jnp.ldexp)
     for k in (-300, -280, -200, -150, -126, -60, -1, 0, 1, 7, 100, 127, 128, 200, 280, 300):
         a, b = np.asarray(ours(values, jnp.int32(k))), np.asarray(theirs(values, jnp.int32(k)))
@@ -54,8 +54,8 @@ def test_gram_weight_gradient_equals_the_materialised_one(batch, n_in, n_out, sc
     h = np.maximum(rng.standard_normal((batch, n_in)), 0).astype(np.float32) * np.float32(scale)  # relu outputs
     delta = (rng.standard_normal((batch, n_out)) * (rng.random((batch, n_out)) > 0.5)).astype(np.float32)
     hi = jax.lax.Precision.HIGHEST
-    plain = float(jax.jit(lambda a, b: kernel.grad_weight_meansq(a, b, hi, gram=False))(h, delta))
-    gram = float(jax.jit(lambda a, b: kernel.grad_weight_meansq(a, b, hi, gram=True))(h, delta))
+    plain = float(jax.jit(lambda a, b: passes.grad_weight_meansq(a, b, hi, gram=False))(h, delta))
+    gram = float(jax.jit(lambda a, b: passes.grad_weight_meansq(a, b, hi, gram=True))(h, delta))
     exact = np.sum((h.astype(np.float64).T @ delta.astype(np.float64)) ** 2)
     norm = batch**2 * n_in * n_out  # meansq of hᵀδ / B = Σ(hᵀδ)² / (B² n_in n_out)
     bound = gram_error_bound(h.astype(np.float64), delta.astype(np.float64)) / norm
@@ -66,17 +66,17 @@ def test_gram_weight_gradient_equals_the_materialised_one(batch, n_in, n_out, sc
 
 
 def test_gram_is_chosen_only_when_cheaper():
-    assert kernel.gram_is_cheaper(128, 1024, 1024)
-    assert kernel.gram_is_cheaper(128, 256, 256)  # equal FLOPs, no transposed copy
-    assert not kernel.gram_is_cheaper(128, 128, 128)
-    assert not kernel.gram_is_cheaper(128, 32, 32)
+    assert passes.gram_is_cheaper(128, 1024, 1024)
+    assert passes.gram_is_cheaper(128, 256, 256)  # equal FLOPs, no transposed copy
+    assert not passes.gram_is_cheaper(128, 128, 128)
+    assert not passes.gram_is_cheaper(128, 32, 32)
 
 
 @pytest.mark.parametrize("activation, loss", [("relu", "mse"), ("tanh", "projection")])
 def test_kernel_with_the_gram_path_equals_plain_autodiff(activation, loss):
     arch = network.Architecture.from_grid(activation, "fan_in", "constant", 4, 48)
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False)
-    assert kernel.gram_is_cheaper(probe.batch, 48, 48)
+    assert passes.gram_is_cheaper(probe.batch, 48, 48)
     run = kernel.make_kernel(arch, probe, 2)
     gains = jnp.asarray([1.0, 1.7], jnp.float32)
     stats = kernel.finish(run(jnp.uint32(1), jnp.asarray([3, 4], jnp.uint32), gains, jnp.full(2, 0.1, jnp.float32)))
