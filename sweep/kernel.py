@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep import network, passes
+from sweep import network, passes, scaled_copies
 from sweep.batching import micro_batched
 from sweep.network import Architecture
 
@@ -48,6 +48,9 @@ class Probe(NamedTuple):
       gains_per_draw: networks that share one draw of random numbers (weights, biases,
         inputs, readout and targets) and differ only in their gain: 1 for independent draws,
         the number of gains for common random numbers across gains.
+      gains_only_scale: every bias std is 0 and every gain positive. With common random
+        numbers and a positively homogeneous activation, the networks of a draw are then
+        scaled copies of one network, which is run once (``sweep.scaled_copies``).
     """
 
     batch: int
@@ -56,6 +59,7 @@ class Probe(NamedTuple):
     precision: str
     jacobian: bool
     gains_per_draw: int = 1
+    gains_only_scale: bool = False
 
     @property
     def lax_precision(self):
@@ -155,8 +159,9 @@ def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
     networks a call holds, hence of the memory budget and the chunking.
 
     With ``probe.gains_per_draw`` = G > 1 (common random numbers), every run of G
-    consecutive networks is one draw (``draw_stats``): its key is that of the run's first
-    network, its bias std that of the first network, and each network keeps its own gain.
+    consecutive networks is one draw (``draw_stats``, or ``scaled_copies.draw_stats`` where
+    that applies): its key is that of the run's first network, its bias std that of the first
+    network, and each network keeps its own gain.
 
     Args:
       arch: the architecture.
@@ -178,8 +183,10 @@ def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
         def one(rng_seed, index, gain, bias_std):
             return network_stats(arch, probe, network.network_key(rng_seed, index), gain, bias_std)
     else:
+        per_draw_stats = scaled_copies.draw_stats if scaled_copies.applies(arch, probe) else draw_stats
+
         def one(rng_seed, index, gain, bias_std):
-            return draw_stats(arch, probe, network.network_key(rng_seed, index[0]), gain, bias_std[0])
+            return per_draw_stats(arch, probe, network.network_key(rng_seed, index[0]), gain, bias_std[0])
 
     batched = micro_batched(one, (None, 0, 0, 0), micro_batch // per_draw)
     if per_draw == 1:

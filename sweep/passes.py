@@ -38,10 +38,10 @@ def _pow2(k: jax.Array) -> jax.Array:
 
 
 def ldexp(a: jax.Array, k: jax.Array) -> jax.Array:
-    """``a · 2^k`` for an int32 scalar ``k``, as ``jnp.ldexp`` but far cheaper.
+    """``a · 2^k`` for an int32 ``k`` (a scalar, or of ``a``'s shape), as ``jnp.ldexp`` but cheaper.
 
     ``jnp.ldexp`` splits every element into mantissa and exponent and raises 2 to a
-    per-element power; here ``k`` is one scalar, so three multiplications by normal powers of
+    per-element power; here ``k`` is mostly one scalar, so three multiplications by normal powers of
     two (each |step| <= 94) do the same: each is exact while the result is a normal number,
     and XLA flushes subnormal results to zero in both.
     """
@@ -231,6 +231,79 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
         g_prev, m = _each(normalise, gains)(gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
+    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
+             x_last if arch.slope_from_output else None)
+    return _reverse_layers(layer, params, residuals, carry)
+
+
+def mean_products(a: jax.Array) -> jax.Array:
+    """``(K, K)``: the mean over all other axes of a_j · a_k, for ``a`` of shape ``(K, ...)``."""
+    flat = a.reshape(a.shape[0], -1)
+    return jnp.einsum("kn,jn->kj", flat, flat, precision=jax.lax.Precision.HIGHEST) / flat.shape[1]
+
+
+def grad_weight_products(h: jax.Array, deltas: jax.Array, precision) -> jax.Array:
+    """``grad_weight_meansq`` for K cotangents at once, with their cross terms.
+
+    Args:
+      h: the layer's inputs ``(B, n_in)``.
+      deltas: K per-example cotangents at z, ``(K, B, n_out)``.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``(K, K)``: the mean over the n_in × n_out entries of (hᵀδ_j / B)(hᵀδ_k / B).
+    """
+    batch, n_in = h.shape
+    n_out = deltas.shape[-1]
+    if gram_is_cheaper(batch, n_in, n_out):
+        hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
+        dd = jnp.einsum("kbo,jco->kjbc", deltas, deltas, precision=precision)
+        return jnp.einsum("bc,kjbc->kj", hh, dd, precision=precision) / (float(batch) ** 2 * n_in * n_out)
+    dw = jnp.einsum("bi,kbo->kio", h, deltas, precision=precision) / batch
+    return mean_products(dw)
+
+
+def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, x_last: jax.Array, precision):
+    """Backpropagates K output cotangents of one network together, reducing their products.
+
+    The backward pass is linear in the output cotangent. When every cotangent of interest is
+    a combination Σ_k c_k s_k of K fixed ones, the mean squares of all of them at every layer
+    are the quadratic forms cᵀ M c of the K × K matrices M returned here
+    (``sweep.scaled_copies``). Each stream is rescaled by powers of two on its own.
+
+    Args:
+      params, arch, residuals, x_last, precision: as for ``backward``, of one network.
+      streams: the K cotangents ∂ℓ/∂x_L, each normalised, ``(K, batch, n_L)``.
+
+    Returns:
+      A dict of ``(K, K, L)`` arrays ``grad_act``, ``grad_preact`` and ``grad_weight``: the
+      mean products of the streams' scaled cotangents at x_l, at z_l, and of their weight
+      gradients x_{l-1}ᵀδ_l / B; and ``exp_grad`` ``(K, L)``: stream k at x_l is 2^F
+      times its scaled value, F = exp_grad[k, l] (0 at the output).
+    """
+    phi = arch.phi
+
+    def layer(carry, w, residual):
+        g, f, output = carry
+        h, z = (residual[0], output) if arch.slope_from_output else residual
+        pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
+        delta = jax.vmap(lambda gk: pullback(gk)[0])(g)
+        stats = dict(grad_act=mean_products(g), grad_preact=mean_products(delta),
+                     grad_weight=grad_weight_products(h, delta, precision), exp_grad=f)
+        g_prev, m = jax.vmap(normalise)(gemm(delta, w, precision, None, transpose=True))
+        return (g_prev, f + m, h if arch.slope_from_output else None), stats
+
+    carry = (streams, jnp.zeros(streams.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
+    return _reverse_layers(layer, params, residuals, carry)
+
+
+def _reverse_layers(layer, params, residuals, carry) -> dict:
+    """Runs ``layer(carry, w, residual) -> (carry, stats)`` from the last layer to the first.
+
+    Returns:
+      The stats, one ``(..., L)`` array per key, in layer order.
+    """
+
     def block_step(carry, xs):
         block, res = xs
         outs = []
@@ -239,8 +312,6 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
             outs.append(stats)
         return carry, _stack_block(outs[::-1])
 
-    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
-             x_last if arch.slope_from_output else None)
     per_segment = []
     for block, res in reversed(tuple(zip(params, residuals))):
         carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
@@ -260,6 +331,16 @@ def _concat_layers(per_segment: list[dict]) -> dict:
     }
 
 
+def draw_readout(key: jax.Array, probe, n_last: int) -> tuple[jax.Array, jax.Array | None]:
+    """The loss's random numbers: ``(readout (n_last, outputs), targets (batch, outputs))`` for
+    ``"mse"``, ``(projection (n_last,), None)`` for ``"projection"``."""
+    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
+    if probe.loss == "mse":
+        readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
+        return readout, jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
+    return jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last), None
+
+
 def loss_and_cotangent(x_last, e_last, key, probe):
     """The per-example loss at the scaled output, and its gradient, with exponents.
 
@@ -267,11 +348,8 @@ def loss_and_cotangent(x_last, e_last, key, probe):
       ``(loss_mantissa, loss_exp, g, g_exp)``: the batch-mean loss is loss_mantissa ·
       2^loss_exp and ∂ℓ_b/∂x_L = 2^g_exp · g[b].
     """
-    n_last = x_last.shape[-1]
-    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
+    readout, target = draw_readout(key, probe, x_last.shape[-1])
     if probe.loss == "mse":
-        readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
-        target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
         # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
         # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
         s = jnp.maximum(e_last, 0)
@@ -280,7 +358,5 @@ def loss_and_cotangent(x_last, e_last, key, probe):
         loss = jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1))
         g = jnp.matmul(residual, readout.T, precision=probe.lax_precision)
         return loss, 2 * s, g, s
-    projection = jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last)
-    loss = jnp.mean(x_last @ projection)
-    return loss, e_last, jnp.broadcast_to(projection, x_last.shape), jnp.int32(0)
-
+    loss = jnp.mean(x_last @ readout)
+    return loss, e_last, jnp.broadcast_to(readout, x_last.shape), jnp.int32(0)

@@ -33,6 +33,7 @@ from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
 
+from sweep import scaled_copies
 from sweep.errors import SpecError
 from sweep.kernel import LAYER_STATS, Probe
 from sweep.network import Architecture
@@ -225,17 +226,23 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
     ``x_{l-1}`` and ``z_l`` of every layer, the largest per-layer temporaries (one weight
     gradient, a few activations) and the Jacobian's tangents, all float32, times a workspace
     factor for XLA's temporaries. With common random numbers the weights are shared by the
-    ``probe.gains_per_draw`` networks of a draw.
+    ``probe.gains_per_draw`` networks of a draw; where these are scaled copies of one network
+    (``scaled_copies.applies``), everything but the per-gain outputs is shared, and the
+    backward pass carries two cotangents.
     """
     shapes, b = arch.shapes, probe.batch
-    weights = sum(i * o + o for i, o in shapes) / probe.gains_per_draw
+    weights = sum(i * o + o for i, o in shapes)
     residuals = b * sum(i + o for i, o in shapes)
     temporaries = max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
     jacobian = 0
     if probe.jacobian:
         n0, widest = arch.widths[0], max(arch.widths)
         jacobian = 4 * n0 * widest + n0 * arch.widths[-1]
-    return int(4 * _WORKSPACE_FACTOR * (weights + residuals + temporaries + jacobian))
+    if scaled_copies.applies(arch, probe):
+        shared = weights + residuals + 2 * temporaries + jacobian
+        return int(4 * _WORKSPACE_FACTOR * shared / probe.gains_per_draw)
+    shared = weights / probe.gains_per_draw
+    return int(4 * _WORKSPACE_FACTOR * (shared + residuals + temporaries + jacobian))
 
 
 def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -> int:
@@ -308,8 +315,9 @@ def make_plan(
     if spec.num_networks >= 2**32:
         raise SpecError("seeds", f"a sweep holds at most 2^32 networks; this one has {spec.num_networks}")
     per_draw = len(spec.grid.gain) if spec.common_random_numbers else 1
-    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw)
     g = spec.grid
+    only_scale = min(g.gain) > 0 and max(g.bias_std) == 0
+    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw, only_scale)
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []
     for n, position in enumerate(np.ndindex(*g.shape[:5])):

@@ -4,7 +4,7 @@
 * The Gram-matrix weight-gradient norm equals the materialised gradient's, within a bound
   derived from float32 rounding.
 * Common random numbers across gains measure, for each gain, exactly the network that plain
-  autodiff gives for the shared draw.
+  autodiff gives for the shared draw, also where the gains are run as scaled copies of one network.
 """
 
 import jax
@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import sweep
-from sweep import kernel, network, passes, plan
+from sweep import kernel, network, passes, plan, scaled_copies
 from test_kernel import plain_statistics
 
 U = 2.0**-24  # float32 unit roundoff
@@ -126,6 +126,70 @@ def test_common_random_numbers_jacobian():
         jac = jax.jacfwd(lambda x: network.apply(params, arch, x[None])[0])(x0)
         np.testing.assert_allclose(stats["jacobian_singular_values"][i], np.linalg.svd(np.asarray(jac), compute_uv=False),
                                    rtol=1e-4, atol=1e-6)
+
+
+SCALED_COPY_CASES = [
+    ("relu", "fan_in", "constant", "mse", 16, 5),
+    ("relu", "fan_in", "constant", "mse", 64, 5),  # with the Gram path
+    ("leaky_relu(0.2)", "orthogonal", "taper", "projection", 24, 6),
+    ("linear", "fan_avg", "alternating", "mse", 16, 5),
+    ("relu", "fan_in", "constant", "mse", 16, 14),  # gains^14 from 5e-8 to 3e8
+]
+
+
+@pytest.mark.parametrize("activation, init, profile, loss, width, depth", SCALED_COPY_CASES)
+def test_scaled_copies_equal_plain_autodiff(activation, init, profile, loss, width, depth):
+    """Without biases, one unit-gain network and its backpropagated streams give every gain's
+    statistics: each equals plain autodiff of gain · (the draw's weights)."""
+    arch = network.Architecture.from_grid(activation, init, profile, depth, width)
+    probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False,
+                         gains_per_draw=3, gains_only_scale=True)
+    assert scaled_copies.applies(arch, probe)
+    run = kernel.make_kernel(arch, probe, 6)
+    gains = jnp.asarray([0.3, 1.0 / 0.7, 4.0] * 2, jnp.float32)
+    indices = np.asarray([7, 8, 9, 30, 31, 32], np.uint32)
+    stats = kernel.finish(run(jnp.uint32(2), jnp.asarray(indices), gains, jnp.zeros(6, jnp.float32)))
+    for i in range(6):
+        key = network.network_key(2, int(indices[i - i % 3]))
+        expected, loss_value = plain_statistics(arch, probe, key, gains[i], 0.0)
+        for name, values in expected.items():
+            # A mean of terms of both signs is rounded relative to their size, its RMS: the
+            # scales of the layers and gains differ by up to 10^17, so no absolute tolerance fits all.
+            scale = np.sqrt(expected[name + "sq"]) if name.endswith("_mean") else np.abs(values)
+            np.testing.assert_array_less(np.abs(stats[name][i] - values), 2e-5 * scale + 1e-300,
+                                         err_msg=f"{name}, gain {gains[i]}")
+        np.testing.assert_allclose(stats["loss"][i], loss_value, rtol=2e-5)
+    assert not stats["overflow"].any()
+
+
+def test_scaled_copies_apply_only_without_biases_to_homogeneous_activations():
+    probe = kernel.Probe(4, "mse", 3, "highest", False, gains_per_draw=3, gains_only_scale=True)
+    relu = network.Architecture.from_grid("relu", "fan_in", "constant", 3, 8)
+    tanh = network.Architecture.from_grid("tanh", "fan_in", "constant", 3, 8)
+    assert scaled_copies.applies(relu, probe)
+    assert not scaled_copies.applies(tanh, probe)
+    assert not scaled_copies.applies(relu, probe._replace(gains_only_scale=False))
+    assert not scaled_copies.applies(relu, probe._replace(gains_per_draw=1))
+    for changes, expected in [({}, True), ({"bias_std": [0.0, 0.1]}, False), ({"gain": [0.0, 1.0]}, False)]:
+        spec = crn_spec(grid={"activation": ["relu"], "depth": [4], "width": [16], "gain": [0.5, 1.0],
+                              "bias_std": [0.0], **changes})
+        assert plan.make_plan(spec).probe.gains_only_scale is expected
+
+
+def test_scaled_copies_jacobian():
+    arch = network.Architecture.from_grid("relu", "fan_in", "constant", 3, 6)
+    probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True, gains_per_draw=2,
+                         gains_only_scale=True)
+    stats = kernel.finish(kernel.make_kernel(arch, probe, 2)(
+        jnp.uint32(1), jnp.asarray([4, 9], jnp.uint32), jnp.asarray([0.7, 1.3], jnp.float32), jnp.zeros(2, jnp.float32)))
+    key = network.network_key(1, 4)
+    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (3, 6))[0]
+    for i, gain in enumerate((0.7, 1.3)):
+        params = network.draw_params(key, arch, gain, 0.0)
+        jac = jax.jacfwd(lambda x: network.apply(params, arch, x[None])[0])(x0)
+        expected = np.linalg.svd(np.asarray(jac), compute_uv=False)
+        # Dead units make some singular values 0, computed as round-off of the largest.
+        np.testing.assert_allclose(stats["jacobian_singular_values"][i], expected, rtol=1e-5, atol=1e-6 * expected[0])
 
 
 def crn_spec(**changes):
