@@ -48,9 +48,9 @@ class Probe(NamedTuple):
       gains_per_draw: networks that share one draw of random numbers (weights, biases,
         inputs, readout and targets) and differ only in their gain: 1 for independent draws,
         the number of gains for common random numbers across gains.
-      gains_only_scale: every bias std is 0 and every gain positive. With common random
-        numbers and a positively homogeneous activation, the networks of a draw are then
-        scaled copies of one network, which is run once (``sweep.scaled_copies``).
+      scaled_copies: every bias std is 0, every gain positive, and the spec asks for scaled
+        copies: with common random numbers and a positively homogeneous activation, the
+        networks of a draw are then run as scaled copies of one (``sweep.scaled_copies``).
     """
 
     batch: int
@@ -59,7 +59,7 @@ class Probe(NamedTuple):
     precision: str
     jacobian: bool
     gains_per_draw: int = 1
-    gains_only_scale: bool = False
+    scaled_copies: bool = False
 
     @property
     def lax_precision(self):

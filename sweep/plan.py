@@ -316,8 +316,8 @@ def make_plan(
         raise SpecError("seeds", f"a sweep holds at most 2^32 networks; this one has {spec.num_networks}")
     per_draw = len(spec.grid.gain) if spec.common_random_numbers else 1
     g = spec.grid
-    only_scale = min(g.gain) > 0 and max(g.bias_std) == 0
-    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw, only_scale)
+    scaled = spec.scaled_copies and min(g.gain) > 0 and max(g.bias_std) == 0
+    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw, scaled)
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []
     for n, position in enumerate(np.ndindex(*g.shape[:5])):

@@ -40,10 +40,10 @@ def applies(arch: Architecture, probe) -> bool:
 
     Args:
       arch: the architecture.
-      probe: a ``kernel.Probe``; its ``gains_only_scale`` says that the sweep has no
-        biases and only positive gains.
+      probe: a ``kernel.Probe``; its ``scaled_copies`` says that the sweep has no biases
+        and only positive gains, and asks for scaled copies.
     """
-    return probe.gains_per_draw > 1 and probe.gains_only_scale and arch.homogeneous
+    return probe.gains_per_draw > 1 and probe.scaled_copies and arch.homogeneous
 
 
 def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -140,6 +140,11 @@ class Spec(SpecBase):
       common_random_numbers: networks that differ only in gain share all their random
         numbers (weights at unit gain, biases, inputs, readout, targets): those of the
         network at the first gain. ``False`` (the default) draws every network independently.
+      scaled_copies: with common random numbers, no biases (every bias std 0), positive
+        gains and a positively homogeneous activation (relu, leaky relu, linear), the gains of
+        a draw are scaled copies of one network: run it once at unit gain and rescale
+        (``sweep.scaled_copies``; equal up to float32 rounding). ``False`` runs every gain's
+        passes. Ignored otherwise.
       grid: the grid axes.
     """
 
@@ -154,6 +159,7 @@ class Spec(SpecBase):
     precision: str = "highest"
     jacobian: bool = False
     common_random_numbers: bool = False
+    scaled_copies: bool = True
     grid: Grid = dataclasses.field(default_factory=Grid)
 
     @property
@@ -195,6 +201,7 @@ class Spec(SpecBase):
         kw["jacobian"] = validate.boolean(raw.get("jacobian", cls.jacobian), "jacobian")
         kw["common_random_numbers"] = validate.boolean(
             raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
+        kw["scaled_copies"] = validate.boolean(raw.get("scaled_copies", cls.scaled_copies), "scaled_copies")
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
         return cls(**kw)
 

@@ -143,7 +143,7 @@ def test_scaled_copies_equal_plain_autodiff(activation, init, profile, loss, wid
     statistics: each equals plain autodiff of gain · (the draw's weights)."""
     arch = network.Architecture.from_grid(activation, init, profile, depth, width)
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False,
-                         gains_per_draw=3, gains_only_scale=True)
+                         gains_per_draw=3, scaled_copies=True)
     assert scaled_copies.applies(arch, probe)
     run = kernel.make_kernel(arch, probe, 6)
     gains = jnp.asarray([0.3, 1.0 / 0.7, 4.0] * 2, jnp.float32)
@@ -163,23 +163,41 @@ def test_scaled_copies_equal_plain_autodiff(activation, init, profile, loss, wid
 
 
 def test_scaled_copies_apply_only_without_biases_to_homogeneous_activations():
-    probe = kernel.Probe(4, "mse", 3, "highest", False, gains_per_draw=3, gains_only_scale=True)
+    probe = kernel.Probe(4, "mse", 3, "highest", False, gains_per_draw=3, scaled_copies=True)
     relu = network.Architecture.from_grid("relu", "fan_in", "constant", 3, 8)
     tanh = network.Architecture.from_grid("tanh", "fan_in", "constant", 3, 8)
     assert scaled_copies.applies(relu, probe)
     assert not scaled_copies.applies(tanh, probe)
-    assert not scaled_copies.applies(relu, probe._replace(gains_only_scale=False))
+    assert not scaled_copies.applies(relu, probe._replace(scaled_copies=False))
     assert not scaled_copies.applies(relu, probe._replace(gains_per_draw=1))
-    for changes, expected in [({}, True), ({"bias_std": [0.0, 0.1]}, False), ({"gain": [0.0, 1.0]}, False)]:
-        spec = crn_spec(grid={"activation": ["relu"], "depth": [4], "width": [16], "gain": [0.5, 1.0],
-                              "bias_std": [0.0], **changes})
-        assert plan.make_plan(spec).probe.gains_only_scale is expected
+    grid = {"activation": ["relu"], "depth": [4], "width": [16], "gain": [0.5, 1.0], "bias_std": [0.0]}
+    for grid_changes, spec_changes, expected in [
+        ({}, {}, True), ({"bias_std": [0.0, 0.1]}, {}, False), ({"gain": [0.0, 1.0]}, {}, False),
+        ({}, {"scaled_copies": False}, False),
+    ]:
+        spec = crn_spec(grid={**grid, **grid_changes}, **spec_changes)
+        assert plan.make_plan(spec).probe.scaled_copies is expected
+    with pytest.raises(sweep.SpecError, match="scaled_copies"):
+        sweep.Spec.from_dict({"scaled_copies": 1})
+
+
+def test_scaled_copies_store_equals_every_gains_passes():
+    grid = {"activation": ["relu", "tanh"], "depth": [4], "width": [16], "gain": [0.5, 1.3, 2.0], "bias_std": [0.0]}
+    scaled = sweep.run(crn_spec(grid=grid, seeds=5), memory="20MB", progress=False, with_theory=False)
+    plain = sweep.run(crn_spec(grid=grid, seeds=5, scaled_copies=False), progress=False, with_theory=False)
+    relu, tanh = {"activation": "relu"}, {"activation": "tanh"}
+    for name in kernel.LAYER_STATS + ("loss",):
+        scale = np.sqrt(plain[name + "sq"]) if name.endswith("_mean") else np.abs(plain[name])
+        assert float((np.abs(scaled[name] - plain[name]) / scale).sel(relu).max()) < 2e-5, name
+        # tanh is not homogeneous: the same passes run either way.
+        np.testing.assert_array_equal(scaled[name].sel(tanh).values, plain[name].sel(tanh).values)
+    assert not np.array_equal(scaled.preact_meansq.sel(relu).values, plain.preact_meansq.sel(relu).values)
 
 
 def test_scaled_copies_jacobian():
     arch = network.Architecture.from_grid("relu", "fan_in", "constant", 3, 6)
     probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True, gains_per_draw=2,
-                         gains_only_scale=True)
+                         scaled_copies=True)
     stats = kernel.finish(kernel.make_kernel(arch, probe, 2)(
         jnp.uint32(1), jnp.asarray([4, 9], jnp.uint32), jnp.asarray([0.7, 1.3], jnp.float32), jnp.zeros(2, jnp.float32)))
     key = network.network_key(1, 4)
