@@ -57,11 +57,15 @@ def normalise(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     Returns:
       ``(a / 2^k, k)`` with ``k`` an int32 scalar; ``k = 0`` when the RMS is 0 or not finite.
     """
-    rms = jnp.sqrt(jnp.mean(jnp.square(a)))
-    _, k = jnp.frexp(rms)
-    k = jnp.where(jnp.isfinite(rms) & (rms > 0), k, 0).astype(jnp.int32)
-    k = jax.lax.stop_gradient(k)
+    k = _rms_exponent(jnp.mean(jnp.square(a)))
     return ldexp(a, -k), k
+
+
+def _rms_exponent(meansq: jax.Array) -> jax.Array:
+    """The k of ``normalise`` from a mean square: 2^k is the power of two nearest the RMS."""
+    rms = jnp.sqrt(meansq)
+    _, k = jnp.frexp(rms)
+    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(rms) & (rms > 0), k, 0).astype(jnp.int32))
 
 
 def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -237,9 +241,16 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
 
 
 def mean_products(a: jax.Array) -> jax.Array:
-    """``(K, K)``: the mean over all other axes of a_j · a_k, for ``a`` of shape ``(K, ...)``."""
-    flat = a.reshape(a.shape[0], -1)
-    return jnp.einsum("kn,jn->kj", flat, flat, precision=jax.lax.Precision.HIGHEST) / flat.shape[1]
+    """``(K, K)``: the mean over all other axes of a_j · a_k, for ``a`` of shape ``(K, ...)``.
+
+    K is small (one or two): elementwise products and reductions, which XLA fuses, are far
+    cheaper here than a dot of K rows.
+    """
+    k = a.shape[0]
+    squares = jnp.mean(a * a, axis=tuple(range(1, a.ndim)))
+    pairs = {(i, j): jnp.mean(a[i] * a[j]) for i in range(k) for j in range(i + 1, k)}
+    pairs.update({(i, i): squares[i] for i in range(k)})
+    return jnp.stack([jnp.stack([pairs[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
 
 
 def grad_weight_products(h: jax.Array, deltas: jax.Array, precision) -> jax.Array:
@@ -269,7 +280,9 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
     The backward pass is linear in the output cotangent. When every cotangent of interest is
     a combination Σ_k c_k s_k of K fixed ones, the mean squares of all of them at every layer
     are the quadratic forms cᵀ M c of the K × K matrices M returned here
-    (``sweep.scaled_copies``). Each stream is rescaled by powers of two on its own.
+    (``sweep.scaled_copies``). Each stream is rescaled by powers of two on its own; the
+    rescaling of the cotangent at x_l is found from its mean square, which is reduced anyway,
+    and applied where δ_l is formed, so it costs no pass of its own.
 
     Args:
       params, arch, residuals, x_last, precision: as for ``backward``, of one network.
@@ -279,19 +292,23 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
       A dict of ``(K, K, L)`` arrays ``grad_act``, ``grad_preact`` and ``grad_weight``: the
       mean products of the streams' scaled cotangents at x_l, at z_l, and of their weight
       gradients x_{l-1}ᵀδ_l / B; and ``exp_grad`` ``(K, L)``: stream k at x_l is 2^F
-      times its scaled value, F = exp_grad[k, l] (0 at the output).
+      times its scaled value, F = exp_grad[k, l].
     """
     phi = arch.phi
 
     def layer(carry, w, residual):
-        g, f, output = carry
+        g, f, output = carry  # g: the cotangent at x_l, 2^f · g, not yet rescaled
         h, z = (residual[0], output) if arch.slope_from_output else residual
+        products = mean_products(g)
+        # Within float32's normal exponents, so that 2^-shift is one exact multiplication.
+        shift = jnp.clip(_rms_exponent(jnp.diagonal(products)), -126, 126)
         pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
-        delta = jax.vmap(lambda gk: pullback(gk)[0])(g)
-        stats = dict(grad_act=mean_products(g), grad_preact=mean_products(delta),
-                     grad_weight=grad_weight_products(h, delta, precision), exp_grad=f)
-        g_prev, m = jax.vmap(normalise)(gemm(delta, w, precision, None, transpose=True))
-        return (g_prev, f + m, h if arch.slope_from_output else None), stats
+        delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * _pow2(-shift)[:, None, None]
+        stats = dict(grad_act=ldexp(products, -(shift[:, None] + shift[None, :])),
+                     grad_preact=mean_products(delta),
+                     grad_weight=grad_weight_products(h, delta, precision), exp_grad=f + shift)
+        g_prev = gemm(delta, w, precision, None, transpose=True)
+        return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 
     carry = (streams, jnp.zeros(streams.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
     return _reverse_layers(layer, params, residuals, carry)
@@ -349,14 +366,29 @@ def loss_and_cotangent(x_last, e_last, key, probe):
       2^loss_exp and ∂ℓ_b/∂x_L = 2^g_exp · g[b].
     """
     readout, target = draw_readout(key, probe, x_last.shape[-1])
+    prediction = jnp.matmul(x_last, readout, precision=probe.lax_precision)
+    loss, exp_loss, residual, s = loss_of_prediction(prediction, e_last, target)
     if probe.loss == "mse":
-        # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
-        # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
-        s = jnp.maximum(e_last, 0)
-        prediction = jnp.matmul(x_last, readout, precision=probe.lax_precision)
-        residual = ldexp(prediction, e_last - s) - ldexp(target, -s)
-        loss = jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1))
-        g = jnp.matmul(residual, readout.T, precision=probe.lax_precision)
-        return loss, 2 * s, g, s
-    loss = jnp.mean(x_last @ readout)
-    return loss, e_last, jnp.broadcast_to(readout, x_last.shape), jnp.int32(0)
+        return loss, exp_loss, jnp.matmul(residual, readout.T, precision=probe.lax_precision), s
+    return loss, exp_loss, jnp.broadcast_to(readout, x_last.shape), jnp.int32(0)
+
+
+def loss_of_prediction(prediction: jax.Array, e_last, target: jax.Array | None):
+    """The batch-mean loss of the scaled readout ``prediction`` = x_L R (mse) or x_L p (projection).
+
+    Args:
+      prediction: ``(batch, outputs)`` for mse, ``(batch,)`` for the projection.
+      e_last: the exponent of x_L, an int32 scalar.
+      target: ``(batch, outputs)``, or ``None`` for the projection.
+
+    Returns:
+      ``(loss_mantissa, loss_exp, residual, s)``: the loss is loss_mantissa · 2^loss_exp; for
+      mse, the prediction minus the target is 2^s · residual (else ``residual`` is ``None``).
+    """
+    if target is None:
+        return jnp.mean(prediction), e_last, None, None
+    # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
+    # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
+    s = jnp.maximum(e_last, 0)
+    residual = ldexp(prediction, e_last - s) - ldexp(target, -s)
+    return jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1)), 2 * s, residual, s

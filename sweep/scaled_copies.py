@@ -52,22 +52,30 @@ def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k.astype(jnp.int32), jnp.exp2(t - k)
 
 
-def _streams(x_last: jax.Array, e_last: jax.Array, key: jax.Array, probe, depth: int):
+def _streams(prediction: jax.Array, e_last: jax.Array, readout: jax.Array, target, probe, depth: int):
     """The output cotangent of every gain as a combination of fixed, normalised streams.
+
+    Args:
+      prediction: the unit-gain network's scaled readout x_L R (mse), ``(batch, outputs)``,
+        or x_L p (projection); x_L is 2^e_last times the scaled one.
+      e_last: an int32 scalar.
+      readout: R ``(n_L, outputs)`` or p ``(n_L,)``.
+      target: y ``(batch, outputs)``, or ``None`` for the projection.
+      probe: what is measured.
+      depth: L.
 
     Returns:
       ``(streams, exponents, signs, powers)``: ``streams`` ``(K, batch, n_L)``; the cotangent
       of gain γ is Σ_k signs[k] · 2^exponents[k] · γ^powers[k] · streams[k], with
       ``exponents`` ``(K,)`` int32 and ``signs``, ``powers`` tuples of Python ints.
     """
-    readout, target = passes.draw_readout(key, probe, x_last.shape[-1])
     hi = probe.lax_precision
-    if probe.loss == "mse":
-        output_part = jnp.matmul(jnp.matmul(x_last, readout, precision=hi), readout.T, precision=hi)
+    if target is not None:
+        output_part = jnp.matmul(prediction, readout.T, precision=hi)
         target_part = jnp.matmul(target, readout.T, precision=hi)
         (a, ka), (b, kb) = passes.normalise(output_part), passes.normalise(target_part)
         return jnp.stack([a, b]), jnp.stack([e_last + ka, kb]), (1, -1), (depth, 0)
-    p, kp = passes.normalise(jnp.broadcast_to(readout, x_last.shape))
+    p, kp = passes.normalise(jnp.broadcast_to(readout, prediction.shape + readout.shape))
     return p[None], kp[None], (1,), (0,)
 
 
@@ -91,7 +99,7 @@ def _quadratic_forms(back: dict, exponents, signs, powers, log2_gain, depth: int
     whole = exponents[:, None] + back["exp_grad"] + k_int
     top = jnp.max(whole, axis=0)
     weights = jnp.asarray(signs, jnp.float32)[:, None] * passes.ldexp(k_frac, whole - top)  # (K, L), |w| < 2
-    forms = {name: jnp.einsum("kl,kjl,jl->l", weights, back[name], weights, precision=jax.lax.Precision.HIGHEST)
+    forms = {name: jnp.sum(weights[:, None] * back[name] * weights[None, :], axis=(0, 1))
              for name in ("grad_act", "grad_preact", "grad_weight")}
     return forms, top
 
@@ -117,7 +125,9 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
     params = network.draw_params(key, arch, 1.0, bias_std)
     x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
     x_last, e_last, fwd, residuals = passes.forward(params, arch, x, precision)
-    streams, exponents, signs, powers = _streams(x_last, e_last, key, probe, depth)
+    readout, target = passes.draw_readout(key, probe, arch.widths[-1])
+    prediction = jnp.matmul(x_last, readout, precision=precision)
+    streams, exponents, signs, powers = _streams(prediction, e_last, readout, target, probe, depth)
     back = passes.backward_streams(params, arch, residuals, streams, x_last, precision)
     jacobian = None
     if probe.jacobian:
@@ -142,7 +152,7 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
         out["grad_act_meansq"] = forms["grad_act"]
         out["grad_preact_meansq"] = forms["grad_preact"]
         out["grad_weight_meansq"] = forms["grad_weight"] * jnp.square(r / gain)
-        out["loss"], out["exp_loss"], _, _ = passes.loss_and_cotangent(x_last * r[-1], e_last + k[-1], key, probe)
+        out["loss"], out["exp_loss"], _, _ = passes.loss_of_prediction(prediction * r[-1], e_last + k[-1], target)
         if jacobian is not None:
             out["jacobian_sv"], out["exp_jacobian"] = jacobian[0] * r[-1], jacobian[1] + k[-1]
         return out
