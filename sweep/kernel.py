@@ -14,8 +14,10 @@ Cost. On a CPU the random weights cost more than the GEMMs that use them (threef
 of millions of normals per second against ~100 GFLOP/s). With common random numbers
 (``Probe.gains_per_draw`` > 1, ``draw_stats``) the networks of one draw that differ only in
 gain share their draws, which are made once, and every layer runs as one GEMM over all their
-rows. The weight gradient's mean square comes from two batch × batch Gram matrices when that
-is cheaper than the n_in × n_out gradient (``grad_weight_meansq``).
+rows. Where those networks are scaled copies of one another (positively homogeneous
+activation, no biases), one network is run and rescaled instead (``sweep.scaled_copies``).
+The weight gradient's mean square comes from two batch × batch Gram matrices when that is
+cheaper than the n_in × n_out gradient (``passes.grad_weight_meansq``).
 """
 
 from __future__ import annotations
