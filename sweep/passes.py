@@ -77,7 +77,8 @@ def gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) 
     """``h @ w`` (or ``h @ wᵀ``) for one network, or for the gains of one draw at once.
 
     Args:
-      h: ``(batch, n)``, or ``(G, batch, n)`` when ``gains`` is given.
+      h: ``(..., batch, n)``: one network's rows, or several row blocks that share ``w``
+        (``(G, batch, n)`` when ``gains`` is given).
       w: the weights, ``(n, m)`` (``(m, n)`` with ``transpose``); with ``gains``, the unit
         weights that every gain shares.
       precision: ``lax.Precision``.
@@ -86,7 +87,7 @@ def gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) 
         ``h @ w.T``, which XLA on CPU would lower to a copy of the transposed weights.
 
     Returns:
-      ``(batch, m)`` or ``(G, batch, m)``.
+      ``(..., batch, m)``.
     """
     contract = 1 if transpose else 0
     rows = h.reshape(-1, h.shape[-1])

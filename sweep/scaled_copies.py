@@ -95,10 +95,10 @@ def _quadratic_forms(back: dict, exponents, signs, powers, log2_gain, depth: int
     layers = jnp.arange(1, depth + 1)
     # Stream k at x_l, in true units: sign_k · 2^(exponent_k + exp_grad[k, l]) · γ^(power_k + L - l).
     power = jnp.asarray(powers)[:, None] + depth - layers  # (K, L)
-    k_int, k_frac = _split(power * log2_gain)
-    whole = exponents[:, None] + back["exp_grad"] + k_int
+    power_exponent, power_factor = _split(power * log2_gain)
+    whole = exponents[:, None] + back["exp_grad"] + power_exponent
     top = jnp.max(whole, axis=0)
-    weights = jnp.asarray(signs, jnp.float32)[:, None] * passes.ldexp(k_frac, whole - top)  # (K, L), |w| < 2
+    weights = jnp.asarray(signs, jnp.float32)[:, None] * passes.ldexp(power_factor, whole - top)  # (K, L), |w| < 2
     forms = {name: jnp.sum(weights[:, None] * back[name] * weights[None, :], axis=(0, 1))
              for name in ("grad_act", "grad_preact", "grad_weight")}
     return forms, top
