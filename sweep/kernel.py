@@ -94,13 +94,7 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     out["exp_grad"] = out["exp_grad"] + exp_g + m
     out["loss"], out["exp_loss"] = loss, exp_loss
     if probe.jacobian:
-        def last_layer(x0):
-            x_l, e_l, _, _ = passes.forward(params, arch, x0[None], precision)
-            return x_l[0], e_l
-
-        jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
-        out["jacobian_sv"] = jnp.linalg.svd(jac, compute_uv=False)
-        out["exp_jacobian"] = e_jac
+        out["jacobian_sv"], out["exp_jacobian"] = passes.jacobian_singular_values(params, arch, x[0], precision)
     return out
 
 
@@ -138,13 +132,7 @@ def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Arra
     if probe.jacobian:
         def jacobian(gain):
             scaled = tuple(tuple((gain * w, b) for w, b in block) for block in params)
-
-            def last_layer(x0):
-                x_l, e_l, _, _ = passes.forward(scaled, arch, x0[None], precision)
-                return x_l[0], e_l
-
-            jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
-            return jnp.linalg.svd(jac, compute_uv=False), e_jac
+            return passes.jacobian_singular_values(scaled, arch, x[0], precision)
 
         out["jacobian_sv"], out["exp_jacobian"] = jax.vmap(jacobian)(gains)
     return out

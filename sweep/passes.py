@@ -315,6 +315,27 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
     return _reverse_layers(layer, params, residuals, carry)
 
 
+def jacobian_singular_values(params, arch: Architecture, x0: jax.Array, precision) -> tuple[jax.Array, jax.Array]:
+    """Singular values of the input-output Jacobian ∂x_L/∂x_0 at one input, scaled.
+
+    Args:
+      params: from ``network.draw_params``, of one network.
+      arch: the architecture.
+      x0: the input ``(n_0,)``.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``(sv, e)``: the singular values ``(min(n_0, n_L),)`` are 2^e · sv.
+    """
+
+    def last_layer(x):
+        x_l, e_l, _, _ = forward(params, arch, x[None], precision)
+        return x_l[0], e_l
+
+    jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x0)
+    return jnp.linalg.svd(jac, compute_uv=False), e_jac
+
+
 def _reverse_layers(layer, params, residuals, carry) -> dict:
     """Runs ``layer(carry, w, residual) -> (carry, stats)`` from the last layer to the first.
 

@@ -129,14 +129,7 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
     prediction = jnp.matmul(x_last, readout, precision=precision)
     streams, exponents, signs, powers = _streams(prediction, e_last, readout, target, probe, depth)
     back = passes.backward_streams(params, arch, residuals, streams, x_last, precision)
-    jacobian = None
-    if probe.jacobian:
-        def last_layer(x0):
-            x_l, e_l, _, _ = passes.forward(params, arch, x0[None], precision)
-            return x_l[0], e_l
-
-        jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x[0])
-        jacobian = jnp.linalg.svd(jac, compute_uv=False), e_jac
+    jacobian = passes.jacobian_singular_values(params, arch, x[0], precision) if probe.jacobian else None
 
     def one_gain(gain):
         log2_gain = jnp.log2(gain)
