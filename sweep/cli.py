@@ -2,18 +2,20 @@
 
 Bad input of any kind ends with one line on stderr that names the field and what is
 allowed, and exit code 2; nothing is written in that case. A run stopped by Ctrl-C or
-SIGTERM ends with one line that says how to continue it, and exit code 130.
+SIGTERM ends with one line that says how to continue it, and exit code 130; a run whose
+kernel call stalled (``sweep.watchdog``) with one line saying what stalled, and exit code 3.
 """
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 
-from sweep.errors import Interrupted, SpecError
+from sweep.errors import Interrupted, SpecError, Stalled
 
 app = typer.Typer(
     add_completion=False,
@@ -57,6 +59,10 @@ def run(
     )] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
     theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Store theory_* predictions beside.")] = True,
+    stall_timeout: Annotated[Optional[float], typer.Option(
+        "--stall-timeout", help="Seconds a kernel call may take before the run stops (default: generous, "
+        "from the plan's estimate).", show_default=False,
+    )] = None,
 ):
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
@@ -69,10 +75,15 @@ def run(
         multiprocess.initialize(coordinator, num_processes, process_id)
     try:
         sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress, resume=resume,
-                  devices=devices, chunk_networks=chunk_networks, with_theory=theory)
+                  devices=devices, chunk_networks=chunk_networks, with_theory=theory, stall_timeout=stall_timeout)
     except Interrupted as e:
         print(f"sweep: {e}; continue with: sweep run {spec} --out {out} --resume", file=sys.stderr)
         raise typer.Exit(130) from None
+    except Stalled as e:
+        # The stuck call holds threads inside XLA that no exit handler could join.
+        print(f"sweep: error: {e}; continue with: sweep run {spec} --out {out} --resume", file=sys.stderr, flush=True)
+        sys.stdout.flush()
+        os._exit(3)
     typer.echo(f"wrote {out}  (inspect: sweep show {out})")
 
 

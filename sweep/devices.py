@@ -38,17 +38,6 @@ def local_mesh(devices: int | None = None) -> jax.sharding.Mesh:
     return jax.make_mesh((count,), (AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=local[:count])
 
 
-def safe_device_count(platform: str, devices: int, jacobian: bool) -> int:
-    """How many of ``devices`` a sweep can use without deadlocking.
-
-    jaxlib's CPU singular value decomposition (for ``jacobian``) splits its batch over XLA's
-    CPU thread pool, and when several CPU devices run at once that pool can be held by the
-    devices' own executions, so the run never finishes. One CPU device gives the same
-    numbers, and several CPU devices are a testing aid, not a speed-up.
-    """
-    return 1 if platform == "cpu" and jacobian else devices
-
-
 def make_kernel(arch: Architecture, probe: kernel.Probe, micro_batch: int, mesh: jax.sharding.Mesh) -> Callable:
     """``kernel.make_kernel`` on every device of ``mesh``, each running whole micro-batches.
 

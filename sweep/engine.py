@@ -21,7 +21,6 @@ import signal
 import shutil
 import threading
 import time
-import warnings
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -31,7 +30,8 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from sweep import checkpoint, devices as device_mesh, distributed, kernel, plan as planning, store
-from sweep.errors import Interrupted, SpecError
+from sweep.errors import Interrupted, SpecError, Stalled
+from sweep.watchdog import Watchdog
 from sweep.plan import Plan, Tile
 from sweep.spec import Spec
 
@@ -62,6 +62,7 @@ def run(
     devices: int | None = None,
     chunk_networks: int | None = None,
     with_theory: bool = True,
+    stall_timeout: float | None = None,
 ) -> xr.Dataset:
     """Runs a sweep: random-init statistics (``kind = "stats"``) or training (``kind = "train"``).
 
@@ -78,6 +79,8 @@ def run(
       chunk_networks: about how many networks each stored chunk holds (default: about 1 MiB
         per chunk of a per-layer variable); fixed when a store is created.
       with_theory: store the theory's prediction of every statistic beside it (``theory_*``).
+      stall_timeout: seconds a kernel call may take before the run stops with ``Stalled``
+        (default: a generous limit from the plan's estimate, see ``sweep.watchdog``).
 
     Returns:
       The dataset (see ``sweep.store`` for the contract); opened lazily from ``out`` if given.
@@ -88,6 +91,8 @@ def run(
         spec or a damaged one, too little disk or memory; raised before anything is
         computed, and nothing is written or changed.
       Interrupted: Ctrl-C or SIGTERM stopped the run; what was finished is stored.
+      Stalled: a kernel call made no progress within its deadline; what was finished is
+        stored, and the process should exit (the stuck call cannot be cancelled).
     """
     if isinstance(spec, (str, Path)):
         spec = Spec.from_toml(spec)
@@ -104,10 +109,6 @@ def run(
         error = SpecError(*failed[0][1].split("\n", 1)) if failed else None
     if error is not None:
         raise error
-    platform = mesh.devices.flat[0].platform
-    if device_mesh.safe_device_count(platform, mesh.size, spec.jacobian) < mesh.size:
-        warnings.warn(f"the Jacobian's singular values can deadlock on several {platform} devices; using one", stacklevel=2)
-        mesh = device_mesh.local_mesh(1)
     attrs = {"device_kind": device_mesh.describe(mesh, distributed.process_count())}
     if out is None:
         if distributed.process_count() > 1:
@@ -121,21 +122,21 @@ def run(
             for name, block in values.items():
                 arrays[name][position + tile.region] = block
 
-        _compute(the_plan, tiles, mesh, keep, _bar(spec, tiles, progress), lambda: False)
+        _compute(the_plan, tiles, mesh, keep, _bar(spec, tiles, progress), lambda: False, Watchdog(stall_timeout))
         return store.to_dataset(spec, arrays, attrs).merge(extra_variables(spec, with_theory))
     return _run_to_store(spec, Path(out), memory, overwrite, progress, resume, mesh, chunk_networks, attrs,
-                         with_theory)
+                         with_theory, stall_timeout)
 
 
 def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_networks, attrs,
-                  with_theory=True) -> xr.Dataset:
+                  with_theory=True, stall_timeout=None) -> xr.Dataset:
     """``run`` with a store, on every process of the run.
 
     Args:
       spec, out, memory, overwrite, progress, resume, chunk_networks: as ``run``'s.
       mesh: this process's devices.
       attrs: attributes that override the provenance of a new store.
-      with_theory: as ``run``'s.
+      with_theory, stall_timeout: as ``run``'s.
 
     Returns:
       The finished store, opened lazily.
@@ -185,7 +186,15 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
 
         error = None
         try:
-            finished = _compute(the_plan, mine, mesh, keep, _bar(spec, mine, progress, processes), stopping)
+            finished = _compute(the_plan, mine, mesh, keep, _bar(spec, mine, progress, processes), stopping,
+                                Watchdog(stall_timeout))
+        except Stalled as e:
+            stored = len(checkpoint.done(partial, len(tiles)))
+            e.where = f"{stored} of {len(tiles)} tiles are stored in {str(partial)!r}"
+            if processes == 1:
+                raise
+            error, finished = e, False
+            checkpoint.request_stop(partial)
         except Exception as e:  # the other processes must not be left waiting for this one
             if processes == 1:
                 raise
@@ -324,7 +333,8 @@ def _check_partial(partial: Path, spec: Spec, the_plan: Plan, chunking_given: bo
     checkpoint.done(partial, manifest["tiles"])
 
 
-def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stopping: Callable[[], bool]) -> bool:
+def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stopping: Callable[[], bool],
+             watchdog: Watchdog) -> bool:
     """Computes ``tiles`` and hands each one to ``keep`` as soon as all of it is computed.
 
     While the devices run one kernel call, the host finishes the previous one. Once
@@ -339,6 +349,7 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
       keep: ``keep(tile, values)``, values as ``store.TileWriter.write`` takes them.
       bar: a progress bar counting networks.
       stopping: polled after each kernel call until it is true.
+      watchdog: runs the kernel calls, each with a deadline.
 
     Returns:
       False if it stopped on request, True if it computed every tile.
@@ -350,7 +361,8 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
     pending = None  # one call in flight while the host finishes the previous one
     finishing = None  # once stopping: the tiles still to complete
 
-    def finish(assembler, positions, raw) -> None:
+    def finish(assembler, positions, call, limit, what) -> None:
+        raw = watchdog.result(call, limit, what)
         for tile, values in assembler.add(positions, kernel.finish(raw)):
             keep(tile, _pad(values, tile, shapes))
             bar.update(tile.size)
@@ -361,18 +373,22 @@ def _compute(the_plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, s
         group = the_plan.groups[group_index]
         kern = device_mesh.make_kernel(group.arch, the_plan.probe, group.micro_batch, mesh)
         assembler = _Assembler(group_tiles)
-        for ids in the_plan.calls(group, the_plan.tile_micro_batches(group, group_tiles), mesh.size):
+        what = the_plan.describe(group)
+        estimate = the_plan.call_flops(group, mesh.size)
+        for n, ids in enumerate(the_plan.calls(group, the_plan.tile_micro_batches(group, group_tiles), mesh.size)):
             positions = the_plan.positions(group, ids)
             g_idx, b_idx, _ = np.unravel_index(positions, the_plan.local_shape)
-            raw = kern(
+            call = watchdog.submit(
+                kern,
                 np.uint32(spec.rng_seed),
                 the_plan.global_indices(group, positions).astype(np.uint32),
                 gains[g_idx],
                 bias_stds[b_idx],
             )
+            limit = watchdog.limit(estimate, first_of_program=n == 0)
             if pending is not None:
                 finish(*pending)
-            pending = (assembler, positions, raw)
+            pending = (assembler, positions, call, limit, what)
             if finishing is None and stopping():
                 finish(*pending)
                 pending, finishing = None, assembler.partial()

@@ -31,3 +31,21 @@ class Interrupted(KeyboardInterrupt):
     def __init__(self, out, partial, stored: int, total: int):
         self.out, self.partial, self.stored, self.total = out, partial, stored, total
         super().__init__(f"stopped with {stored} of {total} chunks stored in {partial}")
+
+
+class Stalled(RuntimeError):
+    """A kernel call did not complete within its deadline (see ``sweep.watchdog``).
+
+    The run stopped; every tile computed before is stored, and ``--resume`` continues.
+
+    Attributes:
+      message: what stalled and the likely cause.
+      where: set by the engine: how much is stored where, and how to continue.
+    """
+
+    def __init__(self, message: str, where: str = ""):
+        self.message, self.where = message, where
+        super().__init__(message)
+
+    def __str__(self) -> str:
+        return self.message + (f"; {self.where}" if self.where else "")

@@ -3,7 +3,10 @@
 An init name gives the fan that sets the variance and the distribution: ``fan_in``,
 ``fan_out``, ``fan_avg`` (normal), each also ``_uniform`` and ``_truncated`` (truncated normal
 rescaled to the same variance), and ``orthogonal``. The registry samples weights of unit
-scale; the kernel multiplies them by the gain, so that Var[W] = gain² / fan.
+scale; the kernel multiplies them by the gain, so that Var[W] = gain² / fan. Orthogonal
+matrices are ``jax.nn.initializers.orthogonal``'s; on CPUs they are factorised by
+``sweep.linalg`` instead of jaxlib's LAPACK QR, which can deadlock XLA's thread pool (the
+same matrices up to float32 rounding).
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Callable, NamedTuple
 
 import jax
 
+from sweep import linalg
 from sweep.errors import SpecError
 
 _FANS = ("fan_in", "fan_out", "fan_avg")
@@ -50,6 +54,13 @@ class Init(NamedTuple):
         return float(max(fan_in, fan_out))
 
 
+def _orthogonal(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """``jax.nn.initializers.orthogonal()``, without LAPACK on CPUs (see ``sweep.linalg``)."""
+    if jax.default_backend() == "cpu":
+        return linalg.orthogonal(key, shape)
+    return jax.nn.initializers.orthogonal()(key, shape)
+
+
 @functools.cache
 def get(name: str, field: str = "init") -> Init:
     """Looks up an initialiser by name.
@@ -65,7 +76,7 @@ def get(name: str, field: str = "init") -> Init:
       SpecError: the name is not registered.
     """
     if name == "orthogonal":
-        return Init(name, "orthogonal", "orthogonal", jax.nn.initializers.orthogonal(scale=1.0))
+        return Init(name, "orthogonal", "orthogonal", _orthogonal)
     for fan in _FANS:
         for suffix, distribution in _DISTRIBUTIONS.items():
             if name == fan + suffix:

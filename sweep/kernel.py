@@ -47,6 +47,9 @@ class Probe(NamedTuple):
       outputs: readout dimension of ``"mse"``.
       precision: ``"highest"`` or ``"default"``.
       jacobian: also compute the input-output Jacobian's singular values.
+      jacobian_on_host: with ``jacobian``, the kernel returns the Jacobian and ``finish``
+        takes its singular values on the host (for CPUs, where jaxlib's SVD inside a program
+        can deadlock XLA's thread pool; see ``sweep.linalg``); else the kernel returns them.
       gains_per_draw: networks that share one draw of random numbers (weights, biases,
         inputs, readout and targets) and differ only in their gain: 1 for independent draws,
         the number of gains for common random numbers across gains.
@@ -62,6 +65,12 @@ class Probe(NamedTuple):
     jacobian: bool
     gains_per_draw: int = 1
     scaled_copies: bool = False
+    jacobian_on_host: bool = False
+
+    @property
+    def jacobian_key(self) -> str:
+        """The kernel's output name of the Jacobian: the matrix, or its singular values."""
+        return "jacobian" if self.jacobian_on_host else "jacobian_sv"
 
     @property
     def lax_precision(self):
@@ -81,7 +90,8 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     Returns:
       A dict of arrays: per layer ``(L,)`` the ``LAYER_STATS`` mantissas and the exponents
       ``exp_in``, ``exp_out``, ``exp_grad``; per network ``loss`` and ``exp_loss``; with
-      ``probe.jacobian`` also ``jacobian_sv`` ``(min(n_0, n_L),)`` and ``exp_jacobian``.
+      ``probe.jacobian`` also ``exp_jacobian`` and ``jacobian_sv`` ``(min(n_0, n_L),)`` or, with
+      ``probe.jacobian_on_host``, ``jacobian`` ``(n_L, n_0)``.
     """
     precision = probe.lax_precision
     params = network.draw_params(key, arch, gain, bias_std)
@@ -94,8 +104,10 @@ def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_s
     out["exp_grad"] = out["exp_grad"] + exp_g + m
     out["loss"], out["exp_loss"] = loss, exp_loss
     if probe.jacobian:
-        out["jacobian_sv"], out["exp_jacobian"] = passes.jacobian_singular_values(params, arch, x[0], precision)
+        out[probe.jacobian_key], out["exp_jacobian"] = passes.jacobian(
+            params, arch, x[0], precision, not probe.jacobian_on_host)
     return out
+
 
 
 def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Array, bias_std) -> dict:
@@ -132,9 +144,9 @@ def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Arra
     if probe.jacobian:
         def jacobian(gain):
             scaled = tuple(tuple((gain * w, b) for w, b in block) for block in params)
-            return passes.jacobian_singular_values(scaled, arch, x[0], precision)
+            return passes.jacobian(scaled, arch, x[0], precision, not probe.jacobian_on_host)
 
-        out["jacobian_sv"], out["exp_jacobian"] = jax.vmap(jacobian)(gains)
+        out[probe.jacobian_key], out["exp_jacobian"] = jax.vmap(jacobian)(gains)
     return out
 
 
@@ -214,6 +226,8 @@ def finish(raw: dict) -> dict[str, np.ndarray]:
         out = {k: np.ldexp(raw[k].astype(np.float64), exponents[k]) for k in LAYER_STATS}
         out["overflow"] = ~np.all([np.isfinite(out[k]) for k in LAYER_STATS], axis=0)
         out["loss"] = np.ldexp(raw["loss"].astype(np.float64), raw["exp_loss"].astype(np.int64))
+        if "jacobian" in raw:
+            raw["jacobian_sv"] = passes.jacobian_singular_values(raw["jacobian"])
         if "jacobian_sv" in raw:
             out["jacobian_singular_values"] = np.ldexp(
                 raw["jacobian_sv"].astype(np.float64), raw["exp_jacobian"].astype(np.int64)[:, None]

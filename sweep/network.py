@@ -145,34 +145,16 @@ def draw_params(key: jax.Array, arch: Architecture, gain, bias_std) -> Params:
       Layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``.
     """
     layers_key = jax.random.fold_in(key, LAYER_STREAM)
-    # jaxlib's CPU QR (a LAPACK call) can deadlock when XLA runs two of them at once on a
-    # small thread pool, so orthogonal layers of different shapes are drawn one after another.
-    one_at_a_time = inits.get(arch.init).distribution == "orthogonal"
-    params, previous = [], None
+    params = []
     for seg in segments(arch.shapes):
         period = len(seg.block)
         block = []
         for j, shape in enumerate(seg.block):
             numbers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
             keys = jax.vmap(lambda n: jax.random.fold_in(layers_key, n))(numbers)
-            if one_at_a_time and previous is not None:
-                keys = _after(keys, previous)
             block.append(jax.vmap(lambda k: draw_layer(k, shape, arch.init, gain, bias_std))(keys))
-            previous = block[-1][0]
         params.append(tuple(block))
     return tuple(params)
-
-
-def _after(keys: jax.Array, w: jax.Array) -> jax.Array:
-    """``keys`` unchanged, but with a data dependency on ``w``, so XLA computes ``w`` first.
-
-    The dependency adds a zero to the key data: 1 only if ``w``'s first entry were NaN,
-    which an orthogonal matrix never has. (An optimization barrier would not do: XLA's CPU
-    runtime schedules by data dependencies.)
-    """
-    first = w.reshape(-1)[0]
-    zero = (first != first).astype(jnp.uint32)
-    return jax.random.wrap_key_data(jax.random.key_data(keys) + zero, impl=jax.random.key_impl(keys))
 
 
 def layer_list(params: Params) -> list[tuple[jax.Array, jax.Array]]:

@@ -315,17 +315,21 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
     return _reverse_layers(layer, params, residuals, carry)
 
 
-def jacobian_singular_values(params, arch: Architecture, x0: jax.Array, precision) -> tuple[jax.Array, jax.Array]:
-    """Singular values of the input-output Jacobian ∂x_L/∂x_0 at one input, scaled.
+def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_values: bool) -> tuple[jax.Array, jax.Array]:
+    """The input-output Jacobian ∂x_L/∂x_0 at one input, or its singular values, scaled.
 
     Args:
       params: from ``network.draw_params``, of one network.
       arch: the architecture.
       x0: the input ``(n_0,)``.
       precision: ``lax.Precision``.
+      singular_values: return the singular values, from ``jnp.linalg.svd`` on the device;
+        else the matrix, for ``jacobian_singular_values`` to factorise on the host (jaxlib's
+        CPU SVD can deadlock XLA's thread pool, see ``sweep.linalg``).
 
     Returns:
-      ``(sv, e)``: the singular values ``(min(n_0, n_L),)`` are 2^e · sv.
+      ``(values, e)``: the Jacobian ``(n_L, n_0)`` or its singular values ``(min(n_0, n_L),)``
+      are 2^e · values.
     """
 
     def last_layer(x):
@@ -333,7 +337,19 @@ def jacobian_singular_values(params, arch: Architecture, x0: jax.Array, precisio
         return x_l[0], e_l
 
     jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x0)
-    return jnp.linalg.svd(jac, compute_uv=False), e_jac
+    return (jnp.linalg.svd(jac, compute_uv=False) if singular_values else jac), e_jac
+
+
+def jacobian_singular_values(matrices: np.ndarray) -> np.ndarray:
+    """Singular values of float32 Jacobians, in float64 with numpy's LAPACK, on the host.
+
+    Args:
+      matrices: ``(..., n_L, n_0)``.
+
+    Returns:
+      ``(..., min(n_0, n_L))``, descending.
+    """
+    return np.linalg.svd(np.asarray(matrices, np.float64), compute_uv=False)
 
 
 def _reverse_layers(layer, params, residuals, carry) -> dict:

@@ -179,6 +179,16 @@ class Plan(NamedTuple):
         gain, draw = np.divmod(np.asarray(positions, np.int64), self.networks_per_group // per_draw)
         return draw * per_draw + gain
 
+    def describe(self, group: Group) -> str:
+        """The group's grid point, e.g. ``activation=relu, init=fan_in, ..., width=64``."""
+        values = (getattr(self.spec.grid, axis)[i] for axis, i in zip(STATIC_AXES, group.position))
+        return ", ".join(f"{axis}={value}" for axis, value in zip(STATIC_AXES, values))
+
+    def call_flops(self, group: Group, devices: int = 1) -> float:
+        """An estimate of the floating-point work of one kernel call on one device."""
+        per_device = self.call_size(group, devices) // devices * group.micro_batch
+        return float(per_device * flops_per_network(group.arch, self.probe))
+
     def global_indices(self, group: Group, positions: np.ndarray) -> np.ndarray:
         """Global network indices of a group's flat positions."""
         offset = int(np.ravel_multi_index(group.position, self.spec.grid.shape[:5])) * self.networks_per_group
@@ -245,6 +255,13 @@ def bytes_per_network(arch: Architecture, probe: Probe) -> int:
     return int(4 * _WORKSPACE_FACTOR * (shared + residuals + temporaries + jacobian))
 
 
+def flops_per_network(arch: Architecture, probe: Probe) -> int:
+    """The GEMM FLOPs of one network: forward, backward and weight gradient, and the Jacobian's tangents."""
+    layer = sum(2 * i * o for i, o in arch.shapes)
+    jacobian = arch.widths[0] * layer if probe.jacobian else 0
+    return 3 * probe.batch * layer + jacobian
+
+
 def micro_batch(arch: Architecture, probe: Probe, platform: str | None = None) -> int:
     """How many networks the kernel ``vmap``s together, set by the architecture.
 
@@ -268,13 +285,18 @@ def fitting_power_of_two(bytes_each: int, most: int, platform: str | None = None
       most: the most items.
       platform: the JAX backend (default: the current one).
     """
+    reference = _MICRO_BATCH_BYTES.get(_platform(platform), _ACCELERATOR_BYTES)
+    fits = max(1, reference // bytes_each)
+    return 2 ** int(math.log2(min(most, fits)))
+
+
+def _platform(platform: str | None) -> str:
+    """``platform``, or by default the JAX backend's."""
     if platform is None:
         import jax
 
         platform = jax.default_backend()
-    reference = _MICRO_BATCH_BYTES.get(platform, _ACCELERATOR_BYTES)
-    fits = max(1, reference // bytes_each)
-    return 2 ** int(math.log2(min(most, fits)))
+    return platform
 
 
 def bytes_of_result(spec: Spec) -> int:
@@ -317,7 +339,8 @@ def make_plan(
     per_draw = len(spec.grid.gain) if spec.common_random_numbers else 1
     g = spec.grid
     scaled = spec.scaled_copies and min(g.gain) > 0 and max(g.bias_std) == 0
-    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw, scaled)
+    probe = Probe(spec.batch, spec.loss, spec.outputs, spec.precision, spec.jacobian, per_draw, scaled,
+                  jacobian_on_host=spec.jacobian and _platform(None) == "cpu")
     per_group = len(g.gain) * len(g.bias_std) * spec.seeds
     groups = []
     for n, position in enumerate(np.ndindex(*g.shape[:5])):

@@ -129,7 +129,7 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
     prediction = jnp.matmul(x_last, readout, precision=precision)
     streams, exponents, signs, powers = _streams(prediction, e_last, readout, target, probe, depth)
     back = passes.backward_streams(params, arch, residuals, streams, x_last, precision)
-    jacobian = passes.jacobian_singular_values(params, arch, x[0], precision) if probe.jacobian else None
+    jacobian = passes.jacobian(params, arch, x[0], precision, not probe.jacobian_on_host) if probe.jacobian else None
 
     def one_gain(gain):
         log2_gain = jnp.log2(gain)
@@ -147,7 +147,8 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
         out["grad_weight_meansq"] = forms["grad_weight"] * jnp.square(r / gain)
         out["loss"], out["exp_loss"], _, _ = passes.loss_of_prediction(prediction * r[-1], e_last + k[-1], target)
         if jacobian is not None:
-            out["jacobian_sv"], out["exp_jacobian"] = jacobian[0] * r[-1], jacobian[1] + k[-1]
+            # The Jacobian and its singular values scale like x_L: by γ^L = 2^k_L · r_L.
+            out[probe.jacobian_key], out["exp_jacobian"] = jacobian[0] * r[-1], jacobian[1] + k[-1]
         return out
 
     return jax.vmap(one_gain)(gains)

@@ -114,11 +114,12 @@ def test_common_random_numbers_equal_plain_autodiff(activation, init, profile, l
         np.testing.assert_allclose(stats["loss"][i], loss_value, rtol=2e-5)
 
 
-@pytest.mark.parametrize("activation, as_copies", [("tanh", False), ("relu", True)])
-def test_common_random_numbers_jacobian(activation, as_copies):
+@pytest.mark.parametrize("activation, as_copies, on_host", [("tanh", False, True), ("relu", True, True),
+                                                           ("relu", True, False)])
+def test_common_random_numbers_jacobian(activation, as_copies, on_host):
     arch = network.Architecture.from_grid(activation, "fan_in", "constant", 3, 6)
     probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True, gains_per_draw=2,
-                         scaled_copies=as_copies)
+                         scaled_copies=as_copies, jacobian_on_host=on_host)
     assert scaled_copies.applies(arch, probe) is as_copies
     stats = kernel.finish(kernel.make_kernel(arch, probe, 2)(
         jnp.uint32(1), jnp.asarray([4, 9], jnp.uint32), jnp.asarray([0.7, 1.3], jnp.float32), jnp.zeros(2, jnp.float32)))

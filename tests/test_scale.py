@@ -374,12 +374,6 @@ def test_resume_of_a_complete_store_computes_nothing(reference, setup, tmp_path)
     assert snapshot(out) == before and ds.sizes["seed"] == 200
 
 
-def test_the_jacobian_uses_one_cpu_device():
-    assert devices.safe_device_count("cpu", 8, jacobian=True) == 1
-    assert devices.safe_device_count("cpu", 8, jacobian=False) == 8
-    assert devices.safe_device_count("gpu", 8, jacobian=True) == 8
-
-
 def test_devices_must_exist(setup, tmp_path, capsys):
     for bad in ("0", "2"):
         assert cli.main(["run", str(setup["spec"]), "--out", str(tmp_path / "s.zarr"), "--devices", bad]) == 2

@@ -1,0 +1,149 @@
+"""Matrix factorisations written in plain XLA operations, never jaxlib's CPU LAPACK calls.
+
+Why. jaxlib's CPU LAPACK kernels (QR, Cholesky, triangular solve, SVD, eigh) split a
+batch of matrices over XLA's intra-op thread pool with ``ParallelBatchMap`` and then block
+the thread that runs them on a ``BlockingCounter`` until the pieces are done. That thread is
+itself a worker of the same pool. When as many such calls start at once as the pool has
+threads (two CPU devices running their programs at the same time on a 2-core machine, or
+two independent LAPACK calls inside one program), every worker waits for pieces that no
+free worker is left to run, and the process sits at 0% CPU for ever. Native stacks of a
+hung sweep show every ``tf_XLAEigen`` worker in ``jax::ParallelBatchMap`` ->
+``absl::BlockingCounter::Wait`` under ``lapack_sgeqrf_ffi`` (orthogonal weights) or
+``lapack_spotrf_ffi`` (a vmapped Cholesky), while the devices' launcher threads wait in
+``CpuPjRtRawLoadedExecutable::Execute``. Serialising the calls inside one program does not
+help once several devices run, so the engine does not use them inside its programs: the
+factorisations it needs are written here with loops of matrix-vector operations, which XLA
+runs on its own threads without waiting on the pool.
+
+Each function takes one matrix (``vmap`` it for a batch). The loops run over columns with
+``lax.fori_loop`` and fixed shapes: entries outside the active part are masked, not sliced.
+Costs are those of unblocked (level-2) algorithms: fine for the batch × batch and
+width × width matrices the engine factorises, slower than LAPACK for widths in the
+thousands (see the README's measurements).
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+_HIGHEST = jax.lax.Precision.HIGHEST
+
+
+def householder_qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """The thin QR factorisation of a tall matrix, by Householder reflections.
+
+    The same reflections as LAPACK's ``geqrf``: column j is reflected onto
+    ``beta_j e_j`` with ``beta_j = -sign(a_jj) ‖a_j‖``, so ``Q`` equals LAPACK's up to
+    rounding.
+
+    Args:
+      a: ``(m, k)`` with ``m >= k``.
+
+    Returns:
+      ``(q, r_diag)``: ``q`` ``(m, k)`` with orthonormal columns and ``r_diag`` ``(k,)``, the
+      diagonal of R (``a = q r`` with R upper triangular).
+    """
+    m, k = a.shape
+    if m < k:
+        raise ValueError(f"householder_qr needs a tall matrix, got {a.shape}")
+    rows = jnp.arange(m)
+
+    def reflect(j, carry):
+        a, reflectors, diagonal = carry
+        x = jnp.where(rows >= j, jax.lax.dynamic_index_in_dim(a, j, axis=1, keepdims=False), 0.0)
+        alpha = x[j]
+        norm = jnp.sqrt(jnp.sum(jnp.square(x)))
+        beta = jnp.where(alpha > 0, -norm, norm)
+        v = x - beta * (rows == j)
+        v_norm = jnp.sqrt(jnp.sum(jnp.square(v)))
+        v = jnp.where(v_norm > 0, v / jnp.where(v_norm > 0, v_norm, 1.0), 0.0)
+        # Columns before j are zero on rows >= j, where v lives, so reflecting all of a is exact.
+        a = a - 2.0 * jnp.outer(v, jnp.matmul(v, a, precision=_HIGHEST))
+        return a, reflectors.at[j].set(v), diagonal.at[j].set(beta)
+
+    init = (a, jnp.zeros((k, m), a.dtype), jnp.zeros((k,), a.dtype))
+    _, reflectors, diagonal = jax.lax.fori_loop(0, k, reflect, init)
+
+    def apply(i, q):
+        v = reflectors[k - 1 - i]
+        return q - 2.0 * jnp.outer(v, jnp.matmul(v, q, precision=_HIGHEST))
+
+    q = jax.lax.fori_loop(0, k, apply, jnp.eye(m, k, dtype=a.dtype))
+    return q, diagonal
+
+
+def orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
+    """A Haar-random (semi-)orthogonal matrix: ``jax.nn.initializers.orthogonal()``'s law and draw.
+
+    The same Gaussian matrix as ``jax.random.orthogonal`` draws from ``key``, the same sign
+    convention (R with a positive diagonal, which makes Q Haar-distributed), and the QR
+    factorisation of ``householder_qr``; the result equals ``jax.nn.initializers.orthogonal()
+    (key, shape)`` up to float32 rounding.
+
+    Args:
+      key: a PRNG key.
+      shape: ``(n_in, n_out)``; the rows are orthonormal if n_in < n_out, else the columns.
+      dtype: a float dtype.
+
+    Returns:
+      ``(n_in, n_out)``.
+    """
+    n_rows, n_cols = shape
+    z = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
+    q, r_diag = householder_qr(z)
+    q = q * jnp.where(r_diag < 0, -1.0, 1.0).astype(dtype)
+    return q.T if n_rows < n_cols else q
+
+
+def cholesky(g: jax.Array) -> jax.Array:
+    """The lower Cholesky factor L of a symmetric positive definite matrix, g = L Lᵀ.
+
+    Column by column (left-looking). A pivot that is not positive (g singular to float
+    precision) gives a zero column instead of NaN, so that the caller can treat that
+    direction as absent.
+
+    Args:
+      g: ``(n, n)``, symmetric positive (semi-)definite.
+
+    Returns:
+      ``(n, n)`` lower triangular.
+    """
+    n = g.shape[0]
+    rows = jnp.arange(n)
+
+    def column(j, factor):
+        row_j = jax.lax.dynamic_index_in_dim(factor, j, axis=0, keepdims=False)  # L[j, :], zero from j on
+        g_j = jax.lax.dynamic_index_in_dim(g, j, axis=1, keepdims=False)
+        c = g_j - jnp.matmul(factor, row_j, precision=_HIGHEST)
+        pivot = c[j]
+        d = jnp.sqrt(jnp.where(pivot > 0, pivot, 1.0))
+        col = jnp.where((rows >= j) & (pivot > 0), c / d, 0.0)
+        return jax.lax.dynamic_update_index_in_dim(factor, col[:, None], j, axis=1)
+
+    return jax.lax.fori_loop(0, n, column, jnp.zeros_like(g))
+
+
+def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
+    """X with L X = B for a lower triangular L, by forward substitution.
+
+    A zero pivot (a column ``cholesky`` left out) gives a zero row of X.
+
+    Args:
+      factor: L, ``(n, n)`` lower triangular.
+      b: ``(n, m)``.
+
+    Returns:
+      ``(n, m)``.
+    """
+    n = factor.shape[0]
+
+    def row(i, x):
+        l_i = jax.lax.dynamic_index_in_dim(factor, i, axis=0, keepdims=False)
+        pivot = l_i[i]
+        rest = jnp.matmul(l_i, x, precision=_HIGHEST)  # rows of x from i on are still zero
+        b_i = jax.lax.dynamic_index_in_dim(b, i, axis=0, keepdims=False)
+        x_i = jnp.where(pivot != 0, (b_i - rest) / jnp.where(pivot != 0, pivot, 1.0), 0.0)
+        return jax.lax.dynamic_update_index_in_dim(x, x_i, i, axis=0)
+
+    return jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
