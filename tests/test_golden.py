@@ -1,0 +1,48 @@
+"""The golden regression test: every number of the golden sweeps, bit for bit.
+
+The sweeps (tests/golden/specs.toml) cover every path of the engine: activation classes,
+the four init families, the three profiles, biases, the Jacobian, common random numbers with
+and without scaled copies, both losses, and training on MNIST-1D and the teacher task. A
+change that moves a golden number on purpose rewrites tests/golden/values.npz with
+``python tests/golden/golden.py --write`` in a commit of its own that says which variables
+moved and by how much (the script prints it).
+"""
+
+import sys
+from pathlib import Path
+
+import jax
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "golden"))
+import golden  # noqa: E402
+
+pytestmark = pytest.mark.skipif(jax.default_backend() != "cpu", reason="the golden numbers are the CPU's")
+
+
+@pytest.fixture(scope="module")
+def recorded():
+    values, versions = golden.load()
+    assert versions == golden.versions(), (
+        f"the golden numbers were recorded with {versions}; this environment has {golden.versions()} "
+        "(install with the test extra, which pins them)")
+    return values
+
+
+@pytest.mark.parametrize("name", sorted(golden.specs()))
+def test_every_stored_number_of_the_golden_sweep_is_unchanged(name, recorded):
+    new = golden.compute([name])
+    old = {k: v for k, v in recorded.items() if k.split("/", 1)[0] == name}
+    assert new, name
+    assert golden.differences(new, old) == []
+
+
+def test_the_comparison_sees_one_changed_bit():
+    values = {"s/x": np.array([1.0, np.nan, 3.0]), "s/flag": np.array([True, False])}
+    assert golden.differences(values, values) == []
+    nudged = {**values, "s/x": np.array([1.0, np.nan, np.nextafter(3.0, 4.0)])}
+    assert golden.differences(nudged, values) == ["s/x: largest relative difference 1.48e-16"]
+    flipped = {**values, "s/flag": np.array([True, True])}
+    assert golden.differences(flipped, values) == ["s/flag: values differ"]
+    assert golden.differences({**values, "t/y": np.zeros(1)}, values) == ["t: a new sweep"]
