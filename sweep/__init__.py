@@ -5,14 +5,31 @@ depth, width, gain, activation, init and width profile, and stores per-layer for
 backward statistics as xarray datasets in zarr stores.
 
     >>> import sweep
-    >>> ds = sweep.run(sweep.Spec.from_toml("analysis/specs/quick.toml"), out="results/quick.zarr")
+    >>> spec = sweep.load_spec("analysis/specs/quick.toml")
+    >>> ds = sweep.run(spec, out="results/quick.zarr")
     >>> ds = sweep.load("results/quick.zarr")
+
+The data flow one way, and so do the subpackages: ``config`` (what a sweep is) → ``plan``
+(how it is cut into programs, calls and tiles) → ``model`` and ``kernel`` (the networks and
+their statistics on device) → ``engine`` (executing a plan, resumably) → ``io`` (datasets and
+stores) → ``theory``, ``plots`` and ``report``; ``train`` trains the same networks.
+Importing ``sweep`` is cheap: the engine and the store load on first use.
 """
 
-from sweep.engine import run
+from sweep.config import Grid, Spec, TrainGrid, TrainSpec, load_spec
 from sweep.errors import SpecError
-from sweep.spec import Grid, Spec
-from sweep.store import load
 
-__all__ = ["Grid", "Spec", "SpecError", "load", "run"]
+__all__ = ["Grid", "Spec", "SpecError", "TrainGrid", "TrainSpec", "load", "load_spec", "run"]
 __version__ = "0.1.0"
+
+
+def __getattr__(name: str):
+    if name == "run":
+        from sweep.engine.run import run
+
+        return run
+    if name == "load":
+        from sweep.io.zarr_store import load
+
+        return load
+    raise AttributeError(f"module 'sweep' has no attribute {name!r}")

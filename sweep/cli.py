@@ -58,7 +58,10 @@ def run(
         "--process-id", help="This process's index in a multi-process run, from 0.", show_default=False
     )] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    theory: Annotated[bool, typer.Option("--theory/--no-theory", help="Store theory_* predictions beside.")] = True,
+    theory: Annotated[Optional[bool], typer.Option(
+        "--theory/--no-theory", help="Store theory_* predictions beside (default: for statistics sweeps).",
+        show_default=False,
+    )] = None,
     stall_timeout: Annotated[Optional[float], typer.Option(
         "--stall-timeout", help="Seconds a kernel call may take before the run stops (default: generous, "
         "from the plan's estimate).", show_default=False,
@@ -67,10 +70,10 @@ def run(
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
 
-    the_spec = sweep.Spec.from_toml(spec)
+    the_spec = sweep.load_spec(spec)
     out = out or Path("results") / f"{the_spec.name}.zarr"
     if distributed or coordinator is not None or num_processes is not None or process_id is not None:
-        from sweep import distributed as multiprocess
+        from sweep.engine import distributed as multiprocess
 
         multiprocess.initialize(coordinator, num_processes, process_id)
     try:
@@ -94,23 +97,24 @@ def theory_command(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store.")] = False,
 ):
     """Write the mean-field and finite-width predictions for a spec's grid, without running it."""
-    import sweep
-    from sweep import store, theory
+    from sweep import theory
+    from sweep.config import Spec
+    from sweep.io import provenance, zarr_store
 
-    the_spec = sweep.Spec.from_toml(spec)
-    store.check_writable(out, overwrite)
+    the_spec = Spec.from_toml(spec)
+    zarr_store.check_writable(out, overwrite)
     predictions = theory.predict(the_spec)
-    predictions.attrs.update(store.provenance(the_spec))
-    store.write(predictions, out, overwrite=overwrite)
+    predictions.attrs.update(provenance.provenance(the_spec))
+    zarr_store.write(predictions, out, overwrite=overwrite)
     typer.echo(f"wrote {out}")
 
 
 @app.command()
 def show(path: Annotated[Path, typer.Argument(help="A store written by `sweep run`.")]):
     """Print a readable summary of a store."""
-    from sweep import store
+    from sweep.io import describe, zarr_store
 
-    typer.echo(store.describe(store.load(path)))
+    typer.echo(describe.describe(zarr_store.load(path)))
 
 
 @app.command()
@@ -120,9 +124,10 @@ def export(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
 ):
     """Export a store to netCDF."""
-    from sweep import store
+    from sweep.io import netcdf as netcdf_io
+    from sweep.io import zarr_store
 
-    store.export_netcdf(store.load(path).load(), netcdf, overwrite=overwrite)
+    netcdf_io.export_netcdf(zarr_store.load(path).load(), netcdf, overwrite=overwrite)
     typer.echo(f"wrote {netcdf}")
 
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import xarray as xr
 
-from sweep import plots, store
+from sweep import plots
 from sweep.errors import SpecError
+from sweep.io import zarr_store
 from sweep.report import points
 
 POINTS = (
@@ -32,11 +33,11 @@ def load_results(paths) -> dict[str, xr.Dataset]:
       SpecError: for ``results`` when a path is not a sweep store.
     """
     from sweep import theory
-    from sweep.spec import Spec
+    from sweep.config import Spec
 
     results = {}
     for path in paths:
-        ds = store.load(path).load()
+        ds = zarr_store.load(path).load()
         spec = json.loads(ds.attrs["spec"])
         if spec.get("kind", "stats") == "stats" and not any(str(v).startswith("theory_") for v in ds.data_vars):
             ds = ds.merge(theory.predict(Spec.from_json(ds.attrs["spec"])))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sweep.spec import Spec
+from sweep.config import Spec
 
 
 def deviation(ds: xr.Dataset, theory: xr.Dataset | None = None) -> xr.Dataset:

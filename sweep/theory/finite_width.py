@@ -30,7 +30,7 @@ from typing import NamedTuple, Sequence
 import numpy as np
 from scipy import special, stats
 
-from sweep import inits
+from sweep.config import inits
 
 GAUSSIAN_INITS = ("fan_in", "fan_out", "fan_avg")
 """Inits under which the law is exact (normal weights)."""

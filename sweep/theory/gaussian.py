@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.activations import Activation
+from sweep.config.activations import Activation
 
 HALF_WIDTH = 12.0
 """The rules integrate over s in [-HALF_WIDTH, HALF_WIDTH]."""

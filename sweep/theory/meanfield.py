@@ -36,8 +36,8 @@ import jax.numpy as jnp
 import numpy as np
 from scipy import optimize
 
-from sweep import activations
-from sweep.activations import Activation
+from sweep.config import activations
+from sweep.config.activations import Activation
 from sweep.theory import moments
 from sweep.theory.precision import float64
 

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 from jax.scipy.special import ndtr
 
-from sweep import activations
+from sweep.config import activations
 from sweep.theory import gaussian
 
 _TINY_Q = 1e-300  # q is floored here where it divides (q = 0 has the q → 0 limit)

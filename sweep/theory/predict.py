@@ -21,8 +21,8 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from sweep import activations, inits, profiles
-from sweep.spec import GRID_AXES, Spec
+from sweep.config import activations, inits, profiles
+from sweep.config import GRID_AXES, Spec
 from sweep.theory import finite_width, recursion
 from sweep.theory.precision import float64
 

@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep import activations
+from sweep.config import activations
 from sweep.theory import moments
 
 _POINTS_PER_MAP = 16  # points evaluated together by lax.map (bounds memory of pair rules)

@@ -1,15 +1,11 @@
 """Short training runs of the sweep's networks: thousands at once, on MNIST-1D, digits or a teacher.
 
     >>> import sweep
-    >>> from sweep.train import run_training
-    >>> spec = sweep.Spec.from_toml("trainability.toml")  # kind = "train": a TrainSpec
-    >>> ds = run_training(spec, out="results/trainability.zarr")
+    >>> spec = sweep.load_spec("analysis/specs/train.toml")   # kind = "train": a TrainSpec
+    >>> ds = sweep.run(spec, out="results/train.zarr")
 
-See ``sweep.train.spec`` for the spec, ``sweep.train.schema`` for the dataset, and
-``sweep.train.loop`` for how networks are trained and how divergence is handled.
+Training sweeps run on the same engine as statistics sweeps (``sweep.engine``): tiled,
+resumable, on every local device and process. Modules: ``data`` (the datasets), ``model``
+(the network family with a readout, as a flax module), ``loop`` (the vmapped trainer),
+``schedule`` (mini-batches and evaluation slices), ``job`` (one kernel call of training).
 """
-
-from sweep.train.runner import run_training
-from sweep.train.spec import TrainGrid, TrainSpec
-
-__all__ = ["TrainGrid", "TrainSpec", "run_training"]

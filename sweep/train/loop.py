@@ -11,7 +11,7 @@ Chunk-size independence. A network's numbers must not depend on how many network
 call (the memory budget sets that), yet XLA's code, and with it the rounding of reductions,
 depends on the shapes it compiles. As in the statistics kernel, networks are therefore
 ``vmap``-ed in micro-batches whose size is fixed by the configuration alone
-(``sweep.train.plan.micro_batch``), and a call runs its micro-batches one after another
+(``sweep.plan``), and a call runs its micro-batches one after another
 with ``lax.map``: every network is always computed inside the same compiled shape. A
 network whose loss is not finite (NaN or ±inf) is marked diverged and frozen: its
 parameters and optimizer state stop changing, and its later losses and accuracies are
@@ -27,9 +27,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from sweep import network
-from sweep.batching import micro_batched
-from sweep.network import Architecture
+from sweep.kernel.batching import micro_batched
+from sweep.model import streams
+from sweep.model.network import Architecture
 from sweep.train.data import CLASSIFICATION
 from sweep.train.model import Network
 
@@ -132,7 +132,7 @@ class Trainer(NamedTuple):
       evaluate: ``evaluate(state, x, y, mask, first, count) -> (state, loss, accuracy)``:
         the mean loss and accuracy ``(C,)`` over slices ``first .. first + count - 1`` of
         ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)``, counting the
-        examples where ``mask`` is 1 (see ``sweep.train.plan.eval_set``); a non-finite
+        examples where ``mask`` is 1 (see ``sweep.train.schedule.eval_set``); a non-finite
         loss marks a network diverged.
     """
 
@@ -158,7 +158,7 @@ def make_trainer(config: Config, micro_batch: int) -> Trainer:
         return jnp.mean(loss_terms(module.apply({"params": params}, x), y, config.task)[0])
 
     def init_one(rng_seed, index, gain, bias_std):
-        params = module.draw(network.network_key(rng_seed, index), gain, bias_std)["params"]
+        params = module.draw(streams.network_key(rng_seed, index), gain, bias_std)["params"]
         opt_state = optimizer(config.optimizer, 1.0).init(params)
         return State(params, opt_state, jnp.bool_(False), jnp.int32(-1))
 

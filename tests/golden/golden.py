@@ -43,7 +43,7 @@ def compute(names=None) -> dict[str, np.ndarray]:
     for name, raw in specs().items():
         if names and name not in names:
             continue
-        ds = sweep.run(sweep.Spec.from_dict(raw), progress=False)
+        ds = sweep.run(sweep.load_spec(raw), progress=False)
         for variable in sorted(ds.variables):
             out[f"{name}/{variable}"] = np.asarray(ds[variable].values)
     return out

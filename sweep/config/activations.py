@@ -3,6 +3,7 @@
 Each entry is an elementwise ``jax`` function plus the facts that the kernel and the theory
 need about it: whether it is positively homogeneous (so that the forward signal can be
 rescaled exactly by powers of two) and where it has kinks (so that quadrature can be split).
+Names and facts need no JAX; the function is built, with JAX, when it is first asked for.
 """
 
 from __future__ import annotations
@@ -10,9 +11,6 @@ from __future__ import annotations
 import functools
 import re
 from typing import Callable, NamedTuple
-
-import jax
-import jax.numpy as jnp
 
 from sweep.errors import SpecError
 
@@ -22,7 +20,8 @@ class Activation(NamedTuple):
 
     Attributes:
       name: canonical name, e.g. ``"relu"`` or ``"leaky_relu(0.2)"``; used as coordinate.
-      fn: elementwise function, any shape to the same shape.
+      family: the registered family, e.g. ``"leaky_relu"``.
+      params: the family's parameters, e.g. ``(0.2,)``.
       homogeneous: ``fn(c * z) == c * fn(z)`` for every ``c > 0``.
       kinks: points where ``fn`` is not smooth (its derivative jumps).
       slope_from_output: ``fn'(z) == fn'(c * fn(z))`` for every z and ``c > 0``: true of a
@@ -32,36 +31,53 @@ class Activation(NamedTuple):
     """
 
     name: str
-    fn: Callable[[jax.Array], jax.Array]
+    family: str
+    params: tuple[float, ...]
     homogeneous: bool
     kinks: tuple[float, ...]
     slope_from_output: bool = False
 
-
-def _leaky_relu(slope: float):
-    return functools.partial(jax.nn.leaky_relu, negative_slope=slope)
-
-
-def _elu(alpha: float):
-    return functools.partial(jax.nn.elu, alpha=alpha)
+    @property
+    def fn(self) -> Callable:
+        """The elementwise ``jax`` function, any shape to the same shape."""
+        return _function(self.family, self.params)
 
 
-def _identity(z):
-    return z
+@functools.cache
+def _function(family: str, params: tuple[float, ...]) -> Callable:
+    import jax
+    import jax.numpy as jnp
+
+    def identity(z):
+        return z
+
+    factories = {
+        "relu": lambda: jax.nn.relu,
+        "leaky_relu": lambda slope: functools.partial(jax.nn.leaky_relu, negative_slope=slope),
+        "linear": lambda: identity,
+        "tanh": lambda: jnp.tanh,
+        "gelu": lambda: functools.partial(jax.nn.gelu, approximate=False),
+        "silu": lambda: jax.nn.silu,
+        "selu": lambda: jax.nn.selu,
+        "elu": lambda alpha: functools.partial(jax.nn.elu, alpha=alpha),
+        "sigmoid": lambda: jax.nn.sigmoid,
+        "erf": lambda: jax.scipy.special.erf,
+    }
+    return factories[family](*params)
 
 
-# name -> (factory taking the parameters, default parameters, homogeneous, kinks)
-_FAMILIES: dict[str, tuple[Callable, tuple[float, ...], bool, tuple[float, ...]]] = {
-    "relu": (lambda: jax.nn.relu, (), True, (0.0,)),
-    "leaky_relu": (_leaky_relu, (0.01,), True, (0.0,)),
-    "linear": (lambda: _identity, (), True, ()),
-    "tanh": (lambda: jnp.tanh, (), False, ()),
-    "gelu": (lambda: functools.partial(jax.nn.gelu, approximate=False), (), False, ()),
-    "silu": (lambda: jax.nn.silu, (), False, ()),
-    "selu": (lambda: jax.nn.selu, (), False, (0.0,)),
-    "elu": (_elu, (1.0,), False, (0.0,)),
-    "sigmoid": (lambda: jax.nn.sigmoid, (), False, ()),
-    "erf": (lambda: jax.scipy.special.erf, (), False, ()),
+# name -> (default parameters, homogeneous, kinks)
+_FAMILIES: dict[str, tuple[tuple[float, ...], bool, tuple[float, ...]]] = {
+    "relu": ((), True, (0.0,)),
+    "leaky_relu": ((0.01,), True, (0.0,)),
+    "linear": ((), True, ()),
+    "tanh": ((), False, ()),
+    "gelu": ((), False, ()),
+    "silu": ((), False, ()),
+    "selu": ((), False, (0.0,)),
+    "elu": ((1.0,), False, (0.0,)),
+    "sigmoid": ((), False, ()),
+    "erf": ((), False, ()),
 }
 
 # The homogeneous families whose slope at z equals their slope at any positive multiple of
@@ -93,12 +109,12 @@ def get(name: str, field: str = "activation") -> Activation:
     Raises:
       SpecError: the name is not registered or its parameters do not fit.
     """
-    allowed = ", ".join(f"{n}({', '.join(map(str, d))})" if d else n for n, (_, d, _, _) in _FAMILIES.items())
+    allowed = ", ".join(f"{n}({', '.join(map(str, d))})" if d else n for n, (d, _, _) in _FAMILIES.items())
     match = _PATTERN.match(name) if isinstance(name, str) else None
     if match is None or match.group(1) not in _FAMILIES:
         raise SpecError(field, f"unknown activation {name!r}; allowed: {allowed}")
     family, arg_text = match.groups()
-    factory, defaults, homogeneous, kinks = _FAMILIES[family]
+    defaults, homogeneous, kinks = _FAMILIES[family]
     if arg_text is None or arg_text.strip() == "":
         params = defaults
     else:
@@ -109,7 +125,6 @@ def get(name: str, field: str = "activation") -> Activation:
     if len(params) != len(defaults):
         raise SpecError(field, f"{family} takes {len(defaults)} parameter(s), got {name!r}; allowed: {allowed}")
     canonical = family + (f"({', '.join(repr(p) for p in params)})" if params else "")
-    fn = factory(*params)
     # A homogeneous fn is linear on each side of 0, so its slope is set by the sign of z alone.
     slope_from_output = family in _SLOPE_FROM_OUTPUT and _SLOPE_FROM_OUTPUT[family](*params)
-    return Activation(canonical, fn, homogeneous, kinks, slope_from_output)
+    return Activation(canonical, family, params, homogeneous, kinks, slope_from_output)

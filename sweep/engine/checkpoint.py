@@ -4,7 +4,7 @@ It lives in the store's ``.sweep`` folder, beside the zarr arrays; zarr and xarr
 it (it has no zarr metadata), and it is not part of the dataset:
 
 * ``manifest.json``: the spec (JSON, with its SHA-256), the platform, each compile group's
-  micro-batch, the tile shape and the number of tiles, and ``state``: ``"running"``, or
+  micro-batch per job, the tile shape and the number of tiles, and ``state``: ``"running"``, or
   ``"complete"`` once every tile is stored. Written when the template is complete, before
   any tile, and rewritten at the end.
 * ``done/<tile id>``: one marker per stored tile, created after every region of the tile is
@@ -28,8 +28,8 @@ import os
 import uuid
 from pathlib import Path
 
+from sweep.config import Spec, TrainSpec
 from sweep.errors import SpecError
-from sweep.spec import Spec
 
 FOLDER = ".sweep"
 FORMAT = 1
@@ -45,17 +45,17 @@ def new_run_id() -> str:
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
-def spec_hash(spec: Spec) -> str:
+def spec_hash(spec: Spec | TrainSpec) -> str:
     return hashlib.sha256(spec.to_json().encode()).hexdigest()
 
 
-def make_manifest(spec: Spec, platform: str, micro_batches: list[int], tile_shape, tiles: int) -> dict:
+def make_manifest(spec: Spec | TrainSpec, platform: str, micro_batches: list, tile_shape, tiles: int) -> dict:
     """The manifest of a new store.
 
     Args:
       spec: the sweep.
       platform: JAX platform the micro-batches were sized for (``cpu``, ``gpu``, ``tpu``).
-      micro_batches: each compile group's micro-batch, in plan order.
+      micro_batches: each compile group's micro-batch per job, in plan order.
       tile_shape: the tiles' extent along ``(gain, bias_std, seed)``.
       tiles: number of tiles.
 
@@ -68,7 +68,7 @@ def make_manifest(spec: Spec, platform: str, micro_batches: list[int], tile_shap
         "spec": spec.to_json(),
         "spec_sha256": spec_hash(spec),
         "platform": platform,
-        "micro_batches": [int(m) for m in micro_batches],
+        "micro_batches": [[int(m) for m in group] for group in micro_batches],
         "tile_shape": [int(t) for t in tile_shape],
         "tiles": int(tiles),
         "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
@@ -100,7 +100,7 @@ def read_manifest(store: Path) -> dict:
     return manifest
 
 
-def check_spec(store: Path, stored_json: str, spec: Spec) -> None:
+def check_spec(store: Path, stored_json: str, spec: Spec | TrainSpec) -> None:
     """Refuses a store made from another spec, naming the fields that differ.
 
     Raises:

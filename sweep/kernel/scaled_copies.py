@@ -31,19 +31,11 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from sweep import network, passes
-from sweep.network import Architecture
-
-
-def applies(arch: Architecture, probe) -> bool:
-    """Whether the networks of a draw are scaled copies, and ``draw_stats`` here is used.
-
-    Args:
-      arch: the architecture.
-      probe: a ``kernel.Probe``; its ``scaled_copies`` says that the sweep has no biases
-        and only positive gains, and asks for scaled copies.
-    """
-    return probe.gains_per_draw > 1 and probe.scaled_copies and arch.homogeneous
+from sweep.kernel import passes
+from sweep.kernel.passes import Readout, StreamProducts
+from sweep.kernel.results import BackwardStats, ForwardStats, NetworkStats
+from sweep.kernel.scale import Scaled, ldexp, normalise
+from sweep.model.network import Architecture
 
 
 def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -52,15 +44,14 @@ def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k.astype(jnp.int32), jnp.exp2(t - k)
 
 
-def _streams(prediction: jax.Array, e_last: jax.Array, readout: jax.Array, target, probe, depth: int):
+def _streams(prediction: jax.Array, e_last: jax.Array, readout: Readout, probe, depth: int):
     """The output cotangent of every gain as a combination of fixed, normalised streams.
 
     Args:
       prediction: the unit-gain network's scaled readout x_L R (mse), ``(batch, outputs)``,
         or x_L p (projection); x_L is 2^e_last times the scaled one.
       e_last: an int32 scalar.
-      readout: R ``(n_L, outputs)`` or p ``(n_L,)``.
-      target: y ``(batch, outputs)``, or ``None`` for the projection.
+      readout: R ``(n_L, outputs)`` and y ``(batch, outputs)``, or p ``(n_L,)``.
       probe: what is measured.
       depth: L.
 
@@ -70,65 +61,63 @@ def _streams(prediction: jax.Array, e_last: jax.Array, readout: jax.Array, targe
       ``exponents`` ``(K,)`` int32 and ``signs``, ``powers`` tuples of Python ints.
     """
     hi = probe.lax_precision
-    if target is not None:
-        output_part = jnp.matmul(prediction, readout.T, precision=hi)
-        target_part = jnp.matmul(target, readout.T, precision=hi)
-        (a, ka), (b, kb) = passes.normalise(output_part), passes.normalise(target_part)
+    if readout.targets is not None:
+        output_part = jnp.matmul(prediction, readout.weights.T, precision=hi)
+        target_part = jnp.matmul(readout.targets, readout.weights.T, precision=hi)
+        (a, ka), (b, kb) = normalise(output_part), normalise(target_part)
         return jnp.stack([a, b]), jnp.stack([e_last + ka, kb]), (1, -1), (depth, 0)
-    p, kp = passes.normalise(jnp.broadcast_to(readout, prediction.shape + readout.shape))
+    p, kp = normalise(jnp.broadcast_to(readout.weights, prediction.shape + readout.weights.shape))
     return p[None], kp[None], (1,), (0,)
 
 
-def _quadratic_forms(back: dict, exponents, signs, powers, log2_gain, depth: int):
+def _quadratic_forms(back: StreamProducts, exponents, signs, powers, log2_gain, depth: int) -> BackwardStats:
     """Each gain's mean squares from the streams' mean products.
 
     Args:
-      back: from ``passes.backward_streams``: ``(K, K, L)`` products and ``exp_grad`` ``(K, L)``.
+      back: from ``passes.backward_streams``.
       exponents, signs, powers: the streams' coefficients (``_streams``).
       log2_gain: log2 γ, a scalar.
       depth: L.
 
     Returns:
-      ``(forms, exp_grad)``: ``forms`` maps each product name to ``(L,)`` mantissas and
-      ``exp_grad`` ``(L,)`` is F with mean square = mantissa · 2^{2F}.
+      ``BackwardStats`` of ``(L,)`` arrays; the weight gradient's form is still to be divided
+      by the input's scale (``stats``).
     """
     layers = jnp.arange(1, depth + 1)
     # Stream k at x_l, in true units: sign_k · 2^(exponent_k + exp_grad[k, l]) · γ^(power_k + L - l).
     power = jnp.asarray(powers)[:, None] + depth - layers  # (K, L)
     power_exponent, power_factor = _split(power * log2_gain)
-    whole = exponents[:, None] + back["exp_grad"] + power_exponent
+    whole = exponents[:, None] + back.exp_grad + power_exponent
     top = jnp.max(whole, axis=0)
-    weights = jnp.asarray(signs, jnp.float32)[:, None] * passes.ldexp(power_factor, whole - top)  # (K, L), |w| < 2
-    forms = {name: jnp.sum(weights[:, None] * back[name] * weights[None, :], axis=(0, 1))
-             for name in ("grad_act", "grad_preact", "grad_weight")}
-    return forms, top
+    weights = jnp.asarray(signs, jnp.float32)[:, None] * ldexp(power_factor, whole - top)  # (K, L), |w| < 2
+    form = lambda products: jnp.sum(weights[:, None] * products * weights[None, :], axis=(0, 1))
+    return BackwardStats(form(back.grad_act), form(back.grad_preact), form(back.grad_weight), top)
 
 
-def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias_std) -> dict:
+def stats(arch: Architecture, probe, params, x: jax.Array, readout: Readout, gains: jax.Array) -> NetworkStats:
     """All statistics of the G networks of one draw, from one network at unit gain.
 
-    The contract is ``kernel.draw_stats``'s, for a draw whose networks are scaled copies
-    (``applies``): ``bias_std`` is 0 and every gain is positive.
+    The contract is ``sweep.kernel.stats.draw_stats``'s, for a draw whose networks are scaled
+    copies (``Probe.runs_scaled_copies``): no biases and positive gains.
 
     Args:
       arch: the architecture, positively homogeneous.
       probe: what to measure.
-      key: the draw's key.
+      params: the draw's unit-gain parameters, without biases (``network.draw_params``).
+      x: the draw's inputs ``(batch, n_0)``.
+      readout: the draw's readout.
       gains: ``(G,)``, positive.
-      bias_std: a scalar, 0 (the draw's biases are its multiple of zero).
 
     Returns:
-      The dict of ``kernel.network_stats``, each array with a leading axis G.
+      ``NetworkStats``, each array with a leading axis G.
     """
     precision = probe.lax_precision
     depth = arch.depth
-    params = network.draw_params(key, arch, 1.0, bias_std)
-    x = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
-    x_last, e_last, fwd, residuals = passes.forward(params, arch, x, precision)
-    readout, target = passes.draw_readout(key, probe, arch.widths[-1])
-    prediction = jnp.matmul(x_last, readout, precision=precision)
-    streams, exponents, signs, powers = _streams(prediction, e_last, readout, target, probe, depth)
-    back = passes.backward_streams(params, arch, residuals, streams, x_last, precision)
+    fwd = passes.forward(params, arch, x, precision)
+    x_last, e_last = fwd.x_last
+    prediction = jnp.matmul(x_last, readout.weights, precision=precision)
+    streams, exponents, signs, powers = _streams(prediction, e_last, readout, probe, depth)
+    back = passes.backward_streams(params, arch, fwd.residuals, streams, x_last, precision)
     jacobian = passes.jacobian(params, arch, x[0], precision, not probe.jacobian_on_host) if probe.jacobian else None
 
     def one_gain(gain):
@@ -136,19 +125,16 @@ def draw_stats(arch: Architecture, probe, key: jax.Array, gains: jax.Array, bias
         # γ^l = 2^k_l · r_l: layer l's input, pre-activation and output all scale by it
         # (the input x_{l-1} by γ^(l-1) = 2^k_l · r_l / γ).
         k, r = _split(jnp.arange(1, depth + 1) * log2_gain)
-        out = {"exp_in": fwd["exp_in"] + k, "exp_out": fwd["exp_out"] + k, "dead_fraction": fwd["dead_fraction"]}
-        for side in ("preact", "act"):
-            out[f"{side}_mean"] = fwd[f"{side}_mean"] * r
-            for moment in ("meansq", "var"):
-                out[f"{side}_{moment}"] = fwd[f"{side}_{moment}"] * r * r
-        forms, out["exp_grad"] = _quadratic_forms(back, exponents, signs, powers, log2_gain, depth)
-        out["grad_act_meansq"] = forms["grad_act"]
-        out["grad_preact_meansq"] = forms["grad_preact"]
-        out["grad_weight_meansq"] = forms["grad_weight"] * jnp.square(r / gain)
-        out["loss"], out["exp_loss"], _, _ = passes.loss_of_prediction(prediction * r[-1], e_last + k[-1], target)
-        if jacobian is not None:
-            # The Jacobian and its singular values scale like x_L: by γ^L = 2^k_L · r_L.
-            out[probe.jacobian_key], out["exp_jacobian"] = jacobian[0] * r[-1], jacobian[1] + k[-1]
-        return out
+        f = fwd.stats
+        scaled_fwd = ForwardStats(
+            f.preact_mean * r, f.preact_meansq * r * r, f.preact_var * r * r,
+            f.act_mean * r, f.act_meansq * r * r, f.act_var * r * r,
+            f.dead_fraction, f.exp_in + k, f.exp_out + k)
+        forms = _quadratic_forms(back, exponents, signs, powers, log2_gain, depth)
+        forms = forms._replace(grad_weight_meansq=forms.grad_weight_meansq * jnp.square(r / gain))
+        loss, _ = passes.loss_of_prediction(prediction * r[-1], e_last + k[-1], readout.targets)
+        # The Jacobian and its singular values scale like x_L: by γ^L = 2^k_L · r_L.
+        scaled_jacobian = None if jacobian is None else Scaled(jacobian.mantissa * r[-1], jacobian.exponent + k[-1])
+        return NetworkStats(scaled_fwd, forms, loss, scaled_jacobian)
 
     return jax.vmap(one_gain)(gains)

@@ -73,27 +73,25 @@ def householder_qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
     return q, diagonal
 
 
-def orthogonal(key: jax.Array, shape: tuple[int, int], dtype=jnp.float32) -> jax.Array:
-    """A Haar-random (semi-)orthogonal matrix: ``jax.nn.initializers.orthogonal()``'s law and draw.
+def orthogonal_from_gaussian(gaussian: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    """A Haar-random (semi-)orthogonal matrix from a Gaussian one, as ``jax.random.orthogonal``.
 
-    The same Gaussian matrix as ``jax.random.orthogonal`` draws from ``key``, the same sign
-    convention (R with a positive diagonal, which makes Q Haar-distributed), and the QR
-    factorisation of ``householder_qr``; the result equals ``jax.nn.initializers.orthogonal()
-    (key, shape)`` up to float32 rounding.
+    The Q factor of the Gaussian matrix with the sign convention that makes R's diagonal
+    positive (which makes Q Haar-distributed), factorised by ``householder_qr``: given the
+    Gaussian matrix that ``jax.random.orthogonal`` draws from a key (``jax.random.normal(key,
+    (max(shape), min(shape)))``), the result equals ``jax.nn.initializers.orthogonal()(key,
+    shape)`` up to float32 rounding.
 
     Args:
-      key: a PRNG key.
+      gaussian: ``(max(shape), min(shape))``, i.i.d. N(0, 1).
       shape: ``(n_in, n_out)``; the rows are orthonormal if n_in < n_out, else the columns.
-      dtype: a float dtype.
 
     Returns:
       ``(n_in, n_out)``.
     """
-    n_rows, n_cols = shape
-    z = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
-    q, r_diag = householder_qr(z)
-    q = q * jnp.where(r_diag < 0, -1.0, 1.0).astype(dtype)
-    return q.T if n_rows < n_cols else q
+    q, r_diag = householder_qr(gaussian)
+    q = q * jnp.where(r_diag < 0, -1.0, 1.0).astype(gaussian.dtype)
+    return q.T if shape[0] < shape[1] else q
 
 
 def cholesky(g: jax.Array) -> jax.Array:

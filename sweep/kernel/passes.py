@@ -1,71 +1,76 @@
 """One network's forward and backward passes, with exact scale tracking, reduced per layer.
 
-Deep networks at large or small gains leave float32's range. The passes keep every array
-near unit size by dividing it by a power of two, which is exact in floating point, and carry
-the exponent alongside:
+Scale tracking (``sweep.kernel.scale``):
 
 * Backward, always: the cotangent is linear in the loss gradient, so rescaling it is exact for
   every activation.
 * Forward, for positively homogeneous activations (relu, leaky relu, linear), where
   φ(2^k z) = 2^k φ(z). Biases are divided by the running scale, so z_l = 2^E z̃_l exactly.
 
-Statistics come out as float32 mantissas and int32 exponents (``sweep.kernel.finish``
-combines them in float64 on the host). For other activations a forward value can still
-overflow; the statistics of that layer are then not finite.
+For other activations a forward value can still overflow; the statistics of that layer are
+then not finite (``sweep.kernel.results.finish`` marks them).
 
 Every pass takes either one network or, with ``gains`` of shape ``(G,)``, the G networks that
 share one draw of unit weights and differ only in gain: every layer then runs as one GEMM of
 G · batch rows. The weight gradient's mean square comes from two batch × batch Gram matrices
-when that is cheaper than the n_in × n_out gradient (``grad_weight_meansq``).
+when that is cheaper than the n_in × n_out gradient (``grad_weight_meansq``). The passes
+draw nothing: the parameters, inputs and readout come from ``sweep.model``.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import jax
 import jax.numpy as jnp
-import numpy as np
 
-from sweep import network
-from sweep.network import Architecture
-
-# Beyond this, x · 2^k is 0 or infinite for every finite float32 x (2^-149 <= |x| < 2^128).
-_MAX_SHIFT = 280
+from sweep.kernel.results import BackwardStats, ForwardStats
+from sweep.kernel.scale import Scaled, ldexp, normalise, pow2, rms_exponent
+from sweep.model import network
+from sweep.model.network import Architecture
 
 
-def _pow2(k: jax.Array) -> jax.Array:
-    """2^k as float32, exactly, for integer ``k`` in [-126, 127] (built from its bits)."""
-    return jax.lax.bitcast_convert_type((k + 127) << 23, jnp.float32)
+class ForwardPass(NamedTuple):
+    """What ``forward`` returns.
 
-
-def ldexp(a: jax.Array, k: jax.Array) -> jax.Array:
-    """``a · 2^k`` for an int32 ``k`` (a scalar, or of ``a``'s shape), as ``jnp.ldexp`` but cheaper.
-
-    ``jnp.ldexp`` splits every element into mantissa and exponent and raises 2 to a
-    per-element power; here ``k`` is mostly one scalar, so three multiplications by normal powers of
-    two (each |step| <= 94) do the same: each is exact while the result is a normal number,
-    and XLA flushes subnormal results to zero in both.
+    Attributes:
+      x_last: the last activations ``(batch, n_L)``, scaled: ``Scaled(x̃_L, E_L)``.
+      stats: per-layer ``ForwardStats``.
+      residuals: per segment and block position, the stacked ``(x_{l-1}, z_l)`` the backward
+        pass needs (only ``(x_{l-1},)`` when ``arch.slope_from_output``: φ' is taken at x_l).
     """
-    k = jnp.clip(k, -_MAX_SHIFT, _MAX_SHIFT).astype(jnp.int32)
-    k1 = k // 3
-    k2 = (k - k1) // 2
-    return a * _pow2(k1) * _pow2(k2) * _pow2(k - k1 - k2)
+
+    x_last: Scaled
+    stats: ForwardStats
+    residuals: tuple
 
 
-def normalise(a: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """Divides ``a`` by the power of two 2^k nearest its RMS, exactly.
+class Readout(NamedTuple):
+    """The probe loss's random numbers (``sweep.model.streams``).
 
-    Returns:
-      ``(a / 2^k, k)`` with ``k`` an int32 scalar; ``k = 0`` when the RMS is 0 or not finite.
+    Attributes:
+      weights: the ``"mse"`` readout R ``(n_L, outputs)``, or the ``"projection"`` p ``(n_L,)``.
+      targets: the ``"mse"`` targets y ``(batch, outputs)``; ``None`` for the projection.
     """
-    k = _rms_exponent(jnp.mean(jnp.square(a)))
-    return ldexp(a, -k), k
+
+    weights: jax.Array
+    targets: jax.Array | None
 
 
-def _rms_exponent(meansq: jax.Array) -> jax.Array:
-    """The k of ``normalise`` from a mean square: 2^k is the power of two nearest the RMS."""
-    rms = jnp.sqrt(meansq)
-    _, k = jnp.frexp(rms)
-    return jax.lax.stop_gradient(jnp.where(jnp.isfinite(rms) & (rms > 0), k, 0).astype(jnp.int32))
+class StreamProducts(NamedTuple):
+    """K cotangent streams' mean products per layer (``backward_streams``).
+
+    Attributes:
+      grad_act: ``(K, K, L)``, of the scaled cotangents at x_l.
+      grad_preact: ``(K, K, L)``, at z_l.
+      grad_weight: ``(K, K, L)``, of their weight gradients x_{l-1}ᵀδ_l / B.
+      exp_grad: ``(K, L)``: stream k at x_l is 2^exp_grad[k, l] times its scaled value.
+    """
+
+    grad_act: jax.Array
+    grad_preact: jax.Array
+    grad_weight: jax.Array
+    exp_grad: jax.Array
 
 
 def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -151,11 +156,7 @@ def forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
         a leading axis G.
 
     Returns:
-      ``(x_L, E_L, stats, residuals)``: the scaled last activations ``(batch, n_L)`` with
-      x_L(true) = 2^E_L · x_L; ``stats`` a dict of ``(L,)`` arrays (``FORWARD_STATS``
-      mantissas plus the exponents ``exp_in`` = E_{l-1} and ``exp_out`` = E_l); and, per
-      segment and block position, the stacked ``(x_{l-1}, z_l)`` needed backward (only
-      ``(x_{l-1},)`` when ``arch.slope_from_output``: φ' is then taken at x_l).
+      ``ForwardPass``; its stats are ``(L,)`` arrays (``(G, L)`` with ``gains``).
     """
     phi, homogeneous = arch.phi, arch.homogeneous
 
@@ -169,11 +170,7 @@ def forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
         z_mean, z_meansq, z_var = _moments(z)
         u_mean, u_meansq, u_var = _moments(u)
         dead = jnp.mean(jnp.all(slope == 0, axis=0))
-        stats = dict(
-            preact_mean=z_mean, preact_meansq=z_meansq, preact_var=z_var,
-            act_mean=u_mean, act_meansq=u_meansq, act_var=u_var,
-            dead_fraction=dead.astype(z.dtype), exp_in=e, exp_out=e + k,
-        )
+        stats = ForwardStats(z_mean, z_meansq, z_var, u_mean, u_meansq, u_var, dead.astype(z.dtype), e, e + k)
         return u, e + k, z, stats
 
     def layer(carry, w, b):
@@ -196,8 +193,7 @@ def forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
         carry, (stats, res) = network.scan_blocks(block_step, carry, block)
         per_segment.append(stats)
         residuals.append(res)
-    x_last, e_last = carry
-    return x_last, e_last, _concat_layers(per_segment), tuple(residuals)
+    return ForwardPass(Scaled(*carry), _concat_layers(per_segment), tuple(residuals))
 
 
 def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Array, precision, gains=None):
@@ -213,26 +209,21 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
       gains: as for ``forward``.
 
     Returns:
-      A dict of ``(L,)`` arrays (``(G, L)`` with ``gains``): ``BACKWARD_STATS`` mantissas (of
-      the scaled quantities) and ``exp_grad`` = F_l with ∂ℓ/∂x_l(true) = 2^F_l · (scaled),
-      F_L = 0 here.
+      ``BackwardStats`` of ``(L,)`` arrays (``(G, L)`` with ``gains``), of the scaled
+      cotangents, F_L = 0 here.
     """
     phi = arch.phi
 
     def before_gemm(g, h, z):
         delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see forward)
-        stats = dict(
-            grad_act_meansq=jnp.mean(jnp.square(g)),
-            grad_preact_meansq=jnp.mean(jnp.square(delta)),
-            grad_weight_meansq=grad_weight_meansq(h, delta, precision),
-        )
-        return delta, stats
+        moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)), grad_weight_meansq(h, delta, precision))
+        return delta, moments
 
     def layer(carry, w, residual):
         g, f, output = carry
         h, z = (residual[0], output) if arch.slope_from_output else residual
-        delta, stats = _each(before_gemm, gains)(g, h, z)
-        stats["exp_grad"] = f
+        delta, moments = _each(before_gemm, gains)(g, h, z)
+        stats = BackwardStats(*moments, f)
         g_prev, m = _each(normalise, gains)(gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
@@ -275,7 +266,7 @@ def grad_weight_products(h: jax.Array, deltas: jax.Array, precision) -> jax.Arra
     return mean_products(dw)
 
 
-def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, x_last: jax.Array, precision):
+def backward_streams(params, arch: Architecture, residuals, cotangents: jax.Array, x_last: jax.Array, precision):
     """Backpropagates K output cotangents of one network together, reducing their products.
 
     The backward pass is linear in the output cotangent. When every cotangent of interest is
@@ -287,13 +278,10 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
 
     Args:
       params, arch, residuals, x_last, precision: as for ``backward``, of one network.
-      streams: the K cotangents ∂ℓ/∂x_L, each normalised, ``(K, batch, n_L)``.
+      cotangents: the K streams ∂ℓ/∂x_L, each normalised, ``(K, batch, n_L)``.
 
     Returns:
-      A dict of ``(K, K, L)`` arrays ``grad_act``, ``grad_preact`` and ``grad_weight``: the
-      mean products of the streams' scaled cotangents at x_l, at z_l, and of their weight
-      gradients x_{l-1}ᵀδ_l / B; and ``exp_grad`` ``(K, L)``: stream k at x_l is 2^F
-      times its scaled value, F = exp_grad[k, l].
+      ``StreamProducts``.
     """
     phi = arch.phi
 
@@ -302,20 +290,19 @@ def backward_streams(params, arch: Architecture, residuals, streams: jax.Array, 
         h, z = (residual[0], output) if arch.slope_from_output else residual
         products = mean_products(g)
         # Within float32's normal exponents, so that 2^-shift is one exact multiplication.
-        shift = jnp.clip(_rms_exponent(jnp.diagonal(products)), -126, 126)
+        shift = jnp.clip(rms_exponent(jnp.diagonal(products)), -126, 126)
         pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
-        delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * _pow2(-shift)[:, None, None]
-        stats = dict(grad_act=ldexp(products, -(shift[:, None] + shift[None, :])),
-                     grad_preact=mean_products(delta),
-                     grad_weight=grad_weight_products(h, delta, precision), exp_grad=f + shift)
+        delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * pow2(-shift)[:, None, None]
+        stats = StreamProducts(ldexp(products, -(shift[:, None] + shift[None, :])), mean_products(delta),
+                               grad_weight_products(h, delta, precision), f + shift)
         g_prev = gemm(delta, w, precision, None, transpose=True)
         return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 
-    carry = (streams, jnp.zeros(streams.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
+    carry = (cotangents, jnp.zeros(cotangents.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
     return _reverse_layers(layer, params, residuals, carry)
 
 
-def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_values: bool) -> tuple[jax.Array, jax.Array]:
+def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_values: bool) -> Scaled:
     """The input-output Jacobian ∂x_L/∂x_0 at one input, or its singular values, scaled.
 
     Args:
@@ -324,39 +311,27 @@ def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_valu
       x0: the input ``(n_0,)``.
       precision: ``lax.Precision``.
       singular_values: return the singular values, from ``jnp.linalg.svd`` on the device;
-        else the matrix, for ``jacobian_singular_values`` to factorise on the host (jaxlib's
-        CPU SVD can deadlock XLA's thread pool, see ``sweep.linalg``).
+        else the matrix, for ``results.finish`` to factorise on the host (jaxlib's CPU SVD
+        can deadlock XLA's thread pool, see ``sweep.model.linalg``).
 
     Returns:
-      ``(values, e)``: the Jacobian ``(n_L, n_0)`` or its singular values ``(min(n_0, n_L),)``
-      are 2^e · values.
+      ``Scaled``: the Jacobian ``(n_L, n_0)`` or its singular values ``(min(n_0, n_L),)``,
+      with a scalar exponent.
     """
 
     def last_layer(x):
-        x_l, e_l, _, _ = forward(params, arch, x[None], precision)
-        return x_l[0], e_l
+        x_last = forward(params, arch, x[None], precision).x_last
+        return x_last.mantissa[0], x_last.exponent
 
     jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x0)
-    return (jnp.linalg.svd(jac, compute_uv=False) if singular_values else jac), e_jac
+    return Scaled(jnp.linalg.svd(jac, compute_uv=False) if singular_values else jac, e_jac)
 
 
-def jacobian_singular_values(matrices: np.ndarray) -> np.ndarray:
-    """Singular values of float32 Jacobians, in float64 with numpy's LAPACK, on the host.
-
-    Args:
-      matrices: ``(..., n_L, n_0)``.
-
-    Returns:
-      ``(..., min(n_0, n_L))``, descending.
-    """
-    return np.linalg.svd(np.asarray(matrices, np.float64), compute_uv=False)
-
-
-def _reverse_layers(layer, params, residuals, carry) -> dict:
+def _reverse_layers(layer, params, residuals, carry):
     """Runs ``layer(carry, w, residual) -> (carry, stats)`` from the last layer to the first.
 
     Returns:
-      The stats, one ``(..., L)`` array per key, in layer order.
+      The stats (a pytree), each leaf ``(..., L)``, in layer order.
     """
 
     def block_step(carry, xs):
@@ -374,59 +349,51 @@ def _reverse_layers(layer, params, residuals, carry) -> dict:
     return _concat_layers(per_segment[::-1])
 
 
-def _stack_block(outs: list[dict]) -> dict:
-    return {k: jnp.stack([o[k] for o in outs]) for k in outs[0]}
+def _stack_block(outs: list):
+    return jax.tree.map(lambda *leaves: jnp.stack(leaves), *outs)
 
 
-def _concat_layers(per_segment: list[dict]) -> dict:
-    """Scan outputs of shape (repeats, period, ...) per segment -> one (..., L) array per key."""
-    return {
-        k: jnp.moveaxis(jnp.concatenate([s[k].reshape((-1,) + s[k].shape[2:]) for s in per_segment]), 0, -1)
-        for k in per_segment[0]
-    }
+def _concat_layers(per_segment: list):
+    """Scan outputs of shape (repeats, period, ...) per segment -> one (..., L) array per leaf."""
+    return jax.tree.map(
+        lambda *leaves: jnp.moveaxis(jnp.concatenate([a.reshape((-1,) + a.shape[2:]) for a in leaves]), 0, -1),
+        *per_segment)
 
 
-def draw_readout(key: jax.Array, probe, n_last: int) -> tuple[jax.Array, jax.Array | None]:
-    """The loss's random numbers: ``(readout (n_last, outputs), targets (batch, outputs))`` for
-    ``"mse"``, ``(projection (n_last,), None)`` for ``"projection"``."""
-    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
-    if probe.loss == "mse":
-        readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
-        return readout, jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
-    return jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last), None
+def loss_and_cotangent(x_last: Scaled, readout: Readout, precision) -> tuple[Scaled, Scaled]:
+    """The batch-mean probe loss at the scaled output, and each example's gradient.
 
-
-def loss_and_cotangent(x_last, e_last, key, probe):
-    """The per-example loss at the scaled output, and its gradient, with exponents.
+    Args:
+      x_last: the last activations ``(batch, n_L)``, from ``forward``.
+      readout: the loss's random numbers.
+      precision: ``lax.Precision``.
 
     Returns:
-      ``(loss_mantissa, loss_exp, g, g_exp)``: the batch-mean loss is loss_mantissa ·
-      2^loss_exp and ∂ℓ_b/∂x_L = 2^g_exp · g[b].
+      ``(loss, cotangent)``: the batch-mean loss C, a scalar, and ∂ℓ_b/∂x_L ``(batch, n_L)``.
     """
-    readout, target = draw_readout(key, probe, x_last.shape[-1])
-    prediction = jnp.matmul(x_last, readout, precision=probe.lax_precision)
-    loss, exp_loss, residual, s = loss_of_prediction(prediction, e_last, target)
-    if probe.loss == "mse":
-        return loss, exp_loss, jnp.matmul(residual, readout.T, precision=probe.lax_precision), s
-    return loss, exp_loss, jnp.broadcast_to(readout, x_last.shape), jnp.int32(0)
+    prediction = jnp.matmul(x_last.mantissa, readout.weights, precision=precision)
+    loss, residual = loss_of_prediction(prediction, x_last.exponent, readout.targets)
+    if readout.targets is None:
+        return loss, Scaled(jnp.broadcast_to(readout.weights, x_last.mantissa.shape), jnp.int32(0))
+    return loss, Scaled(jnp.matmul(residual.mantissa, readout.weights.T, precision=precision), residual.exponent)
 
 
-def loss_of_prediction(prediction: jax.Array, e_last, target: jax.Array | None):
-    """The batch-mean loss of the scaled readout ``prediction`` = x_L R (mse) or x_L p (projection).
+def loss_of_prediction(prediction: jax.Array, e_last, targets: jax.Array | None) -> tuple[Scaled, Scaled | None]:
+    """The batch-mean loss of the scaled readout ``prediction`` = x̃_L R (mse) or x̃_L p (projection).
 
     Args:
       prediction: ``(batch, outputs)`` for mse, ``(batch,)`` for the projection.
       e_last: the exponent of x_L, an int32 scalar.
-      target: ``(batch, outputs)``, or ``None`` for the projection.
+      targets: ``(batch, outputs)``, or ``None`` for the projection.
 
     Returns:
-      ``(loss_mantissa, loss_exp, residual, s)``: the loss is loss_mantissa · 2^loss_exp; for
-      mse, the prediction minus the target is 2^s · residual (else ``residual`` is ``None``).
+      ``(loss, residual)``: the loss C; for mse, the prediction minus the targets (else
+      ``None``).
     """
-    if target is None:
-        return jnp.mean(prediction), e_last, None, None
+    if targets is None:
+        return Scaled(jnp.mean(prediction), e_last), None
     # The residual 2^E·(x R) − y is held as 2^s·(...) with s = max(E, 0): both terms then
     # carry non-positive exponents, so neither overflows whether the output is huge or tiny.
     s = jnp.maximum(e_last, 0)
-    residual = ldexp(prediction, e_last - s) - ldexp(target, -s)
-    return jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1)), 2 * s, residual, s
+    residual = ldexp(prediction, e_last - s) - ldexp(targets, -s)
+    return Scaled(jnp.mean(0.5 * jnp.sum(jnp.square(residual), axis=-1)), 2 * s), Scaled(residual, s)

@@ -1,10 +1,9 @@
 """The network family: one definition of how a random MLP is drawn and run.
 
 A network is fixed by its ``Architecture`` (static: activation, init, widths) and drawn from
-its key, gain and bias std (dynamic: these are ``vmap``-ed over). Every random draw of a
-network depends only on its key, and every layer's draw only on that key and the layer's
-index, so a network is the same whether it is drawn alone, in a chunk of thousands, by the
-statistics kernel or by the trainer.
+its key, gain and bias std (dynamic: these are ``vmap``-ed over). Its random numbers come
+from ``sweep.model.streams``, so a network is the same whether it is drawn alone, in a chunk
+of thousands, by the statistics kernel or by the trainer.
 
 Layers with the same shape are stacked and run with ``lax.scan``. Consecutive layers are
 grouped into ``Segment``s: a block of one or a few layer shapes repeated several times, so
@@ -19,13 +18,8 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
-from sweep import activations, inits, profiles
-
-# Stream tags for fold_in: each kind of draw of a network has its own stream.
-LAYER_STREAM = 0
-INPUT_STREAM = 1
-TARGET_STREAM = 2
-READOUT_STREAM = 3
+from sweep.config import activations, profiles
+from sweep.model import streams
 
 Params = tuple  # per segment: a tuple over block positions of (W (r, n_in, n_out), b (r, n_out))
 
@@ -107,52 +101,26 @@ def segments(shapes: tuple[tuple[int, int], ...], max_period: int = 4) -> tuple[
     return tuple(out)
 
 
-def network_key(rng_seed: int | jax.Array, index: int | jax.Array) -> jax.Array:
-    """The key of the network with global ``index`` in a sweep with base seed ``rng_seed``."""
-    return jax.random.fold_in(jax.random.key(rng_seed), index)
-
-
-def draw_layer(key: jax.Array, shape: tuple[int, int], init: str, gain, bias_std):
-    """Draws one layer.
-
-    Args:
-      key: the layer's key.
-      shape: ``(n_in, n_out)``.
-      init: init name.
-      gain: σ_w, a scalar.
-      bias_std: σ_b, a scalar.
-
-    Returns:
-      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``, Var[W] = gain² / fan.
-    """
-    w_key, b_key = jax.random.fold_in(key, 0), jax.random.fold_in(key, 1)
-    w = gain * inits.get(init).sample(w_key, shape)
-    b = bias_std * jax.random.normal(b_key, (shape[1],))
-    return w, b
-
-
 def draw_params(key: jax.Array, arch: Architecture, gain, bias_std) -> Params:
     """Draws all layers of one network, stacked by segment.
 
     Args:
-      key: the network's key (``network_key``).
+      key: the network's key (``streams.network_key``).
       arch: the architecture.
       gain, bias_std: scalars.
 
     Returns:
       For each segment, for each block position j, ``(W, b)`` stacked over repeats:
       ``W`` of shape ``(repeats, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
-      Layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``.
+      Layer l (1-based) is ``streams.layer`` from ``streams.layer_keys(key, l)``.
     """
-    layers_key = jax.random.fold_in(key, LAYER_STREAM)
     params = []
     for seg in segments(arch.shapes):
         period = len(seg.block)
         block = []
         for j, shape in enumerate(seg.block):
-            numbers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
-            keys = jax.vmap(lambda n: jax.random.fold_in(layers_key, n))(numbers)
-            block.append(jax.vmap(lambda k: draw_layer(k, shape, arch.init, gain, bias_std))(keys))
+            keys = streams.layer_keys(key, seg.start + 1 + j + period * jnp.arange(seg.repeats))
+            block.append(jax.vmap(lambda k: streams.layer(k, shape, arch.init, gain, bias_std))(keys))
         params.append(tuple(block))
     return tuple(params)
 

@@ -1,10 +1,9 @@
 """The training spec: ``kind = "train"``, short training runs of the networks of a grid.
 
 A training spec has the statistics grid's axes plus ``learning_rate``, and says what the
-networks are trained on, how and for how long. It is validated like ``sweep.spec.Spec``:
+networks are trained on, how and for how long. It is validated like ``sweep.config.spec.Spec``:
 an unknown key, a wrong type or a value outside what is allowed raises ``SpecError`` naming
-the field. ``sweep.Spec.from_dict`` and ``sweep.Spec.from_toml`` return a ``TrainSpec``
-for ``kind = "train"``.
+the field. ``sweep.load_spec`` returns a ``TrainSpec`` for ``kind = "train"``.
 
 The ``width`` axis is the base width of the hidden layers; the input dimension n_0 is the
 dataset's number of features (see ``sweep.train.model.architecture``).
@@ -15,17 +14,38 @@ from __future__ import annotations
 import dataclasses
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from sweep import validate
-from sweep import spec as stats_spec
+from sweep.config import validate
+from sweep.config.spec import GRID_AXES, Grid, SpecBase, read_toml
 from sweep.errors import SpecError
-from sweep.spec import GRID_AXES, Grid
 
 TRAIN_AXES: tuple[str, ...] = GRID_AXES + ("learning_rate",)
 """The axes of a training grid, in the order of the dataset's dims (then ``seed``)."""
 
-DATASETS: tuple[str, ...] = ("mnist1d", "digits", "teacher")
+class DatasetShape(NamedTuple):
+    """What a training dataset is, in the spec's terms (``sweep.train.data`` makes it).
+
+    Attributes:
+      task: ``"classification"`` (softmax cross-entropy on classes) or ``"regression"``
+        (half the squared error on real targets).
+      features: the input dimension n_0.
+      outputs: classes, or target dimensions.
+      examples: training and test examples together.
+    """
+
+    task: str
+    features: int
+    outputs: int
+    examples: int
+
+
+DATASET_SHAPES: dict[str, DatasetShape] = {
+    "mnist1d": DatasetShape("classification", 40, 10, 5000),
+    "digits": DatasetShape("classification", 64, 10, 1797),
+    "teacher": DatasetShape("regression", 32, 1, 5120),
+}
+DATASETS: tuple[str, ...] = tuple(DATASET_SHAPES)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
 _PRECISIONS = ("highest", "default")
 
@@ -71,7 +91,7 @@ class TrainGrid(Grid):
 
 
 @dataclasses.dataclass(frozen=True)
-class TrainSpec(stats_spec.SpecBase):
+class TrainSpec(SpecBase):
     """A sweep of short training runs.
 
     Attributes:
@@ -116,6 +136,11 @@ class TrainSpec(stats_spec.SpecBase):
     def num_networks(self) -> int:
         """Networks trained: grid points (learning rates included) times seeds."""
         return math.prod(self.grid.shape) * self.seeds
+
+    @property
+    def task(self) -> str:
+        """``"classification"`` or ``"regression"``, the dataset's task."""
+        return DATASET_SHAPES[self.dataset].task
 
     @property
     def num_initial_networks(self) -> int:
@@ -172,7 +197,7 @@ class TrainSpec(stats_spec.SpecBase):
           SpecError: the file is missing, is not TOML, is not ``kind = "train"``, or a field
             is bad.
         """
-        raw = stats_spec.read_toml(path)
+        raw = read_toml(path)
         if raw.get("kind") != "train":
             raise SpecError("kind", f"a training spec needs kind = \"train\", got {raw.get('kind')!r}")
         return cls.from_dict(raw)

@@ -14,11 +14,14 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sweep import activations, inits, profiles, validate
+from sweep.config import activations, inits, profiles, validate
 from sweep.errors import SpecError
 
 GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width", "gain", "bias_std")
 """The grid axes, in the order of the dataset's dims."""
+
+STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
+"""The axes that set a network's architecture; the others (and ``seed``) are ``vmap``-ed."""
 
 _KINDS = ("stats", "train")
 _INPUTS = ("gaussian",)
@@ -126,7 +129,7 @@ class Spec(SpecBase):
     Attributes:
       name: a short name, used for default output paths.
       kind: ``"stats"``: random-init statistics. (``"train"`` specs are ``TrainSpec``s, see
-        ``sweep.train.spec``; ``Spec.from_dict`` and ``Spec.from_toml`` return one for them.)
+        ``sweep.config.train_spec``; ``sweep.load_spec`` reads either kind.)
       rng_seed: base PRNG seed of the whole sweep.
       seeds: independent networks per grid point (dim ``seed`` = 0..seeds-1).
       batch: inputs per network.
@@ -171,18 +174,14 @@ class Spec(SpecBase):
     def from_dict(cls, raw: dict[str, Any]) -> "Spec":
         """Builds and validates a spec from a dict shaped like the TOML file.
 
-        Returns:
-          A ``Spec``, or a ``sweep.train.spec.TrainSpec`` when ``kind = "train"``.
-
         Raises:
-          SpecError: naming the first offending field.
+          SpecError: naming the first offending field (a training spec, ``kind = "train"``,
+            is refused here: it is a ``TrainSpec``, and ``sweep.load_spec`` reads either kind).
         """
         if not isinstance(raw, dict):
             raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
         if raw.get("kind") == "train":
-            from sweep.train.spec import TrainSpec
-
-            return TrainSpec.from_dict(raw)
+            raise SpecError("kind", "a kind = \"train\" spec is a TrainSpec; sweep.load_spec reads either kind")
         fields = {f.name for f in dataclasses.fields(cls)}
         validate.reject_unknown(raw, fields, "")
         kw: dict[str, Any] = {}
@@ -207,7 +206,7 @@ class Spec(SpecBase):
 
     @classmethod
     def from_toml(cls, path: str | Path) -> "Spec":
-        """Reads and validates a spec file (a ``TrainSpec`` when ``kind = "train"``).
+        """Reads and validates a statistics spec file.
 
         Raises:
           SpecError: the file is missing, is not TOML, or a field is bad.

@@ -1,0 +1,215 @@
+"""The dataset contract of both kinds of sweep: dims, variables, their attributes (no JAX).
+
+Statistics sweeps (``kind = "stats"``): dims are every grid axis (each with its coordinate
+even when of length 1), then ``seed``, and ``layer`` = 1..max(depth) for per-layer statistics
+(NaN beyond a network's own depth); ``singular_value`` for the Jacobian.
+
+Training sweeps (``kind = "train"``): the grid axes, ``learning_rate`` and ``seed`` for what
+depends on the run; ``step`` (every ``log_every``-th step) and ``eval_step`` (0,
+``eval_every``, ..., ``steps``) for the curves; and, without ``learning_rate``, the initial
+networks' ``loss_at_init`` and per-layer statistics ``init_<stat>``.
+
+Every variable carries ``long_name``, ``units`` and a ``definition``; ``measured`` gives the
+variables a sweep computes, with their full shapes, dtypes and fill values, and ``to_dataset``
+wraps arrays of those shapes into the dataset.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+import xarray as xr
+
+from sweep.config import profiles
+from sweep.config.spec import GRID_AXES, Spec
+from sweep.config.train_spec import TrainSpec
+
+NETWORK_DIMS: tuple[str, ...] = GRID_AXES + ("seed",)
+"""The dims of one network's values in a statistics sweep (and of an initial network in training)."""
+RUN_DIMS: tuple[str, ...] = GRID_AXES + ("learning_rate", "seed")
+"""The dims of one training run's values."""
+
+STATS: dict[str, tuple[str, str]] = {
+    "preact_mean": ("mean pre-activation", "mean over units and batch of z_l = W_l x_{l-1} + b_l"),
+    "preact_meansq": ("pre-activation second moment", "mean over units and batch of z_l²"),
+    "preact_var": ("pre-activation variance", "variance of z_l over units and batch, pooled"),
+    "act_mean": ("mean activation", "mean over units and batch of x_l = φ(z_l)"),
+    "act_meansq": ("activation second moment", "mean over units and batch of x_l²"),
+    "act_var": ("activation variance", "variance of x_l over units and batch, pooled"),
+    "dead_fraction": ("dead unit fraction", "fraction of units with φ'(z_l) = 0 on every example"),
+    "grad_act_meansq": ("activation gradient second moment",
+                        "mean over units and batch of (∂ℓ/∂x_l)², ℓ each example's own loss"),
+    "grad_preact_meansq": ("pre-activation gradient second moment",
+                           "mean over units and batch of (∂ℓ/∂z_l)², ℓ each example's own loss"),
+    "grad_weight_meansq": ("weight gradient second moment",
+                           "mean over entries of (∂C/∂W_l)², C the batch-mean loss"),
+}
+"""The per-layer statistics the kernel measures, in its order: ``(long_name, definition)``."""
+LAYER_STATS: tuple[str, ...] = tuple(STATS)
+
+_OTHER: dict[str, tuple[str, str]] = {
+    "overflow": ("overflow", "a statistic of this layer exceeded the float range and is not finite"),
+    "loss": ("loss", "batch-mean loss C at initialisation"),
+    "jacobian_singular_values": ("Jacobian singular values",
+                                 "singular values of ∂x_L/∂x_0 at the first input, descending"),
+    "layer_width": ("layer width", "n_l, the width of hidden layer l; 0 beyond the depth"),
+}
+
+_TRAINING: dict[str, tuple[tuple[str, ...], str, str, str]] = {
+    # name: (dims after RUN_DIMS, long_name, units ("loss" for the task's loss units), definition)
+    "train_loss": (("step",), "training loss", "loss",
+                   "mini-batch loss at the step, before its update; NaN after the network diverged"),
+    "test_loss": (("eval_step",), "test loss", "loss",
+                  "mean loss over the test split after eval_step updates; NaN after the network diverged"),
+    "test_accuracy": (("eval_step",), "test accuracy", "1",
+                      "fraction of the test split classified correctly (arg-max of the logits); "
+                      "NaN for regression and after the network diverged"),
+    "diverged": ((), "diverged", "1",
+                 "a training or test loss was not finite (NaN or inf) at some step; the network was then frozen"),
+    "steps_to_target": ((), "steps to target loss", "step",
+                        "the first step whose training loss is below target_loss (see attrs); NaN if none"),
+}
+
+COORDINATES: dict[str, tuple[str, str]] = {
+    "activation": ("activation function φ", ""), "init": ("weight initialisation", ""),
+    "profile": ("width profile", ""), "depth": ("number of hidden layers L", "1"),
+    "width": ("base width n (input dimension)", "1"), "gain": ("weight gain σ_w", "1"),
+    "bias_std": ("bias standard deviation σ_b", "1"), "seed": ("network seed", "1"),
+    "layer": ("hidden layer l", "1"), "singular_value": ("singular value rank", "1"),
+    "learning_rate": ("learning rate", "1"), "step": ("optimizer step (updates before it)", "step"),
+    "eval_step": ("updates before the evaluation", "step"),
+}
+"""``(long_name, units)`` of each coordinate."""
+
+
+class Variable(NamedTuple):
+    """One variable of the contract.
+
+    Attributes:
+      dims: its dims, in order.
+      dtype: numpy dtype.
+      fill: the value of what is not (yet) computed.
+      attrs: ``long_name``, ``units`` and ``definition``.
+    """
+
+    dims: tuple[str, ...]
+    dtype: type
+    fill: object
+    attrs: dict
+
+
+def _attrs(long_name: str, definition: str, units: str = "1") -> dict:
+    return {"long_name": long_name, "units": units, "definition": definition}
+
+
+def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
+    """The length of every dim of a sweep's dataset."""
+    g = spec.grid
+    out = {axis: len(getattr(g, axis)) for axis in GRID_AXES}
+    out.update(seed=spec.seeds, layer=max(g.depth))
+    if isinstance(spec, TrainSpec):
+        out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps))
+    elif spec.jacobian:
+        out.update(singular_value=max(g.width))
+    return out
+
+
+def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
+    """The variables a sweep computes, by name, in the order they are stored."""
+    if isinstance(spec, TrainSpec):
+        return _training(spec)
+    layer = NETWORK_DIMS + ("layer",)
+    out = {name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in STATS.items()}
+    out["overflow"] = Variable(layer, np.bool_, False, _attrs(*_OTHER["overflow"]))
+    out["loss"] = Variable(NETWORK_DIMS, np.float64, np.nan, _attrs(*_OTHER["loss"]))
+    if spec.jacobian:
+        out["jacobian_singular_values"] = Variable(NETWORK_DIMS + ("singular_value",), np.float64, np.nan,
+                                                   _attrs(*_OTHER["jacobian_singular_values"]))
+    return out
+
+
+def _training(spec: TrainSpec) -> dict[str, Variable]:
+    loss_units = "nat" if spec.task == "classification" else "1"
+    out = {}
+    for name, (extra, long_name, units, definition) in _TRAINING.items():
+        dtype, fill = {"diverged": (np.bool_, False), "steps_to_target": (np.float64, np.nan)}.get(
+            name, (np.float32, np.nan))
+        out[name] = Variable(RUN_DIMS + extra, dtype, fill, _attrs(long_name, definition,
+                                                                   loss_units if units == "loss" else units))
+    out["loss_at_init"] = Variable(NETWORK_DIMS, np.float32, np.nan, _attrs(
+        "loss at initialisation",
+        "mean loss over the whole training split before any update (the same at every learning rate)", loss_units))
+    for name in LAYER_STATS + ("overflow",):
+        long_name, definition = {**STATS, **_OTHER}[name]
+        dtype, fill = (np.bool_, False) if name == "overflow" else (np.float64, np.nan)
+        out[f"init_{name}"] = Variable(NETWORK_DIMS + ("layer",), dtype, fill, _attrs(
+            f"{long_name} at initialisation",
+            f"{definition}; statistics kernel on batch i.i.d. N(0, 1) inputs (see attrs init_statistics)"))
+    return out
+
+
+def shape(spec: Spec | TrainSpec, variable: Variable) -> tuple[int, ...]:
+    """A variable's full shape in a sweep."""
+    n = sizes(spec)
+    return tuple(n[d] for d in variable.dims)
+
+
+def coordinates(spec: Spec | TrainSpec) -> dict[str, np.ndarray | list]:
+    """The coordinate values of a sweep's dataset."""
+    g = spec.grid
+    coords = {axis: list(getattr(g, axis)) for axis in GRID_AXES}
+    coords["seed"] = np.arange(spec.seeds)
+    coords["layer"] = np.arange(1, max(g.depth) + 1)
+    if isinstance(spec, TrainSpec):
+        coords["learning_rate"] = list(g.learning_rate)
+        coords["step"] = np.asarray(spec.log_steps)
+        coords["eval_step"] = np.asarray(spec.eval_steps)
+    elif spec.jacobian:
+        coords["singular_value"] = np.arange(1, max(g.width) + 1)
+    return coords
+
+
+def layer_widths(spec: Spec | TrainSpec) -> np.ndarray:
+    """n_l of every (profile, depth, width) and layer, 0 beyond the depth."""
+    g = spec.grid
+    out = np.zeros((len(g.profile), len(g.depth), len(g.width), max(g.depth)), np.int64)
+    for i, p in enumerate(g.profile):
+        for j, d in enumerate(g.depth):
+            for k, w in enumerate(g.width):
+                out[i, j, k, :d] = profiles.widths(p, w, d)[1:]
+    return out
+
+
+def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dict | None = None) -> xr.Dataset:
+    """Wraps a sweep's measured arrays (full shapes, ``measured``'s names) into its dataset.
+
+    Args:
+      spec: the sweep.
+      arrays: every measured variable, of its full shape.
+      attrs: the dataset's attributes (provenance, and for training the data's).
+
+    Returns:
+      The dataset, with ``layer_width`` and the attributes of every variable and coordinate.
+    """
+    data = {name: (v.dims, arrays[name], dict(v.attrs)) for name, v in measured(spec).items()}
+    data["layer_width"] = (("profile", "depth", "width", "layer"), layer_widths(spec), _attrs(*_OTHER["layer_width"]))
+    ds = xr.Dataset(data, coords=coordinates(spec))
+    for axis, (long_name, units) in COORDINATES.items():
+        if axis in ds.coords:
+            ds[axis].attrs.update(long_name=long_name, units=units)
+    if isinstance(spec, TrainSpec):
+        ds["width"].attrs.update(long_name="base width n of the hidden layers")
+    ds.attrs.update(attrs or {})
+    return ds
+
+
+def template(spec: Spec | TrainSpec, attrs: dict | None = None) -> xr.Dataset:
+    """The full dataset of a sweep with every measured value missing, using no memory for them."""
+    arrays = {name: np.broadcast_to(np.asarray(v.fill, v.dtype), shape(spec, v)) for name, v in measured(spec).items()}
+    return to_dataset(spec, arrays, attrs)
+
+
+def empty_arrays(spec: Spec | TrainSpec) -> dict[str, np.ndarray]:
+    """Writable measured arrays of their full shapes, filled as ``template``'s."""
+    return {name: np.full(shape(spec, v), v.fill, v.dtype) for name, v in measured(spec).items()}

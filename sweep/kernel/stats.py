@@ -1,0 +1,176 @@
+"""The statistics kernel: draw, run forward, backpropagate and reduce, for many networks at once.
+
+For one network the kernel draws its layers and inputs (``sweep.model``), runs them forward
+with ``lax.scan``, backpropagates each example's loss with a reverse ``lax.scan`` of per-layer
+VJPs, and reduces every layer to a few scalars on device. ``make_kernel`` ``vmap``s this over
+networks and ``jit``s it once per architecture; only the per-layer scalars leave the device.
+
+Scale tracking and the passes themselves are in ``sweep.kernel.passes``: statistics come out as
+float32 mantissas and int32 exponents (``sweep.kernel.results.NetworkStats``), which
+``sweep.kernel.results.finish`` combines in float64 on the host. The
+layers where a statistic is not finite are marked in ``overflow``; no other network is
+touched, since networks never mix.
+
+Cost. On a CPU the random weights cost more than the GEMMs that use them (threefry gives tens
+of millions of normals per second against ~100 GFLOP/s). With common random numbers
+(``Probe.gains_per_draw`` > 1, ``draw_stats``) the networks of one draw that differ only in
+gain share their draws, which are made once, and every layer runs as one GEMM over all their
+rows. Where those networks are scaled copies of one another (positively homogeneous
+activation, no biases), one network is run and rescaled instead (``sweep.kernel.scaled_copies``).
+The weight gradient's mean square comes from two batch × batch Gram matrices when that is
+cheaper than the n_in × n_out gradient (``passes.grad_weight_meansq``).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from sweep.kernel import passes, scaled_copies
+from sweep.kernel.batching import micro_batched
+from sweep.kernel.passes import Readout
+from sweep.kernel.results import NetworkStats
+from sweep.kernel.scale import normalise
+from sweep.model import network, streams
+from sweep.model.network import Architecture
+from sweep.plan.probe import Probe
+
+
+def draw_readout(key: jax.Array, probe: Probe, n_last: int) -> Readout:
+    """The probe loss's random numbers of the network with key ``key``."""
+    if probe.loss == "mse":
+        return Readout(streams.readout(key, n_last, probe.outputs), streams.targets(key, probe.batch, probe.outputs))
+    return Readout(streams.projection(key, n_last), None)
+
+
+def network_stats(arch: Architecture, probe: Probe, key: jax.Array, gain, bias_std) -> NetworkStats:
+    """All statistics of one network, as mantissas and exponents.
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      key: the network's key.
+      gain, bias_std: scalars.
+
+    Returns:
+      ``NetworkStats`` of one network: per layer ``(L,)``; ``jacobian`` as
+      ``probe.jacobian`` and ``probe.jacobian_on_host`` say.
+    """
+    precision = probe.lax_precision
+    params = network.draw_params(key, arch, gain, bias_std)
+    x = streams.inputs(key, probe.batch, arch.widths[0])
+    fwd = passes.forward(params, arch, x, precision)
+    loss, g = passes.loss_and_cotangent(fwd.x_last, draw_readout(key, probe, arch.widths[-1]), precision)
+    g_scaled, m = normalise(g.mantissa)
+    back = passes.backward(params, arch, fwd.residuals, g_scaled, fwd.x_last.mantissa, precision)
+    back = back._replace(exp_grad=back.exp_grad + g.exponent + m)
+    jacobian = None
+    if probe.jacobian:
+        jacobian = passes.jacobian(params, arch, x[0], precision, not probe.jacobian_on_host)
+    return NetworkStats(fwd.stats, back, loss, jacobian)
+
+
+def draw_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Array, bias_std) -> NetworkStats:
+    """All statistics of the G networks of one draw: common random numbers across gains.
+
+    The networks share every random number: unit weights W and biases drawn from ``key`` as
+    ``network.draw_params(key, arch, 1, bias_std)``, the inputs, the readout and the targets;
+    network g has weights gains[g] · W. The random numbers are drawn once instead of G times,
+    and every layer runs as one GEMM of G · batch rows. Each network is the one that
+    ``network_stats(arch, probe, key, gains[g], bias_std)`` measures, computed with a
+    different rounding order (the gain scales h W instead of W).
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      key: the draw's key.
+      gains: ``(G,)``.
+      bias_std: a scalar.
+
+    Returns:
+      ``NetworkStats``, each array with a leading axis G.
+    """
+    precision = probe.lax_precision
+    params = network.draw_params(key, arch, 1.0, bias_std)
+    x = streams.inputs(key, probe.batch, arch.widths[0])
+    xs = jnp.broadcast_to(x, gains.shape + x.shape)
+    fwd = passes.forward(params, arch, xs, precision, gains)
+    readout = draw_readout(key, probe, arch.widths[-1])
+    loss, g = jax.vmap(passes.loss_and_cotangent, in_axes=(0, None, None))(fwd.x_last, readout, precision)
+    g_scaled, m = jax.vmap(normalise)(g.mantissa)
+    back = passes.backward(params, arch, fwd.residuals, g_scaled, fwd.x_last.mantissa, precision, gains)
+    back = back._replace(exp_grad=back.exp_grad + (g.exponent + m)[:, None])
+    jacobian = None
+    if probe.jacobian:
+        def one_gain(gain):
+            scaled = tuple(tuple((gain * w, b) for w, b in block) for block in params)
+            return passes.jacobian(scaled, arch, x[0], precision, not probe.jacobian_on_host)
+
+        jacobian = jax.vmap(one_gain)(gains)
+    return NetworkStats(fwd.stats, back, loss, jacobian)
+
+
+def scaled_copy_stats(arch: Architecture, probe: Probe, key: jax.Array, gains: jax.Array, bias_std) -> NetworkStats:
+    """``draw_stats`` for a draw whose networks are scaled copies (``Probe.runs_scaled_copies``).
+
+    ``bias_std`` is 0: the draw's biases are its multiple of zero, drawn all the same.
+    """
+    params = network.draw_params(key, arch, 1.0, bias_std)
+    x = streams.inputs(key, probe.batch, arch.widths[0])
+    return scaled_copies.stats(arch, probe, params, x, draw_readout(key, probe, arch.widths[-1]), gains)
+
+
+@functools.cache
+def make_kernel(arch: Architecture, probe: Probe, micro_batch: int):
+    """The compiled kernel for one architecture: many networks in one call.
+
+    Networks are ``vmap``-ed in micro-batches of a fixed size, and a call runs its
+    micro-batches one after another with ``lax.map``. XLA's fusion and vectorisation depend
+    on array shapes, so a network's numbers are bit-identical only if it is always computed
+    inside the same shape: fixing the micro-batch makes results independent of how many
+    networks a call holds, hence of the memory budget and the chunking.
+
+    With ``probe.gains_per_draw`` = G > 1 (common random numbers), every run of G
+    consecutive networks is one draw (``draw_stats``, or ``scaled_copy_stats`` where
+    that applies): its key is that of the run's first network, its bias std that of the first
+    network, and each network keeps its own gain.
+
+    Args:
+      arch: the architecture.
+      probe: what to measure.
+      micro_batch: networks ``vmap``-ed together; a multiple of ``probe.gains_per_draw``.
+
+    Returns:
+      ``kernel(rng_seed, indices, gains, bias_stds) -> NetworkStats`` where ``indices`` (uint32),
+      ``gains`` and ``bias_stds`` (float32) have shape ``(C,)``, C a multiple of
+      ``micro_batch``, and each output has a leading axis of size C. Network i is drawn
+      from ``streams.network_key(rng_seed, indices[i])`` (with common random numbers, from the key
+      of the first network of its draw).
+    """
+    per_draw = probe.gains_per_draw
+    if micro_batch % per_draw:
+        raise ValueError(f"micro_batch {micro_batch} is not a multiple of gains_per_draw {per_draw}")
+
+    if per_draw == 1:
+        def one(rng_seed, index, gain, bias_std):
+            return network_stats(arch, probe, streams.network_key(rng_seed, index), gain, bias_std)
+    else:
+        per_draw_stats = scaled_copy_stats if probe.runs_scaled_copies(arch) else draw_stats
+
+        def one(rng_seed, index, gain, bias_std):
+            return per_draw_stats(arch, probe, streams.network_key(rng_seed, index[0]), gain, bias_std[0])
+
+    batched = micro_batched(one, (None, 0, 0, 0), micro_batch // per_draw)
+    if per_draw == 1:
+        return jax.jit(batched)
+
+    def run(rng_seed, indices, gains, bias_stds):
+        size = indices.shape[0]
+        draws = lambda a: a.reshape(size // per_draw, per_draw)
+        out = batched(rng_seed, draws(indices), draws(gains), draws(bias_stds))
+        return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)
+
+    return jax.jit(run)

@@ -1,0 +1,97 @@
+"""The random streams: every random number a network is made of, and only here.
+
+This module is the reproducibility contract. Network i of a sweep (its global index over
+the grid axes and ``seed``, in C order) has the key ``fold_in(key(rng_seed), i)``. From it,
+each kind of draw has a stream of its own, selected by ``fold_in`` with a tag:
+
+* ``LAYER_STREAM``: layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``;
+  its weights from ``fold_in(that, 0)``, its biases from ``fold_in(that, 1)``.
+* ``INPUT_STREAM``: the batch of inputs, i.i.d. N(0, 1).
+* ``TARGET_STREAM``: the ``"mse"`` probe's targets, i.i.d. N(0, 1).
+* ``READOUT_STREAM``: the readout, N(0, 1/n_L): the ``"mse"`` probe's and the trained
+  network's initial readout are the same draw, the ``"projection"`` probe's its first column's
+  length.
+
+So a network is the same whether it is drawn alone, in a chunk of thousands, by the
+statistics kernel, by scaled copies or by the trainer, and a layer's draw depends only on
+the network's key and the layer's index.
+"""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from sweep.config import inits
+from sweep.model import linalg
+
+LAYER_STREAM = 0
+INPUT_STREAM = 1
+TARGET_STREAM = 2
+READOUT_STREAM = 3
+
+
+def network_key(rng_seed: int | jax.Array, index: int | jax.Array) -> jax.Array:
+    """The key of the network with global ``index`` in a sweep with base seed ``rng_seed``."""
+    return jax.random.fold_in(jax.random.key(rng_seed), index)
+
+
+def layer_keys(key: jax.Array, layers: jax.Array) -> jax.Array:
+    """The keys of layers ``layers`` (1-based, an int array) of the network with key ``key``."""
+    stream = jax.random.fold_in(key, LAYER_STREAM)
+    return jax.vmap(lambda n: jax.random.fold_in(stream, n))(layers)
+
+
+def weights(key: jax.Array, shape: tuple[int, int], init: str) -> jax.Array:
+    """Unit-scale weights ``(n_in, n_out)`` of the registered ``init``: Var = 1 / fan.
+
+    Normal, uniform and truncated draws are ``jax.nn.initializers.variance_scaling``'s;
+    orthogonal ones ``jax.nn.initializers.orthogonal``'s, factorised on CPUs by
+    ``sweep.model.linalg`` (jaxlib's LAPACK QR can deadlock XLA's CPU thread pool).
+    """
+    spec = inits.get(init)
+    if spec.distribution != "orthogonal":
+        return jax.nn.initializers.variance_scaling(1.0, spec.mode, spec.distribution)(key, shape)
+    if jax.default_backend() != "cpu":
+        return jax.nn.initializers.orthogonal()(key, shape)
+    gaussian = jax.random.normal(key, (max(shape), min(shape)))  # jax.random.orthogonal's draw
+    return linalg.orthogonal_from_gaussian(gaussian, shape)
+
+
+def layer(key: jax.Array, shape: tuple[int, int], init: str, gain, bias_std) -> tuple[jax.Array, jax.Array]:
+    """Draws one layer.
+
+    Args:
+      key: the layer's key (``layer_keys``).
+      shape: ``(n_in, n_out)``.
+      init: init name.
+      gain: σ_w, a scalar.
+      bias_std: σ_b, a scalar.
+
+    Returns:
+      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``, Var[W] = gain² / fan.
+    """
+    w = gain * weights(jax.random.fold_in(key, 0), shape, init)
+    b = bias_std * jax.random.normal(jax.random.fold_in(key, 1), (shape[1],))
+    return w, b
+
+
+def inputs(key: jax.Array, batch: int, n_in: int) -> jax.Array:
+    """The network's batch of inputs, ``(batch, n_in)``, i.i.d. N(0, 1)."""
+    return jax.random.normal(jax.random.fold_in(key, INPUT_STREAM), (batch, n_in))
+
+
+def readout(key: jax.Array, n_last: int, outputs: int) -> jax.Array:
+    """The readout ``(n_last, outputs)``, i.i.d. N(0, 1/n_last)."""
+    return jax.random.normal(jax.random.fold_in(key, READOUT_STREAM), (n_last, outputs)) / np.sqrt(n_last)
+
+
+def projection(key: jax.Array, n_last: int) -> jax.Array:
+    """The ``"projection"`` probe's direction ``(n_last,)``, i.i.d. N(0, 1/n_last)."""
+    return jax.random.normal(jax.random.fold_in(key, READOUT_STREAM), (n_last,)) / np.sqrt(n_last)
+
+
+def targets(key: jax.Array, batch: int, outputs: int) -> jax.Array:
+    """The ``"mse"`` probe's targets ``(batch, outputs)``, i.i.d. N(0, 1)."""
+    return jax.random.normal(jax.random.fold_in(key, TARGET_STREAM), (batch, outputs))
+

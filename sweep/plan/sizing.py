@@ -1,0 +1,68 @@
+"""What one network costs inside a job: device memory (which sizes micro-batches and calls)
+and floating-point work (which sets the watchdog's deadlines and the share of each process).
+
+Every estimate counts float32 arrays and multiplies them by a workspace factor for XLA's
+temporaries; each kind of job has its own term for what it keeps beside the parameters.
+"""
+
+from __future__ import annotations
+
+from sweep.model.network import Architecture
+
+WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted
+_OPTIMIZER_SLOTS = {"sgd": 0, "momentum": 1, "adam": 2}
+EVAL_SLICE = 512
+"""The most examples a trained network evaluates at once (the evaluation loops over slices)."""
+
+
+def stats_bytes(arch: Architecture, probe) -> int:
+    """An upper estimate of the device memory one network needs inside the statistics kernel.
+
+    Counts the weights and biases (kept for the backward pass), the forward residuals
+    ``x_{l-1}`` and ``z_l`` of every layer, the largest per-layer temporaries (one weight
+    gradient, a few activations) and the Jacobian's tangents. With common random numbers the
+    weights are shared by the ``probe.gains_per_draw`` networks of a draw; where these are
+    scaled copies of one network (``Probe.runs_scaled_copies``), everything but the per-gain
+    outputs is shared, and the backward pass carries two cotangents.
+    """
+    shapes, b = arch.shapes, probe.batch
+    weights = sum(i * o + o for i, o in shapes)
+    residuals = b * sum(i + o for i, o in shapes)
+    temporaries = max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
+    jacobian = 0
+    if probe.jacobian:
+        n0, widest = arch.widths[0], max(arch.widths)
+        jacobian = 4 * n0 * widest + n0 * arch.widths[-1]
+    if probe.runs_scaled_copies(arch):
+        shared = weights + residuals + 2 * temporaries + jacobian
+        return int(4 * WORKSPACE_FACTOR * shared / probe.gains_per_draw)
+    shared = weights / probe.gains_per_draw
+    return int(4 * WORKSPACE_FACTOR * (shared + residuals + temporaries + jacobian))
+
+
+def stats_flops(arch: Architecture, probe) -> float:
+    """The GEMM FLOPs of one network: forward, backward and weight gradient, and the Jacobian's tangents."""
+    layer = sum(2 * i * o for i, o in arch.shapes)
+    jacobian = arch.widths[0] * layer if probe.jacobian else 0
+    return float(3 * probe.batch * layer + jacobian)
+
+
+def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE) -> int:
+    """An upper estimate of the device memory one network needs while it trains.
+
+    Counts the parameters, their gradients, updates and the optimizer's slots (twice for the
+    scan's carry in and out), the forward residuals and cotangents of a mini-batch, or a
+    slice of the evaluation if larger.
+    """
+    shapes = arch.shapes
+    params = sum(i * o + o for i, o in shapes) + arch.widths[-1] * outputs + outputs
+    state = params * (2 * (1 + _OPTIMIZER_SLOTS[optimizer]) + 2)
+    step = 2 * batch * sum(i + o for i, o in shapes) + 3 * batch * outputs
+    evaluation = eval_slice * (3 * max(arch.widths) + 2 * outputs)
+    return int(4 * WORKSPACE_FACTOR * (state + max(step, evaluation)))
+
+
+def train_flops(arch: Architecture, outputs: int, batch: int, steps: int, evaluations: int, examples: int) -> float:
+    """The GEMM FLOPs of training one network: its steps and its evaluations of both splits."""
+    layer = sum(2 * i * o for i, o in arch.shapes) + 2 * arch.widths[-1] * outputs
+    return float(3 * batch * layer * steps + evaluations * examples * layer)

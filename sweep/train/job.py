@@ -1,0 +1,125 @@
+"""A training job's kernel call: a chunk of networks drawn, trained and evaluated, on its devices.
+
+One call trains its networks for all their steps: they are drawn (``Trainer.init``),
+evaluated on the training split (``loss_at_init``), then trained in blocks of steps between
+evaluations on the test split, the training state staying on the devices throughout. The
+call returns every network's curves and outcomes as host arrays, named as stored
+(``sweep.io.schema``).
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.config import TrainSpec
+from sweep.kernel import devices
+from sweep.plan import Job
+from sweep.train import data as datasets
+from sweep.train import loop, schedule
+
+_OPTIMIZERS = {"sgd": "optax.sgd(learning_rate)", "momentum": "optax.sgd(learning_rate, momentum=0.9)",
+               "adam": "optax.adam(learning_rate) (b1 0.9, b2 0.999, eps 1e-8)"}
+
+
+def target_loss(spec: TrainSpec, data: datasets.Dataset) -> float:
+    """The loss ``steps_to_target`` looks for: the spec's, or half the best constant predictor's."""
+    return float(spec.target_loss if spec.target_loss is not None else 0.5 * data.constant_loss)
+
+
+def check(spec: TrainSpec) -> datasets.Dataset:
+    """The spec's dataset, once it is known to fit it.
+
+    Raises:
+      SpecError: for ``dataset`` when it cannot be made, ``batch`` when larger than its
+        training split.
+    """
+    from sweep.errors import SpecError
+
+    data = datasets.load(spec.dataset)
+    if spec.batch > len(data.x_train):
+        raise SpecError("batch", f"must be at most the {len(data.x_train)} training examples of {spec.dataset!r}")
+    return data
+
+
+def attributes(spec: TrainSpec) -> dict:
+    """The dataset attributes that say how the networks were trained and measured."""
+    data = datasets.load(spec.dataset)
+    attrs = dict(data.attrs)
+    attrs.update(
+        input_dim=data.n_features,
+        target_loss=target_loss(spec, data),
+        target_loss_source="spec" if spec.target_loss is not None else "half the best constant predictor's training loss",
+        batch_schedule=(f"the same for every network: epochs in the order numpy.random.default_rng([{spec.rng_seed}, "
+                        "epoch]).permutation(n_train), cut into consecutive batches (a batch may span two epochs)"),
+        network_keys=("network_key(rng_seed, index), index over (activation, init, profile, depth, width, gain, "
+                      "bias_std, seed) as in a stats sweep; every learning rate trains the same initial network"),
+        architecture="widths (input_dim, hidden widths of profile, width, depth), then a trained linear readout "
+                     "N(0, 1/n_L) with zero bias",
+        optimizer=_OPTIMIZERS[spec.optimizer],
+        loss="softmax cross-entropy (nats)" if data.task == datasets.CLASSIFICATION
+             else "half the squared error, summed over outputs",
+        divergence="a network with a non-finite loss is marked diverged and frozen; its later losses are NaN",
+        init_statistics=("the statistics kernel on each initial network (same key, gain, bias_std, architecture) "
+                         f"with {spec.batch} i.i.d. N(0, 1) inputs, mse probe loss against Gaussian targets of "
+                         f"dimension {data.n_outputs}; not the training data"),
+    )
+    return attrs
+
+
+def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.ndarray]]:
+    """The training job's kernel call on the devices of ``mesh``.
+
+    Args:
+      job: a ``train`` job of the plan.
+      spec: the training sweep.
+      mesh: the local devices (``sweep.engine.devices.local_mesh``).
+
+    Returns:
+      ``call(rng_seed, key_indices, gains, bias_stds, learning_rates) -> dict``: inputs
+      ``(C,)`` host arrays, C a multiple of the job's micro-batch times the device count;
+      outputs ``train_loss`` ``(C, len(log_steps))``, ``test_loss`` and ``test_accuracy``
+      ``(C, len(eval_steps))``, ``diverged``, ``steps_to_target`` and ``loss_at_init`` ``(C,)``.
+    """
+    data = datasets.load(spec.dataset)
+    config = loop.Config(job.arch, data.n_outputs, data.task, spec.optimizer, spec.precision)
+    trainer = loop.make_trainer(config, job.micro_batch)
+    init = devices.on_devices(trainer.init, mesh, (False, True, True, True))
+    train = devices.on_devices(trainer.train, mesh, (True, True, False, False, False, False, False), donate=(0,))
+    evaluate = devices.on_devices(trainer.evaluate, mesh, (True, False, False, False, False, False), donate=(0,))
+    x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
+    *eval_arrays, train_slices, test_slices = schedule.eval_set(data.x_train, data.y_train, data.x_test, data.y_test)
+    eval_arrays = tuple(jnp.asarray(a) for a in eval_arrays)
+    target = target_loss(spec, data)
+    n_train = len(data.x_train)
+    logged = np.asarray(spec.log_steps)
+
+    def call(rng_seed, key_indices, gains, bias_stds, learning_rates) -> dict[str, np.ndarray]:
+        state = init(jnp.uint32(rng_seed), jnp.asarray(key_indices, jnp.uint32), jnp.asarray(gains, jnp.float32),
+                     jnp.asarray(bias_stds, jnp.float32))
+        state, loss_at_init, _ = evaluate(state, *eval_arrays, *train_slices)
+        rates = jnp.asarray(learning_rates, jnp.float32)
+        losses, test_loss, test_accuracy = [], [], []
+        eval_steps = spec.eval_steps
+        for start, stop in zip((0,) + eval_steps, eval_steps):
+            if stop > start:
+                rows = jnp.asarray(schedule.batch_rows(spec.rng_seed, n_train, spec.batch, start, stop))
+                state, block = train(state, rates, x_train, y_train, rows, start, target)
+                losses.append(np.asarray(block))
+            state, loss, accuracy = evaluate(state, *eval_arrays, *test_slices)
+            test_loss.append(np.asarray(loss))
+            test_accuracy.append(np.asarray(accuracy))
+        first = np.asarray(state.first_below)
+        every_step = np.concatenate(losses, axis=1)
+        return {
+            "train_loss": every_step[:, logged],
+            "test_loss": np.stack(test_loss, axis=1),
+            "test_accuracy": np.stack(test_accuracy, axis=1),
+            "diverged": np.asarray(state.diverged),
+            "steps_to_target": np.where(first >= 0, first, np.nan),
+            "loss_at_init": np.asarray(loss_at_init),
+        }
+
+    return call
