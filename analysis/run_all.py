@@ -37,7 +37,7 @@ def main(argv=None) -> int:
     for path in sorted((HERE / "specs").glob("*.toml")):
         if path.stem == "quick" or (args.only and path.stem not in args.only):
             continue
-        spec = sweep.Spec.from_toml(path)
+        spec = sweep.load_spec(path)
         if args.scale != 1.0:
             spec = spec.replace(seeds=max(2, round(spec.seeds * args.scale)))
         out = args.results / f"{spec.name}.zarr"

@@ -6,7 +6,7 @@ readout of 10 outputs: the workload of the PyTorch baseline), in one run:
 * the engine's networks per second through ``sweep.run``, timed after compilation, for
   independent draws (the default), for common random numbers across gains with every gain's
   passes run, and for common random numbers with the gains run as scaled copies of one
-  network (``sweep.scaled_copies``, which applies to this workload: relu, no biases);
+  network (``sweep.kernel.scaled_copies``, which applies to this workload: relu, no biases);
 * its useful GFLOP/s, counting three GEMMs per layer (forward, backward to the activations,
   weight gradient): 3 · 2 · batch · n_in · n_out per layer, the baseline's work; and the
   fraction of the peak that the GEMMs it actually runs reach;
@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sweep  # noqa: E402
-from sweep import passes  # noqa: E402
+from sweep.kernel import passes  # noqa: E402
 
 TARGET_RATIO = {32: 20.0, 256: 3.0, 1024: 1.5}  # engine ÷ baseline, on a 2-core CPU
 TARGET_PEAK_FRACTION = 0.5  # useful FLOP/s ÷ GEMM peak, at width >= 256

@@ -4,7 +4,8 @@ usage: python scripts/bench_linalg.py [--repeats 7]
 
 Times (medians over alternating repeats, milliseconds, one CPU device) of:
 * one orthogonal draw ``(n, n)``: ``jax.nn.initializers.orthogonal`` (LAPACK QR) against
-  ``sweep.linalg.orthogonal`` (Householder QR in plain XLA), for a batch of 8 draws vmapped;
+  ``sweep.model.linalg`` (Householder QR in plain XLA, what ``sweep.model.streams`` draws on a
+  CPU), for a batch of 8 draws vmapped;
 * singular values of 32 Jacobians ``(n, n)``: ``jnp.linalg.svd`` on the device (LAPACK in
   XLA) against numpy on the host, as the engine does on CPUs.
 """
@@ -19,7 +20,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep import linalg, passes
+from sweep.kernel.results import jacobian_singular_values
+from sweep.model import streams
 
 
 def _median_ms(fns, repeats):
@@ -37,12 +39,12 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args(argv)
     keys = jax.random.split(jax.random.key(0), 8)
-    print("| n | orthogonal, LAPACK (ms / draw) | orthogonal, sweep.linalg | ratio |"
+    print("| n | orthogonal, LAPACK (ms / draw) | orthogonal, sweep.model.linalg | ratio |"
           " SVD on device (ms / matrix) | SVD on host | ratio |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in (64, 256, 1024):
         lapack = jax.jit(jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (n, n))))
-        plain = jax.jit(jax.vmap(lambda k: linalg.orthogonal(k, (n, n))))
+        plain = jax.jit(jax.vmap(lambda k: streams.weights(k, (n, n), "orthogonal")))
         matrices = jax.random.normal(jax.random.key(1), (32 if n < 1024 else 4, n, n))
         device_svd = jax.jit(jax.vmap(lambda a: jnp.linalg.svd(a, compute_uv=False)))
         host = np.asarray(matrices)
@@ -51,7 +53,7 @@ def main(argv=None) -> int:
         jax.block_until_ready(device_svd(matrices))
         o_lapack, o_plain, s_device, s_host = _median_ms([
             lambda: jax.block_until_ready(lapack(keys)), lambda: jax.block_until_ready(plain(keys)),
-            lambda: jax.block_until_ready(device_svd(matrices)), lambda: passes.jacobian_singular_values(host),
+            lambda: jax.block_until_ready(device_svd(matrices)), lambda: jacobian_singular_values(host),
         ], args.repeats)
         k = len(host)
         print(f"| {n} | {o_lapack / 8:.3f} | {o_plain / 8:.3f} | {o_plain / o_lapack:.2f} | "

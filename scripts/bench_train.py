@@ -29,9 +29,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+import sweep
+from sweep import plan
 from sweep.train import data as datasets
-from sweep.train import loop, plan
-from sweep.train.model import architecture
+from sweep.train import loop, schedule
 
 DEFAULT_CONFIGS = "2x8x8,4x16x16,4x32x32,20x128x128"
 
@@ -52,10 +53,11 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def measure(args, depth: int, width: int, batch: int, data: datasets.Dataset) -> dict:
     """Per-network seconds of both ways for one configuration (medians of ``args.repeats``)."""
-    arch = architecture("relu", "fan_in", "constant", depth, width, data.n_features)
+    spec = sweep.load_spec({"kind": "train", "dataset": args.dataset, "optimizer": args.optimizer, "batch": batch,
+                            "grid": {"activation": ["relu"], "depth": [depth], "width": [width]}})
+    job = plan.make_plan(spec).groups[0].jobs[-1]  # the training job, as a sweep plans it
+    arch, micro = job.arch, job.micro_batch
     config = loop.Config(arch, data.n_outputs, data.task, args.optimizer, "highest")
-    need = plan.bytes_per_network(arch, data.n_outputs, batch, args.optimizer, plan.EVAL_SLICE)
-    micro = plan.micro_batch(need)
     n = args.networks
     together_trainer, single_trainer = loop.make_trainer(config, micro), loop.make_trainer(config, 1)
     size = micro * -(-n // micro)  # one call, padded to whole micro-batches as the runner does
@@ -64,7 +66,7 @@ def measure(args, depth: int, width: int, batch: int, data: datasets.Dataset) ->
                                   jnp.zeros(size, jnp.float32))
     rates = jnp.full(size, 0.01, jnp.float32)
     x, y = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
-    rows = jnp.asarray(plan.batch_rows(0, len(data.x_train), batch, 0, args.steps))
+    rows = jnp.asarray(schedule.batch_rows(0, len(data.x_train), batch, 0, args.steps))
 
     def copy(tree, i=None):
         pick = (lambda a: a) if i is None else (lambda a: a[i : i + 1])

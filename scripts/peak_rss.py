@@ -23,13 +23,13 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import sweep
-from sweep import plan
+from sweep.plan import bytes_of_result
 spec = sweep.Spec.from_dict(json.loads({spec!r}))
 start = time.perf_counter()
 sweep.run(spec, out={out!r}, memory={memory!r}, progress=False)
 print(json.dumps({{"seconds": time.perf_counter() - start,
                   "peak_rss_bytes": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024,
-                  "result_bytes": plan.bytes_of_result(spec)}}))
+                  "result_bytes": bytes_of_result(spec)}}))
 """
 
 
@@ -62,7 +62,8 @@ def main(argv=None) -> int:
     for n in (int(x) for x in args.networks.split(",")):
         row = measure(n, args)
         rows.append(row)
-        print(f"{row['networks']:>9} {row['seconds']:>8.1f} {row['peak_rss_bytes'] / 1e6:>12.0f} {row['result_bytes'] / 1e6:>10.0f}",
+        print(f"{row['networks']:>9} {row['seconds']:>8.1f} {row['peak_rss_bytes'] / 1e6:>12.0f} "
+              f"{row['result_bytes'] / 1e6:>10.0f}",
               flush=True)
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)

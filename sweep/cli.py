@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 
@@ -25,44 +25,44 @@ app = typer.Typer(
 )
 
 MemoryOption = Annotated[
-    Optional[str], typer.Option("--memory", help="Device memory budget per kernel call, e.g. 4GB (default: auto).")
+    str | None, typer.Option("--memory", help="Device memory budget per kernel call, e.g. 4GB (default: auto).")
 ]
 
 
 @app.command()
 def run(
     spec: Annotated[Path, typer.Argument(help="The sweep spec, a TOML file.")],
-    out: Annotated[Optional[Path], typer.Option("--out", help="Zarr store to write (default results/NAME.zarr).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Zarr store to write (default results/NAME.zarr).")] = None,
     memory: MemoryOption = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing store, or an unfinished one.")] = False,
     resume: Annotated[bool, typer.Option(
         "--resume", help="Continue an interrupted run of the same spec (or start one; done if --out is complete)."
     )] = False,
-    devices: Annotated[Optional[int], typer.Option(
+    devices: Annotated[int | None, typer.Option(
         "--devices", help="Use this many of each process's devices (default: all).", show_default=False
     )] = None,
-    chunk_networks: Annotated[Optional[int], typer.Option(
+    chunk_networks: Annotated[int | None, typer.Option(
         "--chunk-networks", help="About how many networks each stored chunk holds (default: ~1 MiB chunks).",
         show_default=False,
     )] = None,
     distributed: Annotated[bool, typer.Option(
         "--distributed", help="Join a multi-process run set up by the environment (SLURM, TPU pod, JAX_* variables)."
     )] = False,
-    coordinator: Annotated[Optional[str], typer.Option(
+    coordinator: Annotated[str | None, typer.Option(
         "--coordinator", help="host:port of process 0, for a multi-process run.", show_default=False
     )] = None,
-    num_processes: Annotated[Optional[int], typer.Option(
+    num_processes: Annotated[int | None, typer.Option(
         "--num-processes", help="Processes in a multi-process run.", show_default=False
     )] = None,
-    process_id: Annotated[Optional[int], typer.Option(
+    process_id: Annotated[int | None, typer.Option(
         "--process-id", help="This process's index in a multi-process run, from 0.", show_default=False
     )] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Show a progress bar.")] = True,
-    theory: Annotated[Optional[bool], typer.Option(
+    theory: Annotated[bool | None, typer.Option(
         "--theory/--no-theory", help="Store theory_* predictions beside (default: for statistics sweeps).",
         show_default=False,
     )] = None,
-    stall_timeout: Annotated[Optional[float], typer.Option(
+    stall_timeout: Annotated[float | None, typer.Option(
         "--stall-timeout", help="Seconds a kernel call may take before the run stops (default: generous, "
         "from the plan's estimate).", show_default=False,
     )] = None,

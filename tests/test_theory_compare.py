@@ -5,7 +5,8 @@ import math
 import numpy as np
 import pytest
 
-from sweep import Grid, Spec, store
+from sweep import Grid, Spec
+from sweep.io import schema as store
 from sweep.theory import deviation, predict
 
 

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from scipy import integrate, special
 
-from sweep import activations
+from sweep.config import activations
 from sweep.theory import closed_forms, gaussian, moments
 from sweep.theory.precision import float64
 

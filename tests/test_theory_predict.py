@@ -6,8 +6,9 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from sweep import Grid, Spec, profiles, store
-from sweep.spec import GRID_AXES
+from sweep import Grid, Spec
+from sweep.config import GRID_AXES, profiles
+from sweep.io import schema as store
 from sweep.theory import closed_forms, finite_width, predict
 from sweep.theory.predict import LAYER_STATS, LOG_NORM_STATS
 

@@ -24,7 +24,8 @@ import math
 
 import pytest
 
-from sweep.train import TrainSpec, run_training
+import sweep
+from sweep.config import TrainSpec
 
 SETTINGS = {
     "kind": "train", "name": "mnist1d-he-vs-xavier", "dataset": "mnist1d", "optimizer": "sgd",
@@ -37,7 +38,7 @@ CHANCE = 0.10
 
 def _train(init: str, gain: float):
     spec = TrainSpec.from_dict({**SETTINGS, "grid": {**GRID, "init": [init], "gain": [gain]}})
-    ds = run_training(spec, progress=False)
+    ds = sweep.run(spec, progress=False)
     return ds.squeeze(["activation", "init", "profile", "depth", "width", "gain", "bias_std", "learning_rate"])
 
 

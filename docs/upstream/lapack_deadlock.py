@@ -13,7 +13,8 @@ import sys
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
 
 kind = sys.argv[1] if len(sys.argv) > 1 else "cholesky"
 networks, batch, width = 1024, 128, 256

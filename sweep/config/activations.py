@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import functools
 import re
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 from sweep.errors import SpecError
 

@@ -6,7 +6,7 @@ and ``fan_avg`` really differ (He et al.'s forward-versus-backward argument).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from sweep.errors import SpecError
 

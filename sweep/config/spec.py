@@ -23,10 +23,10 @@ GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width",
 STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
 """The axes that set a network's architecture; the others (and ``seed``) are ``vmap``-ed."""
 
-_KINDS = ("stats", "train")
 _INPUTS = ("gaussian",)
 _LOSSES = ("mse", "projection")
-_PRECISIONS = ("highest", "default")
+PRECISIONS = ("highest", "default")
+"""``"highest"``: exact float32 matmuls; ``"default"``: the backend's faster reduced precision."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -62,7 +62,7 @@ class Grid:
         return math.prod(self.shape)
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Grid":
+    def from_dict(cls, raw: dict[str, Any]) -> Grid:
         """Builds and validates a grid from its TOML table.
 
         Raises:
@@ -111,6 +111,24 @@ class SpecBase:
         raw = dataclasses.asdict(self)
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
         return raw
+
+    @classmethod
+    def _common_fields(cls, raw: Any, kinds: tuple[str, ...]) -> dict[str, Any]:
+        """The fields every kind has, validated: ``kind``, ``name``, ``rng_seed``, ``seeds``,
+        ``batch``, ``precision``; after refusing a non-table or an unknown key."""
+        if not isinstance(raw, dict):
+            raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
+        validate.reject_unknown(raw, {f.name for f in dataclasses.fields(cls)}, "")
+        name = raw.get("name", cls.name)
+        if not isinstance(name, str) or not validate.NAME.match(name):
+            raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
+        return {
+            "kind": validate.choice(raw.get("kind", cls.kind), "kind", kinds), "name": name,
+            "rng_seed": validate.integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0),
+            "seeds": validate.integer(raw.get("seeds", cls.seeds), "seeds", minimum=1),
+            "batch": validate.integer(raw.get("batch", cls.batch), "batch", minimum=1),
+            "precision": validate.choice(raw.get("precision", cls.precision), "precision", PRECISIONS),
+        }
 
     def to_json(self) -> str:
         """The spec as JSON, as stored in the dataset's attributes."""
@@ -171,32 +189,19 @@ class Spec(SpecBase):
         return self.grid.size * self.seeds
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "Spec":
+    def from_dict(cls, raw: dict[str, Any]) -> Spec:
         """Builds and validates a spec from a dict shaped like the TOML file.
 
         Raises:
           SpecError: naming the first offending field (a training spec, ``kind = "train"``,
             is refused here: it is a ``TrainSpec``, and ``sweep.load_spec`` reads either kind).
         """
-        if not isinstance(raw, dict):
-            raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
-        if raw.get("kind") == "train":
+        if isinstance(raw, dict) and raw.get("kind") == "train":
             raise SpecError("kind", "a kind = \"train\" spec is a TrainSpec; sweep.load_spec reads either kind")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        validate.reject_unknown(raw, fields, "")
-        kw: dict[str, Any] = {}
-        kw["kind"] = validate.choice(raw.get("kind", cls.kind), "kind", _KINDS)
-        name = raw.get("name", cls.name)
-        if not isinstance(name, str) or not validate.NAME.match(name):
-            raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
-        kw["name"] = name
-        kw["rng_seed"] = validate.integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
-        kw["seeds"] = validate.integer(raw.get("seeds", cls.seeds), "seeds", minimum=1)
-        kw["batch"] = validate.integer(raw.get("batch", cls.batch), "batch", minimum=1)
+        kw = cls._common_fields(raw, ("stats",))
         kw["outputs"] = validate.integer(raw.get("outputs", cls.outputs), "outputs", minimum=1)
         kw["input"] = validate.choice(raw.get("input", cls.input), "input", _INPUTS)
         kw["loss"] = validate.choice(raw.get("loss", cls.loss), "loss", _LOSSES)
-        kw["precision"] = validate.choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
         kw["jacobian"] = validate.boolean(raw.get("jacobian", cls.jacobian), "jacobian")
         kw["common_random_numbers"] = validate.boolean(
             raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
@@ -205,7 +210,7 @@ class Spec(SpecBase):
         return cls(**kw)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "Spec":
+    def from_toml(cls, path: str | Path) -> Spec:
         """Reads and validates a statistics spec file.
 
         Raises:

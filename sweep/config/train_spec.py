@@ -47,7 +47,6 @@ DATASET_SHAPES: dict[str, DatasetShape] = {
 }
 DATASETS: tuple[str, ...] = tuple(DATASET_SHAPES)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
-_PRECISIONS = ("highest", "default")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -72,7 +71,7 @@ class TrainGrid(Grid):
         return Grid(**{a: getattr(self, a) for a in GRID_AXES})
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainGrid":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainGrid:
         """Builds and validates a training grid from its TOML table.
 
         Raises:
@@ -158,28 +157,17 @@ class TrainSpec(SpecBase):
         return tuple(range(0, self.steps, self.log_every))
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any]) -> "TrainSpec":
+    def from_dict(cls, raw: dict[str, Any]) -> TrainSpec:
         """Builds and validates a training spec from a dict shaped like the TOML file.
 
         Raises:
           SpecError: naming the first offending field.
         """
-        if not isinstance(raw, dict):
-            raise SpecError("spec", f"must be a table of keys, got {type(raw).__name__}")
-        fields = {f.name for f in dataclasses.fields(cls)}
-        validate.reject_unknown(raw, fields, "")
-        kw: dict[str, Any] = {}
-        kw["kind"] = validate.choice(raw.get("kind", cls.kind), "kind", ("train",))
-        name = raw.get("name", cls.name)
-        if not isinstance(name, str) or not validate.NAME.match(name):
-            raise SpecError("name", f"must be letters, digits, '.', '_' or '-', got {name!r}")
-        kw["name"] = name
-        kw["rng_seed"] = validate.integer(raw.get("rng_seed", cls.rng_seed), "rng_seed", minimum=0)
-        for key in ("seeds", "batch", "steps", "eval_every", "log_every"):
+        kw = cls._common_fields(raw, ("train",))
+        for key in ("steps", "eval_every", "log_every"):
             kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
         kw["dataset"] = validate.choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
         kw["optimizer"] = validate.choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
-        kw["precision"] = validate.choice(raw.get("precision", cls.precision), "precision", _PRECISIONS)
         target = raw.get("target_loss", cls.target_loss)
         if target is not None:
             if isinstance(target, bool) or not isinstance(target, (int, float)) or not math.isfinite(target) or target <= 0:
@@ -190,7 +178,7 @@ class TrainSpec(SpecBase):
         return cls(**kw)
 
     @classmethod
-    def from_toml(cls, path: str | Path) -> "TrainSpec":
+    def from_toml(cls, path: str | Path) -> TrainSpec:
         """Reads and validates a training spec file.
 
         Raises:

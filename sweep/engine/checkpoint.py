@@ -41,7 +41,7 @@ def folder(store: Path) -> Path:
 
 def new_run_id() -> str:
     """A fresh run id: the start time, sortable, and a random suffix."""
-    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%S%f")
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%dT%H%M%S%f")
     return f"{stamp}-{uuid.uuid4().hex[:8]}"
 
 
@@ -71,7 +71,7 @@ def make_manifest(spec: Spec | TrainSpec, platform: str, micro_batches: list, ti
         "micro_batches": [[int(m) for m in group] for group in micro_batches],
         "tile_shape": [int(t) for t in tile_shape],
         "tiles": int(tiles),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 
@@ -230,4 +230,4 @@ def _atomic_write(path: Path, text: str) -> None:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="milliseconds")

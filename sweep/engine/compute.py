@@ -8,7 +8,8 @@ is handed on as soon as every job has computed all of its networks.
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -27,10 +28,12 @@ class JobCall(NamedTuple):
       run: ``run(positions) -> raw``: computes the networks at those job positions (runs on
         the watchdog's thread).
       finish: ``finish(raw) -> values``: the stored variables of each network, ``(C, ...)``.
+      postfix: ``postfix(values) -> dict``: what the progress bar shows after the call.
     """
 
     run: Callable[[np.ndarray], Any]
     finish: Callable[[Any], dict[str, np.ndarray]]
+    postfix: Callable[[dict], dict] = lambda values: {}
 
 
 def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
@@ -55,7 +58,7 @@ def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
             keys, gains, bias_stds, index = inputs(positions)
             return call(spec.rng_seed, keys, gains, bias_stds, values["learning_rate"][index["learning_rate"]])
 
-        return JobCall(run, lambda raw: raw)
+        return JobCall(run, lambda raw: raw, _median_loss)
 
     kern = devices.make_kernel(job.arch, job.probe, job.micro_batch, mesh)
 
@@ -67,6 +70,13 @@ def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
         measured = kernel.LAYER_STATS + ("overflow",)
         return JobCall(run_stats, lambda raw: {f"init_{k}": v for k, v in kernel.finish(raw).items() if k in measured})
     return JobCall(run_stats, kernel.finish)
+
+
+def _median_loss(values: dict) -> dict:
+    """The median over a call's networks of their last finite training loss."""
+    last = values["train_loss"][:, -1]
+    finite = last[np.isfinite(last)]
+    return {"loss": f"{np.median(finite):.4g}" if finite.size else "nan"}
 
 
 def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stopping: Callable[[], bool],
@@ -94,9 +104,10 @@ def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stoppi
     finishing = None  # once stopping: the tiles the current job still has to complete
 
     def finish(assembler, index, call, positions, waiting, limit, what) -> None:
-        raw = watchdog.result(waiting, limit, what)
-        for tile, values in assembler.add(index, positions, call.finish(raw)):
-            keep(tile, values)
+        values = call.finish(watchdog.result(waiting, limit, what))
+        bar.set_postfix(call.postfix(values), refresh=False)
+        for tile, blocks in assembler.add(index, positions, values):
+            keep(tile, blocks)
             bar.update(tile.size)
 
     for group_index, group_tiles in _by_group(tiles):

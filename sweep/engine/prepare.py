@@ -5,6 +5,7 @@ before every check has passed."""
 from __future__ import annotations
 
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -19,14 +20,15 @@ from sweep.plan.plan import bytes_of_result
 
 
 def prepare(spec: Spec | TrainSpec, out: Path, partial: Path, memory, overwrite: bool, resume: bool,
-            chunk_networks: int | None, attrs: dict, extra: xr.Dataset) -> str:
+            chunk_networks: int | None, attrs: dict, extra: Callable[[], xr.Dataset]) -> str:
     """Checks ``out`` and its unfinished store, and creates one if needed.
 
     Args:
       spec, out, memory, overwrite, resume, chunk_networks: as ``sweep.engine.run.run``'s.
       partial: where the unfinished store goes (``zarr_store.partial_path(out)``).
       attrs: the new store's attributes.
-      extra: variables computed from the spec alone, stored beside the measurements.
+      extra: ``extra() -> Dataset``, variables computed from the spec alone and stored beside the
+        measurements; called only for a new store, once every check has passed.
 
     Returns:
       ``"complete"`` when ``resume`` finds ``out`` complete and of this spec, ``"resume"``
@@ -70,7 +72,7 @@ def prepare(spec: Spec | TrainSpec, out: Path, partial: Path, memory, overwrite:
     if new.exists():
         shutil.rmtree(new)
     chunks = zarr_store.chunking(spec, dict(zip(plan.local_axes, plan.tile_shape)))
-    zarr_store.create(schema.template(spec, attrs).merge(extra), new, chunks)
+    zarr_store.create(schema.template(spec, attrs).merge(extra()), new, chunks)
     micro = [[job.micro_batch for job in group.jobs] for group in plan.groups]
     checkpoint.write_manifest(new, checkpoint.make_manifest(
         spec, jax.default_backend(), micro, plan.tile_shape, len(plan.tiles)))

@@ -111,7 +111,7 @@ def run(
     if error is not None:
         raise error
     attrs = {**provenance(spec), **kind_attrs, "device_kind": device_mesh.describe(mesh, distributed.process_count())}
-    extra = extra_variables(spec, with_theory)
+    extra = lambda: extra_variables(spec, with_theory)  # computed once the store's checks have passed
     if out is None:
         if distributed.process_count() > 1:
             raise SpecError("out", "a run of several processes must write a store")
@@ -149,7 +149,7 @@ def _run_in_memory(spec, memory, chunk_networks, mesh, progress, stall_timeout, 
             arrays[name][tuple(region.get(d, slice(None)) for d in variables[name].dims)] = block
 
     compute(plan, plan.tiles, mesh, keep, _bar(spec, plan.tiles, progress), lambda: False, Watchdog(stall_timeout))
-    return schema.to_dataset(spec, arrays, attrs).merge(extra)
+    return schema.to_dataset(spec, arrays, attrs).merge(extra())
 
 
 def _region(plan, tile: Tile) -> dict:
@@ -165,7 +165,7 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
       spec, out, memory, overwrite, progress, resume, chunk_networks, stall_timeout: as ``run``'s.
       mesh: this process's devices.
       attrs: the new store's attributes.
-      extra: variables stored beside the measurements.
+      extra: ``extra() -> Dataset``, the variables stored beside the measurements.
 
     Returns:
       The finished store, opened lazily.

@@ -22,7 +22,8 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Callable, NamedTuple
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 
@@ -62,7 +63,7 @@ class Watchdog:
             pending.box["seconds"] = time.monotonic() - start
             pending.done.set()
 
-    def submit(self, fn: Callable, *args) -> "Pending":
+    def submit(self, fn: Callable, *args) -> Pending:
         """Starts ``jax.block_until_ready(fn(*args))`` on the worker thread."""
         stall = self._calls == self._stall_at
         self._calls += 1
@@ -83,7 +84,7 @@ class Watchdog:
         seconds = max(MINIMUM_SECONDS, _SAFETY * estimate_flops / ESTIMATE_FLOPS_PER_SECOND, _SAFETY * self._longest)
         return seconds + (COMPILE_SECONDS if first_of_program else 0.0)
 
-    def result(self, pending: "Pending", limit: float, what: str) -> Any:
+    def result(self, pending: Pending, limit: float, what: str) -> Any:
         """The call's result, once it completes.
 
         Args:

@@ -32,7 +32,7 @@ def provenance(spec) -> dict[str, str]:
         "device_kind": f"{device.platform}: {device.device_kind} x{jax.device_count()}",
         "matmul_precision": spec.precision,
         "git_commit": _git_commit(),
-        "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
 
 

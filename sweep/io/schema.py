@@ -190,7 +190,8 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
       attrs: the dataset's attributes (provenance, and for training the data's).
 
     Returns:
-      The dataset, with ``layer_width`` and the attributes of every variable and coordinate.
+      The dataset, with ``layer_width``, the attributes of every variable and coordinate, and
+      the spec (``title``, ``spec`` as JSON) before ``attrs``.
     """
     data = {name: (v.dims, arrays[name], dict(v.attrs)) for name, v in measured(spec).items()}
     data["layer_width"] = (("profile", "depth", "width", "layer"), layer_widths(spec), _attrs(*_OTHER["layer_width"]))
@@ -200,6 +201,7 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
             ds[axis].attrs.update(long_name=long_name, units=units)
     if isinstance(spec, TrainSpec):
         ds["width"].attrs.update(long_name="base width n of the hidden layers")
+    ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
     ds.attrs.update(attrs or {})
     return ds
 

@@ -86,7 +86,7 @@ def _quadratic_forms(back: StreamProducts, exponents, signs, powers, log2_gain, 
     layers = jnp.arange(1, depth + 1)
     # Stream k at x_l, in true units: sign_k · 2^(exponent_k + exp_grad[k, l]) · γ^(power_k + L - l).
     power = jnp.asarray(powers)[:, None] + depth - layers  # (K, L)
-    power_exponent, power_factor = _split(power * log2_gain)
+    power_exponent, power_factor = _split(power.astype(log2_gain.dtype) * log2_gain)
     whole = exponents[:, None] + back.exp_grad + power_exponent
     top = jnp.max(whole, axis=0)
     weights = jnp.asarray(signs, jnp.float32)[:, None] * ldexp(power_factor, whole - top)  # (K, L), |w| < 2
@@ -124,7 +124,7 @@ def stats(arch: Architecture, probe, params, x: jax.Array, readout: Readout, gai
         log2_gain = jnp.log2(gain)
         # γ^l = 2^k_l · r_l: layer l's input, pre-activation and output all scale by it
         # (the input x_{l-1} by γ^(l-1) = 2^k_l · r_l / γ).
-        k, r = _split(jnp.arange(1, depth + 1) * log2_gain)
+        k, r = _split(jnp.arange(1, depth + 1, dtype=log2_gain.dtype) * log2_gain)
         f = fwd.stats
         scaled_fwd = ForwardStats(
             f.preact_mean * r, f.preact_meansq * r * r, f.preact_var * r * r,

@@ -24,7 +24,6 @@ cheaper than the n_in × n_out gradient (``passes.grad_weight_meansq``).
 from __future__ import annotations
 
 import functools
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

@@ -55,7 +55,7 @@ def householder_qr(a: jax.Array) -> tuple[jax.Array, jax.Array]:
         alpha = x[j]
         norm = jnp.sqrt(jnp.sum(jnp.square(x)))
         beta = jnp.where(alpha > 0, -norm, norm)
-        v = x - beta * (rows == j)
+        v = x - beta * (rows == j).astype(a.dtype)
         v_norm = jnp.sqrt(jnp.sum(jnp.square(v)))
         v = jnp.where(v_norm > 0, v / jnp.where(v_norm > 0, v_norm, 1.0), 0.0)
         # Columns before j are zero on rows >= j, where v lives, so reflecting all of a is exact.

@@ -38,7 +38,7 @@ class Architecture(NamedTuple):
     widths: tuple[int, ...]
 
     @classmethod
-    def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int) -> "Architecture":
+    def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int) -> Architecture:
         """The architecture at one point of a grid."""
         return cls(activation, init, profiles.widths(profile, width, depth))
 

@@ -11,7 +11,8 @@ have no such dim, and each of their chunks must be written by one tile) are neve
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 

@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import functools
 import math
-from typing import NamedTuple, Sequence
+from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 from scipy import special, stats
@@ -118,8 +119,7 @@ def sample_relu_norms(rng, widths: Sequence[int], num: int, gain: float = math.s
     Dead networks (some K_l = 0) are included: their values are 0 from that layer on.
 
     Args:
-      rng: a ``numpy.random.Generator``, an integer seed, or a ``jax`` PRNG key (turned into
-        a numpy seed by drawing 63 bits from it).
+      rng: a ``numpy.random.Generator`` or an integer seed.
       widths: ``(n_0, n_1, ..., n_L)``.
       num: number of networks.
       gain: σ_w.
@@ -143,12 +143,7 @@ def sample_relu_norms(rng, widths: Sequence[int], num: int, gain: float = math.s
 def _generator(rng) -> np.random.Generator:
     if isinstance(rng, np.random.Generator):
         return rng
-    if isinstance(rng, (int, np.integer)):
-        return np.random.default_rng(int(rng))
-    import jax
-
-    bits = jax.random.bits(rng, (2,), dtype=np.uint32)
-    return np.random.default_rng([int(b) for b in np.asarray(bits)])
+    return np.random.default_rng(int(rng))
 
 
 def _check_init(init: str) -> None:

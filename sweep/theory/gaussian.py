@@ -32,7 +32,8 @@ can be ``jit``-ed and ``vmap``-ed over q and Σ. Call under ``precision.float64(
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp

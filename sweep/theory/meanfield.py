@@ -140,8 +140,9 @@ def fixed_point(activation: str | Activation, gain: float, bias_std: float) -> f
 
     Positively homogeneous φ: with a = σ_w² E[φ(z)²], q* = σ_b²/(1 − a) for a < 1, ∞ for
     a > 1 (or a = 1 with bias), and q₁ for a = 1 without bias (every q is fixed); a within
-    1e-12 of 1 counts as 1. Otherwise the map is iterated (at most 20000 times) until it settles (it is monotone for the registered activations) and
-    the result polished by Newton's method on σ_w² E[φ²] + σ_b² − q.
+    1e-12 of 1 counts as 1. Otherwise the map is iterated (at most 20000 times) until it
+    settles (it is monotone for the registered activations) and the result polished by
+    Newton's method on σ_w² E[φ²] + σ_b² − q.
 
     Args:
       activation: a registered name or an ``Activation``.

@@ -9,7 +9,8 @@ and ``vmap``-able over q and Σ; call them under ``precision.float64()``.
 from __future__ import annotations
 
 import functools
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp

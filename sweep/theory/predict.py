@@ -21,8 +21,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from sweep.config import activations, inits, profiles
-from sweep.config import GRID_AXES, Spec
+from sweep.config import GRID_AXES, Spec, activations, inits, profiles
 from sweep.theory import finite_width, recursion
 from sweep.theory.precision import float64
 

@@ -9,7 +9,7 @@ call returns every network's curves and outcomes as host arrays, named as stored
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import jax.numpy as jnp
 import numpy as np

@@ -15,7 +15,6 @@ from __future__ import annotations
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from sweep.model import network, streams
 from sweep.model.network import Architecture

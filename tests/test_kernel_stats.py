@@ -4,49 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import plain_statistics
 
-from sweep import kernel, network
-
-
-def plain_statistics(arch, probe, key, gain, bias_std):
-    """The same network as plain float32 JAX with ``jax.grad``: no scaling, no custom backward."""
-    params = network.draw_params(key, arch, gain, bias_std)
-    layers = network.layer_list(params)
-    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (probe.batch, arch.widths[0]))
-    n_last = arch.widths[-1]
-    readout_key = jax.random.fold_in(key, network.READOUT_STREAM)
-    hi = jax.lax.Precision.HIGHEST
-
-    def mean_loss(weights, z_probes, x_probes):
-        h, zs, xs = x0, [], []
-        for (w, b), pz, px in zip(weights, z_probes, x_probes):
-            z = jnp.matmul(h, w, precision=hi) + b + pz
-            h = arch.phi(z) + px
-            zs.append(z)
-            xs.append(h)
-        if probe.loss == "mse":
-            readout = jax.random.normal(readout_key, (n_last, probe.outputs)) / np.sqrt(n_last)
-            target = jax.random.normal(jax.random.fold_in(key, network.TARGET_STREAM), (probe.batch, probe.outputs))
-            per_example = 0.5 * jnp.sum(jnp.square(jnp.matmul(h, readout, precision=hi) - target), -1)
-        else:
-            per_example = h @ (jax.random.normal(readout_key, (n_last,)) / np.sqrt(n_last))
-        return jnp.mean(per_example), (zs, xs)
-
-    zeros = [jnp.zeros((probe.batch, w.shape[1])) for w, _ in layers]
-    grads, (zs, xs) = jax.grad(mean_loss, argnums=(0, 1, 2), has_aux=True)(layers, zeros, zeros)
-    loss = mean_loss(layers, zeros, zeros)[0]
-    dw, dz, dx = grads
-    b = probe.batch  # gradients of the mean loss, times B, are each example's own gradients
-    out = {
-        "preact_mean": [jnp.mean(z) for z in zs], "preact_meansq": [jnp.mean(z**2) for z in zs],
-        "preact_var": [jnp.var(z) for z in zs], "act_mean": [jnp.mean(x) for x in xs],
-        "act_meansq": [jnp.mean(x**2) for x in xs], "act_var": [jnp.var(x) for x in xs],
-        "grad_preact_meansq": [jnp.mean((g * b) ** 2) for g in dz],
-        "grad_act_meansq": [jnp.mean((g * b) ** 2) for g in dx],
-        "grad_weight_meansq": [jnp.mean(g[0] ** 2) for g in dw],
-    }
-    return {k: np.array(v, np.float64) for k, v in out.items()}, float(loss)
-
+from sweep import kernel
+from sweep.model import network, streams
 
 CASES = [
     ("relu", "fan_in", "constant", "mse", 0.0),
@@ -67,7 +28,7 @@ def test_kernel_equals_plain_autodiff(activation, init, profile, loss, bias_std)
     gains = jnp.asarray([0.9, 1.6], jnp.float32)
     stats = kernel.finish(run(jnp.uint32(5), jnp.asarray([11, 12], jnp.uint32), gains, jnp.full(2, bias_std, jnp.float32)))
     for i, index in enumerate((11, 12)):
-        expected, loss_value = plain_statistics(arch, probe, network.network_key(5, index), gains[i], bias_std)
+        expected, loss_value = plain_statistics(arch, probe, streams.network_key(5, index), gains[i], bias_std)
         for name, values in expected.items():
             # float32 results that differ only in the order of summation
             np.testing.assert_allclose(stats[name][i], values, rtol=2e-5, atol=1e-7, err_msg=name)
@@ -132,9 +93,9 @@ def test_jacobian_singular_values_equal_those_of_jacfwd(on_host):
                          jacobian_on_host=on_host)
     stats = kernel.finish(kernel.make_kernel(arch, probe, 1)(
         jnp.uint32(1), jnp.asarray([4], jnp.uint32), jnp.asarray([1.3], jnp.float32), jnp.asarray([0.2], jnp.float32)))
-    key = network.network_key(1, 4)
+    key = streams.network_key(1, 4)
     params = network.draw_params(key, arch, 1.3, 0.2)
-    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (3, 12))[0]
+    x0 = streams.inputs(key, 3, 12)[0]
     jac = jax.jacfwd(lambda x: network.apply(params, arch, x[None])[0])(x0)
     np.testing.assert_allclose(stats["jacobian_singular_values"][0], np.linalg.svd(np.asarray(jac), compute_uv=False),
                                rtol=1e-4, atol=1e-6)
@@ -171,15 +132,13 @@ def test_segments_cover_the_layers_in_order():
 
 def test_each_layer_is_the_registry_draw_from_its_own_key():
     """Layer l of a network is ``init.sample(fold_in(fold_in(layers, l), 0)) · gain``, whatever the profile."""
-    from sweep import inits
-
     for init, profile in (("orthogonal", "taper"), ("fan_in", "alternating")):
         arch = network.Architecture.from_grid("relu", init, profile, 5, 24)
-        key = network.network_key(3, 11)
+        key = streams.network_key(3, 11)
         layers = network.layer_list(jax.jit(lambda k: network.draw_params(k, arch, 1.5, 0.0))(key))
-        layers_key = jax.random.fold_in(key, network.LAYER_STREAM)
+        layers_key = jax.random.fold_in(key, streams.LAYER_STREAM)
         for l, ((w, _), shape) in enumerate(zip(layers, arch.shapes), start=1):
-            expected = 1.5 * inits.get(init).sample(jax.random.fold_in(jax.random.fold_in(layers_key, l), 0), shape)
+            expected = 1.5 * streams.weights(jax.random.fold_in(jax.random.fold_in(layers_key, l), 0), shape, init)
             # Up to the rounding of gain · std · normal, which jit may associate either way: two ulps.
             np.testing.assert_allclose(w, expected, rtol=2 * 2.0**-23, atol=0, err_msg=f"{init} {profile} layer {l}")
 
@@ -188,7 +147,7 @@ def test_each_layer_is_the_registry_draw_from_its_own_key():
                                             ("leaky_relu(-0.5)", False), ("tanh", False), ("selu", False)])
 def test_slope_from_output_is_the_slope_at_z(name, expected):
     """Where the registry says so, φ'(z) = φ'(c·φ(z)) for c > 0, zero and the kink included."""
-    from sweep import activations
+    from sweep.config import activations
 
     act = activations.get(name)
     assert act.slope_from_output is expected

@@ -1,75 +1,16 @@
-"""The optimised paths of the kernel give the plain paths' numbers.
-
-* ``passes.ldexp`` (scalar powers of two) is ``jnp.ldexp`` bit for bit.
-* The Gram-matrix weight-gradient norm equals the materialised gradient's, within a bound
-  derived from float32 rounding.
-* Common random numbers across gains measure, for each gain, exactly the network that plain
-  autodiff gives for the shared draw, also where the gains are run as scaled copies of one network.
-"""
+"""Common random numbers across gains measure, for each gain, exactly the network that plain
+autodiff gives for the shared draw, also where the gains run as scaled copies of one network."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import plain_statistics
 
 import sweep
-from sweep import kernel, network, passes, plan, scaled_copies
-from test_kernel import plain_statistics
-
-U = 2.0**-24  # float32 unit roundoff
-
-
-def test_scalar_ldexp_is_jnp_ldexp_bit_for_bit():
-    values = jnp.asarray(np.concatenate([
-        np.random.default_rng(0).standard_normal(1000) * np.logspace(-30, 30, 1000),
-        [0.0, -0.0, np.inf, -np.inf, 3e38, 1.2e-38, 1.0],
-    ]), jnp.float32)
-    ours = jax.jit(passes.ldexp)
-    theirs = jax.jit(jnp.ldexp)
-    for k in (-300, -280, -200, -150, -126, -60, -1, 0, 1, 7, 100, 127, 128, 200, 280, 300):
-        a, b = np.asarray(ours(values, jnp.int32(k))), np.asarray(theirs(values, jnp.int32(k)))
-        np.testing.assert_array_equal(a, b, err_msg=f"k = {k}")
-    assert np.isnan(np.asarray(ours(jnp.asarray([np.nan], jnp.float32), jnp.int32(5)))).all()
-
-
-def gram_error_bound(h: np.ndarray, delta: np.ndarray) -> float:
-    """A first-order bound on |computed − exact| of Σ(hᵀδ)² for both float32 paths.
-
-    With M = Σ_ij (|h|ᵀ|δ|)²_ij = ⟨|h||h|ᵀ, |δ||δ|ᵀ⟩ (the same number either way):
-    the plain path rounds each entry of hᵀδ (a dot product of length B, error ≤ γ_B·(|h|ᵀ|δ|)_ij),
-    squares it (relative 2γ_B + u) and sums n_in·n_out squares (γ_{n_in·n_out}); the Gram
-    path rounds hhᵀ and δδᵀ (lengths n_in and n_out) and sums B² products (γ_{B²}). So
-    |error| ≤ (2B + n_in + n_out + B² + n_in·n_out + 2)·u·M for both, and their difference
-    is at most twice that. Here γ_k ≈ k·u.
-    """
-    batch, n_in = h.shape
-    n_out = delta.shape[1]
-    m = np.sum((np.abs(h).T @ np.abs(delta)) ** 2)
-    return 2 * (2 * batch + n_in + n_out + batch**2 + n_in * n_out + 2) * U * m
-
-
-@pytest.mark.parametrize("batch, n_in, n_out, scale", [(8, 64, 64, 1.0), (4, 128, 32, 1e-3), (16, 40, 200, 30.0), (1, 16, 16, 1.0)])
-def test_gram_weight_gradient_equals_the_materialised_one(batch, n_in, n_out, scale):
-    rng = np.random.default_rng(batch * n_in)
-    h = np.maximum(rng.standard_normal((batch, n_in)), 0).astype(np.float32) * np.float32(scale)  # relu outputs
-    delta = (rng.standard_normal((batch, n_out)) * (rng.random((batch, n_out)) > 0.5)).astype(np.float32)
-    hi = jax.lax.Precision.HIGHEST
-    plain = float(jax.jit(lambda a, b: passes.grad_weight_meansq(a, b, hi, gram=False))(h, delta))
-    gram = float(jax.jit(lambda a, b: passes.grad_weight_meansq(a, b, hi, gram=True))(h, delta))
-    exact = np.sum((h.astype(np.float64).T @ delta.astype(np.float64)) ** 2)
-    norm = batch**2 * n_in * n_out  # meansq of hᵀδ / B = Σ(hᵀδ)² / (B² n_in n_out)
-    bound = gram_error_bound(h.astype(np.float64), delta.astype(np.float64)) / norm
-    assert abs(gram - plain) <= bound
-    assert abs(gram - exact / norm) <= bound and abs(plain - exact / norm) <= bound
-    # A worst-case bound, linear in n_in·n_out, yet far below the value itself.
-    assert bound < 0.1 * exact / norm
-
-
-def test_gram_is_chosen_only_when_cheaper():
-    assert passes.gram_is_cheaper(128, 1024, 1024)
-    assert passes.gram_is_cheaper(128, 256, 256)  # equal FLOPs, no transposed copy
-    assert not passes.gram_is_cheaper(128, 128, 128)
-    assert not passes.gram_is_cheaper(128, 32, 32)
+from sweep import kernel, plan
+from sweep.kernel import passes
+from sweep.model import network, streams
 
 
 @pytest.mark.parametrize("activation, loss", [("relu", "mse"), ("tanh", "projection")])
@@ -81,7 +22,7 @@ def test_kernel_with_the_gram_path_equals_plain_autodiff(activation, loss):
     gains = jnp.asarray([1.0, 1.7], jnp.float32)
     stats = kernel.finish(run(jnp.uint32(1), jnp.asarray([3, 4], jnp.uint32), gains, jnp.full(2, 0.1, jnp.float32)))
     for i, index in enumerate((3, 4)):
-        expected, loss_value = plain_statistics(arch, probe, network.network_key(1, index), gains[i], 0.1)
+        expected, loss_value = plain_statistics(arch, probe, streams.network_key(1, index), gains[i], 0.1)
         for name, values in expected.items():
             np.testing.assert_allclose(stats[name][i], values, rtol=2e-5, atol=1e-7, err_msg=name)
         np.testing.assert_allclose(stats["loss"][i], loss_value, rtol=2e-5)
@@ -107,7 +48,7 @@ def test_common_random_numbers_equal_plain_autodiff(activation, init, profile, l
     indices = np.asarray([11, 12, 13, 20, 21, 22], np.uint32)
     stats = kernel.finish(run(jnp.uint32(5), jnp.asarray(indices), gains, jnp.full(6, bias_std, jnp.float32)))
     for i in range(6):
-        key = network.network_key(5, int(indices[i - i % gains_per_draw]))  # the draw's first network
+        key = streams.network_key(5, int(indices[i - i % gains_per_draw]))  # the draw's first network
         expected, loss_value = plain_statistics(arch, probe, key, gains[i], bias_std)
         for name, values in expected.items():
             np.testing.assert_allclose(stats[name][i], values, rtol=2e-5, atol=1e-7, err_msg=name)
@@ -120,11 +61,11 @@ def test_common_random_numbers_jacobian(activation, as_copies, on_host):
     arch = network.Architecture.from_grid(activation, "fan_in", "constant", 3, 6)
     probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True, gains_per_draw=2,
                          scaled_copies=as_copies, jacobian_on_host=on_host)
-    assert scaled_copies.applies(arch, probe) is as_copies
+    assert probe.runs_scaled_copies(arch) is as_copies
     stats = kernel.finish(kernel.make_kernel(arch, probe, 2)(
         jnp.uint32(1), jnp.asarray([4, 9], jnp.uint32), jnp.asarray([0.7, 1.3], jnp.float32), jnp.zeros(2, jnp.float32)))
-    key = network.network_key(1, 4)
-    x0 = jax.random.normal(jax.random.fold_in(key, network.INPUT_STREAM), (3, 6))[0]
+    key = streams.network_key(1, 4)
+    x0 = streams.inputs(key, 3, 6)[0]
     for i, gain in enumerate((0.7, 1.3)):
         params = network.draw_params(key, arch, gain, 0.0)
         jac = jax.jacfwd(lambda x: network.apply(params, arch, x[None])[0])(x0)
@@ -149,13 +90,13 @@ def test_scaled_copies_equal_plain_autodiff(activation, init, profile, loss, wid
     arch = network.Architecture.from_grid(activation, init, profile, depth, width)
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False,
                          gains_per_draw=3, scaled_copies=True)
-    assert scaled_copies.applies(arch, probe)
+    assert probe.runs_scaled_copies(arch)
     run = kernel.make_kernel(arch, probe, 6)
     gains = jnp.asarray([0.3, 1.0 / 0.7, 4.0] * 2, jnp.float32)
     indices = np.asarray([7, 8, 9, 30, 31, 32], np.uint32)
     stats = kernel.finish(run(jnp.uint32(2), jnp.asarray(indices), gains, jnp.zeros(6, jnp.float32)))
     for i in range(6):
-        key = network.network_key(2, int(indices[i - i % 3]))
+        key = streams.network_key(2, int(indices[i - i % 3]))
         expected, loss_value = plain_statistics(arch, probe, key, gains[i], 0.0)
         for name, values in expected.items():
             # A mean of terms of both signs is rounded relative to their size, its RMS: the
@@ -171,17 +112,17 @@ def test_scaled_copies_apply_only_without_biases_to_homogeneous_activations():
     probe = kernel.Probe(4, "mse", 3, "highest", False, gains_per_draw=3, scaled_copies=True)
     relu = network.Architecture.from_grid("relu", "fan_in", "constant", 3, 8)
     tanh = network.Architecture.from_grid("tanh", "fan_in", "constant", 3, 8)
-    assert scaled_copies.applies(relu, probe)
-    assert not scaled_copies.applies(tanh, probe)
-    assert not scaled_copies.applies(relu, probe._replace(scaled_copies=False))
-    assert not scaled_copies.applies(relu, probe._replace(gains_per_draw=1))
+    assert probe.runs_scaled_copies(relu)
+    assert not probe.runs_scaled_copies(tanh)
+    assert not probe._replace(scaled_copies=False).runs_scaled_copies(relu)
+    assert not probe._replace(gains_per_draw=1).runs_scaled_copies(relu)
     grid = {"activation": ["relu"], "depth": [4], "width": [16], "gain": [0.5, 1.0], "bias_std": [0.0]}
     for grid_changes, spec_changes, expected in [
         ({}, {}, True), ({"bias_std": [0.0, 0.1]}, {}, False), ({"gain": [0.0, 1.0]}, {}, False),
         ({}, {"scaled_copies": False}, False),
     ]:
         spec = crn_spec(grid={**grid, **grid_changes}, **spec_changes)
-        assert plan.make_plan(spec).probe.scaled_copies is expected
+        assert plan.make_plan(spec).groups[0].jobs[0].probe.scaled_copies is expected
     with pytest.raises(sweep.SpecError, match="scaled_copies"):
         sweep.Spec.from_dict({"scaled_copies": 1})
 
@@ -222,10 +163,10 @@ def test_common_random_numbers_share_the_first_gains_draws():
 def test_common_random_numbers_results_do_not_depend_on_the_budget():
     spec = crn_spec(seeds=20)
     the_plan = plan.make_plan(spec)
-    group = the_plan.groups[0]
-    assert group.micro_batch % len(spec.grid.gain) == 0
-    one_micro_batch = group.micro_batch * plan.bytes_per_network(group.arch, the_plan.probe)
-    assert plan.make_plan(spec, one_micro_batch).groups[0].chunk_size == group.micro_batch
+    job = the_plan.groups[0].jobs[0]
+    assert job.micro_batch % len(spec.grid.gain) == 0
+    one_micro_batch = job.micro_batch * job.bytes_per_network
+    assert plan.make_plan(spec, one_micro_batch).call_size(job) == 1
     big = sweep.run(spec, progress=False)
     small = sweep.run(spec, memory=one_micro_batch, progress=False)
     for name in big.data_vars:
@@ -240,15 +181,14 @@ def test_common_random_numbers_is_a_checked_option():
 
 def test_common_random_numbers_put_the_gains_of_a_draw_side_by_side():
     shared, independent = plan.make_plan(crn_spec()), plan.make_plan(crn_spec(common_random_numbers=False))
-    group = shared.groups[0]
-    slots = shared.positions(group, np.arange(shared.micro_batches(group)))[:18]
+    job = shared.groups[0].jobs[0]
+    slots = shared.positions(job, np.arange(job.micro_batches))[:18]
     # Flat order is (gain, bias_std, seed) with 2 · 3 = 6 networks per gain.
     assert list(slots[:6]) == [0, 6, 12, 1, 7, 13]
     assert sorted(slots) == list(range(18))
-    np.testing.assert_array_equal(shared.slots(slots), np.arange(18))
-    plain = independent.groups[0]
-    np.testing.assert_array_equal(independent.positions(plain, np.arange(independent.micro_batches(plain)))[:18],
-                                  np.arange(18))
+    np.testing.assert_array_equal(shared.slots(job, slots), np.arange(18))
+    plain = independent.groups[0].jobs[0]
+    np.testing.assert_array_equal(independent.positions(plain, np.arange(plain.micro_batches))[:18], np.arange(18))
 
 
 def test_common_random_numbers_store_does_not_depend_on_the_tiles(tmp_path):
@@ -260,19 +200,3 @@ def test_common_random_numbers_store_does_not_depend_on_the_tiles(tmp_path):
     for name in whole.data_vars:
         np.testing.assert_array_equal(whole[name].values, tiled[name].values, err_msg=name)
     np.testing.assert_array_equal(whole.preact_meansq.values, sweep.run(spec, progress=False).preact_meansq.values)
-
-def test_peak_memory_does_not_grow_with_the_number_of_networks():
-    """Ten times the networks under the same budget: the peak RSS grows by at most what the
-    engine keeps of the result on the host (a few times its float64 size), not per network."""
-    import importlib.util
-    from pathlib import Path
-    from types import SimpleNamespace
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "peak_rss.py"
-    module_spec = importlib.util.spec_from_file_location("peak_rss", path)
-    peak_rss = importlib.util.module_from_spec(module_spec)
-    module_spec.loader.exec_module(peak_rss)
-    args = SimpleNamespace(width=16, depth=4, batch=16, memory="256MB", common_random_numbers=False)
-    small, large = peak_rss.measure(800, args), peak_rss.measure(8000, args)
-    growth = large["peak_rss_bytes"] - small["peak_rss_bytes"]
-    assert growth <= 4 * large["result_bytes"] + 32 * 2**20, (small, large)

@@ -17,11 +17,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from helpers import assert_identical
 
 import sweep
-from sweep import checkpoint, cli, devices, plan as planning, store
-
-from conftest import assert_identical
+from sweep import cli
+from sweep import plan as planning
+from sweep.engine import checkpoint
+from sweep.io import schema
+from sweep.io import zarr_store as store
 
 ROOT = Path(__file__).resolve().parents[1]
 SPEC = """name = "scale"
@@ -37,29 +40,32 @@ bias_std = [0.0, 0.3]
 CHUNK = "40"  # 30 tiles of 40 networks; 4 of the 5 micro-batches of 256 networks end inside one
 TILES = 30
 
-# The engine before tiles: contiguous calls of `chunk_size` networks, the last padded with the
+# The engine before tiles: contiguous calls of a call's networks, the last padded with the
 # group's final network; run after a CLI sweep in the same process, from the same cache.
 REFERENCE = r"""
 import sys
 import jax.numpy as jnp
 import numpy as np
 import sweep
-from sweep import cli, kernel, plan as planning, store
+from sweep import cli, kernel, plan as planning
+from sweep.io import schema
 
 spec_file, out, memory, legacy = sys.argv[1:5]
 assert cli.main(["run", spec_file, "--out", out, "--memory", memory, "--chunk-networks", "40", "--no-progress"]) == 0
 spec = sweep.Spec.from_toml(spec_file)
 the_plan = planning.make_plan(spec, int(memory))
-arrays = store.empty_arrays(spec)
+arrays = schema.empty_arrays(spec)
 local_shape = the_plan.local_shape
 gains, biases = np.asarray(spec.grid.gain, np.float32), np.asarray(spec.grid.bias_std, np.float32)
 for group in the_plan.groups:
-    kern = kernel.make_kernel(group.arch, the_plan.probe, group.micro_batch)
-    n = the_plan.networks_per_group
+    (job,) = group.jobs
+    kern = kernel.make_kernel(job.arch, job.probe, job.micro_batch)
+    n = job.networks
+    chunk = the_plan.call_size(job) * job.micro_batch
     offset = int(np.ravel_multi_index(group.position, spec.grid.shape[:5])) * n
-    for start in range(0, n, group.chunk_size):
-        local = np.arange(start, min(start + group.chunk_size, n))
-        padded = np.concatenate([local, np.repeat(local[-1:], group.chunk_size - local.size)])
+    for start in range(0, n, chunk):
+        local = np.arange(start, min(start + chunk, n))
+        padded = np.concatenate([local, np.repeat(local[-1:], chunk - local.size)])
         g, b, _ = np.unravel_index(padded, local_shape)
         raw = kern(jnp.uint32(spec.rng_seed), jnp.asarray(offset + padded, jnp.uint32),
                    jnp.asarray(gains[g]), jnp.asarray(biases[b]))
@@ -80,14 +86,16 @@ spec = spec.replace(jacobian=True, seeds=20)
 stored = sweep.run(spec, out=out + "-jacobian", memory=4 * int(memory), chunk_networks=7, progress=False).load()
 in_memory = sweep.run(spec, memory=4 * int(memory), chunk_networks=25, progress=False)
 assert stored["jacobian_singular_values"].notnull().all()
-for name in store.measured_variables(spec):
+for name in schema.measured(spec):
     np.testing.assert_array_equal(stored[name].values, in_memory[name].values, err_msg=name)
 """
 
 # One run with --resume, killed or interrupted at a chosen point: MODE at the K-th time.
 CRASH = r"""
 import os, signal, sys
-from sweep import checkpoint, cli, store
+from sweep import cli
+from sweep.engine import checkpoint
+from sweep.io import zarr_store as store
 
 spec_file, out, memory, mode, k = sys.argv[1:6]
 k, count = int(k), [0]
@@ -118,12 +126,12 @@ elif mode == "unrecorded":    # the k-th tile is written but not recorded
     checkpoint.record = at_kth(checkpoint.record, before=True)
 elif mode == "torn":          # half the variables of the k-th tile are written
     write = store.TileWriter.write
-    def torn(self, position, region, values):
+    def torn(self, region, values):
         count[0] += 1
         if count[0] == k:
-            write(self, position, region, {n: values[n] for n in sorted(values)[: len(values) // 2]})
+            write(self, region, {n: values[n] for n in sorted(values)[: len(values) // 2]})
             os.kill(os.getpid(), signal.SIGKILL)
-        write(self, position, region, values)
+        write(self, region, values)
     store.TileWriter.write = torn
 elif mode == "ctrl-c":        # Ctrl-C right after the k-th tile is recorded
     checkpoint.record = at_kth(checkpoint.record, before=False, sig=signal.SIGINT)
@@ -141,8 +149,8 @@ def setup(tmp_path_factory):
     spec_file = where / "scale.toml"
     spec_file.write_text(SPEC)
     the_plan = planning.make_plan(sweep.Spec.from_toml(spec_file))
-    group = the_plan.groups[0]
-    memory = str(group.micro_batch * planning.bytes_per_network(group.arch, the_plan.probe))
+    (job,) = the_plan.groups[0].jobs
+    memory = str(job.micro_batch * job.bytes_per_network)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(
         PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(where / "jax-cache"),
@@ -196,7 +204,7 @@ def assert_same_store(a: Path, b: Path):
 def test_tiled_results_equal_the_engine_before_tiles(reference):
     out, legacy = reference
     ds = sweep.load(out).load()
-    names = store.measured_variables(sweep.Spec.from_json(ds.attrs["spec"]))
+    names = schema.measured(sweep.Spec.from_json(ds.attrs["spec"]))
     for other in (legacy, str(legacy).replace(".npz", "-memory.npz")):  # and in memory, in other tiles
         before = np.load(other)
         for name in names:

@@ -3,11 +3,10 @@
 import math
 
 import pytest
+from helpers import small_spec
 
 import sweep
 from sweep.errors import SpecError
-
-from conftest import small_spec
 
 EXAMPLE = """
 kind = "stats"

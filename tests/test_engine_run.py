@@ -7,12 +7,12 @@ import sys
 import numpy as np
 import pytest
 import xarray as xr
+from helpers import assert_identical, small_spec
 
 import sweep
-from sweep import cli, plan, store
+from sweep import cli, plan
+from sweep.io import schema
 from sweep.kernel import LAYER_STATS
-
-from conftest import assert_identical, small_spec
 
 
 @pytest.fixture(scope="module")
@@ -24,9 +24,9 @@ def two_groups():
 
 def test_dataset_follows_the_contract(two_groups):
     spec, ds = two_groups
-    assert tuple(ds["preact_meansq"].dims) == store.LAYER_DIMS
-    assert tuple(ds["loss"].dims) == store.NETWORK_DIMS
-    for axis in store.NETWORK_DIMS + ("layer",):
+    assert tuple(ds["preact_meansq"].dims) == schema.NETWORK_DIMS + ("layer",)
+    assert tuple(ds["loss"].dims) == schema.NETWORK_DIMS
+    for axis in schema.NETWORK_DIMS + ("layer",):
         assert axis in ds.coords
     assert list(ds.layer.values) == [1, 2, 3]
     for name in list(LAYER_STATS) + ["overflow", "loss", "layer_width"]:
@@ -49,10 +49,10 @@ def test_layers_beyond_a_networks_depth_are_nan(two_groups):
 def test_memory_budget_changes_the_chunks_but_not_one_bit():
     spec = small_spec(seeds=6, batch=64, grid={"profile": ["alternating"], "width": [256], "gain": [0.8, 1.4, 2.0]})
     roomy = plan.make_plan(spec, "auto")
-    (group,) = roomy.groups
-    smallest = group.micro_batch * plan.bytes_per_network(group.arch, roomy.probe)
-    (tight,) = plan.make_plan(spec, smallest).groups
-    assert tight.chunk_size == group.micro_batch < group.chunk_size
+    (job,) = roomy.groups[0].jobs
+    smallest = job.micro_batch * job.bytes_per_network
+    tight = plan.make_plan(spec, smallest)
+    assert tight.call_size(job) == 1 < roomy.call_size(job)
     assert_identical(sweep.run(spec, memory=smallest, progress=False), sweep.run(spec, progress=False))
 
 
@@ -155,3 +155,20 @@ def test_the_installed_command_exits_2_on_bad_input(tmp_path):
 def test_the_default_sweep_spec_is_valid():
     spec = sweep.Spec.from_toml("analysis/specs/quick.toml")
     assert spec.grid.init == ("fan_in", "fan_avg")
+
+
+def test_peak_memory_does_not_grow_with_the_number_of_networks():
+    """Ten times the networks under the same budget: the peak RSS grows by at most what the
+    engine keeps of the result on the host (a few times its float64 size), not per network."""
+    import importlib.util
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "peak_rss.py"
+    module_spec = importlib.util.spec_from_file_location("peak_rss", path)
+    peak_rss = importlib.util.module_from_spec(module_spec)
+    module_spec.loader.exec_module(peak_rss)
+    args = SimpleNamespace(width=16, depth=4, batch=16, memory="256MB", common_random_numbers=False)
+    small, large = peak_rss.measure(800, args), peak_rss.measure(8000, args)
+    growth = large["peak_rss_bytes"] - small["peak_rss_bytes"]
+    assert growth <= 4 * large["result_bytes"] + 32 * 2**20, (small, large)

@@ -1,11 +1,12 @@
-"""The training spec: kind = "train", validated field by field, returned by sweep.Spec's readers."""
+"""The training spec: kind = "train", validated field by field, returned by sweep.load_spec."""
 
+import json
 import math
 
 import pytest
 
 import sweep
-from sweep.train import TrainGrid, TrainSpec
+from sweep.config import TrainGrid, TrainSpec
 
 ISSUE_EXAMPLE = '''
 kind = "train"
@@ -32,7 +33,7 @@ learning_rate = [1e-2]
 def test_the_issue_example_reads_as_a_train_spec(tmp_path):
     path = tmp_path / "trainability.toml"
     path.write_text(ISSUE_EXAMPLE)
-    spec = sweep.Spec.from_toml(path)
+    spec = sweep.load_spec(path)
     assert isinstance(spec, TrainSpec)
     assert spec == TrainSpec.from_toml(path)
     assert spec.grid.depth == (10, 30, 50) and spec.grid.learning_rate == (1e-2,)
@@ -50,15 +51,19 @@ def test_defaults():
     assert spec.grid.learning_rate == (1e-2,) and spec.grid.gain == (math.sqrt(2.0),)
 
 
-def test_stats_specs_are_unchanged():
-    assert type(sweep.Spec.from_dict({"kind": "stats"})) is sweep.Spec
-    assert type(sweep.Spec.from_dict({})) is sweep.Spec
+def test_load_spec_returns_each_kinds_type_and_spec_refuses_training():
+    assert type(sweep.load_spec({"kind": "stats"})) is sweep.Spec
+    assert type(sweep.load_spec({})) is sweep.Spec
+    assert type(sweep.load_spec({"kind": "train"})) is TrainSpec
+    with pytest.raises(sweep.SpecError, match="is a TrainSpec; sweep.load_spec reads either kind") as info:
+        sweep.Spec.from_dict({"kind": "train"})
+    assert info.value.field == "kind"
 
 
 def test_learning_rate_takes_a_log_range():
     spec = TrainSpec.from_dict({"kind": "train", "grid": {"learning_rate": {"start": 1e-3, "stop": 1e-1, "num": 3, "log": True}}})
     assert spec.grid.learning_rate == pytest.approx((1e-3, 1e-2, 1e-1))
-    assert spec.grid.stats == sweep.Grid(**{a: getattr(spec.grid, a) for a in sweep.spec.GRID_AXES})
+    assert spec.grid.stats == sweep.Grid(**{a: getattr(spec.grid, a) for a in sweep.config.GRID_AXES})
 
 
 def test_eval_steps_end_at_the_last_step_and_logs_subsample():
@@ -85,14 +90,14 @@ def test_eval_steps_end_at_the_last_step_and_logs_subsample():
 ])
 def test_a_bad_field_is_named(raw, field):
     with pytest.raises(sweep.SpecError) as info:
-        sweep.Spec.from_dict(raw)
+        sweep.load_spec(raw)
     assert info.value.field == field
 
 
 def test_round_trips_through_json_and_replace():
     spec = TrainSpec.from_dict({"kind": "train", "target_loss": 0.5, "grid": {"learning_rate": [0.1, 0.01]}})
     assert TrainSpec.from_json(spec.to_json()) == spec
-    assert sweep.Spec.from_json(spec.to_json()) == spec
+    assert sweep.load_spec(json.loads(spec.to_json())) == spec
     changed = spec.replace(steps=10, grid={"depth": [3]})
     assert changed.steps == 10 and changed.grid.depth == (3,) and changed.grid.learning_rate == (0.1, 0.01)
     assert isinstance(changed.grid, TrainGrid)
