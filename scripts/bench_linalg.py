@@ -44,7 +44,7 @@ def main(argv=None) -> int:
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for n in (64, 256, 1024):
         lapack = jax.jit(jax.vmap(lambda k: jax.nn.initializers.orthogonal()(k, (n, n))))
-        plain = jax.jit(jax.vmap(lambda k: streams.weights(k, (n, n), "orthogonal")))
+        plain = jax.jit(jax.vmap(lambda k: streams.raw_weights(k, (n, n), "orthogonal")))
         matrices = jax.random.normal(jax.random.key(1), (32 if n < 1024 else 4, n, n))
         device_svd = jax.jit(jax.vmap(lambda a: jnp.linalg.svd(a, compute_uv=False)))
         host = np.asarray(matrices)

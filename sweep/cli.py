@@ -66,6 +66,10 @@ def run(
         "--stall-timeout", help="Seconds a kernel call may take before the run stops (default: generous, "
         "from the plan's estimate).", show_default=False,
     )] = None,
+    cache: Annotated[bool, typer.Option(
+        "--cache/--no-cache", help="Keep compiled programs in JAX's persistent cache (~/.cache/sweep/jax, "
+        "or SWEEP_CACHE_DIR; SWEEP_NO_CACHE=1 turns it off).",
+    )] = True,
 ):
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
@@ -78,7 +82,8 @@ def run(
         multiprocess.initialize(coordinator, num_processes, process_id)
     try:
         sweep.run(the_spec, out=out, memory=memory, overwrite=overwrite, progress=progress, resume=resume,
-                  devices=devices, chunk_networks=chunk_networks, with_theory=theory, stall_timeout=stall_timeout)
+                  devices=devices, chunk_networks=chunk_networks, with_theory=theory, stall_timeout=stall_timeout,
+                  cache=None if cache else False)
     except Interrupted as e:
         print(f"sweep: {e}; continue with: sweep run {spec} --out {out} --resume", file=sys.stderr)
         raise typer.Exit(130) from None

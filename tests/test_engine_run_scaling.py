@@ -27,18 +27,20 @@ from sweep.io import schema
 from sweep.io import zarr_store as store
 
 ROOT = Path(__file__).resolve().parents[1]
+# Two depths and two fan modes: four groups that share one compiled program.
 SPEC = """name = "scale"
-seeds = 200
+seeds = 100
 batch = 4
 [grid]
 activation = ["relu"]
-depth = [3]
+init = ["fan_in", "fan_out"]
+depth = [2, 3]
 width = [8]
 gain = [0.8, 1.4, 2.0]
 bias_std = [0.0, 0.3]
 """
-CHUNK = "40"  # 30 tiles of 40 networks; 4 of the 5 micro-batches of 256 networks end inside one
-TILES = 30
+CHUNK = "40"  # 18 tiles of 34 networks per group; 2 of its 3 micro-batches of 256 networks end inside one
+TILES = 72
 
 # The engine before tiles: contiguous calls of a call's networks, the last padded with the
 # group's final network; run after a CLI sweep in the same process, from the same cache.
@@ -59,7 +61,7 @@ local_shape = the_plan.local_shape
 gains, biases = np.asarray(spec.grid.gain, np.float32), np.asarray(spec.grid.bias_std, np.float32)
 for group in the_plan.groups:
     (job,) = group.jobs
-    kern = kernel.make_kernel(job.arch, job.probe, job.micro_batch)
+    kern = kernel.make_kernel(job.program, job.probe, job.micro_batch)
     n = job.networks
     chunk = the_plan.call_size(job) * job.micro_batch
     offset = int(np.ravel_multi_index(group.position, spec.grid.shape[:5])) * n
@@ -67,10 +69,10 @@ for group in the_plan.groups:
         local = np.arange(start, min(start + chunk, n))
         padded = np.concatenate([local, np.repeat(local[-1:], chunk - local.size)])
         g, b, _ = np.unravel_index(padded, local_shape)
-        raw = kern(jnp.uint32(spec.rng_seed), jnp.asarray(offset + padded, jnp.uint32),
+        raw = kern(jnp.uint32(spec.rng_seed), job.prefix, jnp.asarray(offset + padded, jnp.uint32),
                    jnp.asarray(gains[g]), jnp.asarray(biases[b]))
         where = np.unravel_index(local, local_shape)
-        for name, values in kernel.finish(raw).items():
+        for name, values in kernel.finish(raw, job.arch.depth).items():
             values = values[: local.size]
             target = arrays[name][group.position]
             if values.ndim == 1:
@@ -209,7 +211,7 @@ def test_tiled_results_equal_the_engine_before_tiles(reference):
         before = np.load(other)
         for name in names:
             np.testing.assert_array_equal(ds[name].values, before[name], err_msg=name)
-    assert ds["preact_meansq"].notnull().all()
+    assert ds["preact_meansq"].sel(depth=3).notnull().all() and ds["preact_meansq"].sel(depth=2, layer=3).isnull().all()
     marks = checkpoint.read_manifest(out)
     assert marks["state"] == "complete" and marks["tiles"] == TILES
     assert checkpoint.done(out, TILES) == set(range(TILES))
@@ -273,10 +275,10 @@ def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(s
     before, after, _ = crash("torn", 2)
     assert len(after) == len(before) + 1
     before, after, result = crash("ctrl-c", 2, expect=130)
-    # Ctrl-C came while micro-batch 1's call was stored, with micro-batch 2's call in flight: that
-    # call was finished (tiles up to 18), then micro-batch 3's, to complete tile 19 that 2 began;
-    # tile 25, which 3 began, is left.
-    assert after == set(range(25))
+    # Tiles 0-4 were stored. Ctrl-C came while micro-batch 0's tiles were stored, with micro-batch
+    # 1's call in flight: that call was finished, then micro-batch 2's, to complete tile 15 that 1
+    # began, which ends the first group; the second group, not begun, is left.
+    assert before == set(range(5)) and after == set(range(18))
     assert result.stderr.count("\n") == 1 and "continue with: sweep run" in result.stderr
     assert result.stderr.rstrip().endswith(f"--out {out} --resume")
     before, after, _ = crash("finalise", 1)
@@ -297,7 +299,7 @@ def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(s
 
 @pytest.fixture(scope="module")
 def interrupted(setup):
-    """An unfinished store with 3 of 30 tiles, left by a run killed with SIGKILL."""
+    """An unfinished store with 3 of 72 tiles, left by a run killed with SIGKILL."""
     out = setup["dir"] / "interrupted.zarr"
     result = python(setup, CRASH, setup["spec"], out, setup["memory"], "stored", 3)
     assert result.returncode == -signal.SIGKILL, result.stderr
@@ -350,7 +352,7 @@ def test_a_damaged_store_is_refused_and_left_as_it_was(damage, interrupted, setu
 
 def test_a_store_of_another_spec_is_refused_and_left_as_it_was(interrupted, reference, setup, tmp_path, capsys):
     other = tmp_path / "other.toml"
-    other.write_text(SPEC.replace("seeds = 200", "seeds = 50").replace("width = [8]", "width = [16]"))
+    other.write_text(SPEC.replace("seeds = 100", "seeds = 50").replace("width = [8]", "width = [16]"))
     out = tmp_path / "s.zarr"
     partial = store.partial_path(out)
     shutil.copytree(interrupted, partial)
@@ -379,7 +381,7 @@ def test_resume_of_a_complete_store_computes_nothing(reference, setup, tmp_path)
     shutil.copytree(reference[0], out)
     before = snapshot(out)
     ds = sweep.run(sweep.Spec.from_toml(setup["spec"]), out=out, resume=True, progress=False)
-    assert snapshot(out) == before and ds.sizes["seed"] == 200
+    assert snapshot(out) == before and ds.sizes["seed"] == 100
 
 
 def test_devices_must_exist(setup, tmp_path, capsys):

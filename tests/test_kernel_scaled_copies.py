@@ -18,7 +18,7 @@ def test_kernel_with_the_gram_path_equals_plain_autodiff(activation, loss):
     arch = network.Architecture.from_grid(activation, "fan_in", "constant", 4, 48)
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False)
     assert passes.gram_is_cheaper(probe.batch, 48, 48)
-    run = kernel.make_kernel(arch, probe, 2)
+    run = kernel.architecture_kernel(arch, probe, 2)
     gains = jnp.asarray([1.0, 1.7], jnp.float32)
     stats = kernel.finish(run(jnp.uint32(1), jnp.asarray([3, 4], jnp.uint32), gains, jnp.full(2, 0.1, jnp.float32)))
     for i, index in enumerate((3, 4)):
@@ -43,7 +43,7 @@ def test_common_random_numbers_equal_plain_autodiff(activation, init, profile, l
     gains_per_draw = 3
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False,
                          gains_per_draw=gains_per_draw)
-    run = kernel.make_kernel(arch, probe, 2 * gains_per_draw)
+    run = kernel.architecture_kernel(arch, probe, 2 * gains_per_draw)
     gains = jnp.asarray([0.9, 1.6, 2.0] * 2, jnp.float32)
     indices = np.asarray([11, 12, 13, 20, 21, 22], np.uint32)
     stats = kernel.finish(run(jnp.uint32(5), jnp.asarray(indices), gains, jnp.full(6, bias_std, jnp.float32)))
@@ -62,7 +62,7 @@ def test_common_random_numbers_jacobian(activation, as_copies, on_host):
     probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True, gains_per_draw=2,
                          scaled_copies=as_copies, jacobian_on_host=on_host)
     assert probe.runs_scaled_copies(arch) is as_copies
-    stats = kernel.finish(kernel.make_kernel(arch, probe, 2)(
+    stats = kernel.finish(kernel.architecture_kernel(arch, probe, 2)(
         jnp.uint32(1), jnp.asarray([4, 9], jnp.uint32), jnp.asarray([0.7, 1.3], jnp.float32), jnp.zeros(2, jnp.float32)))
     key = streams.network_key(1, 4)
     x0 = streams.inputs(key, 3, 6)[0]
@@ -91,7 +91,7 @@ def test_scaled_copies_equal_plain_autodiff(activation, init, profile, loss, wid
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False,
                          gains_per_draw=3, scaled_copies=True)
     assert probe.runs_scaled_copies(arch)
-    run = kernel.make_kernel(arch, probe, 6)
+    run = kernel.architecture_kernel(arch, probe, 6)
     gains = jnp.asarray([0.3, 1.0 / 0.7, 4.0] * 2, jnp.float32)
     indices = np.asarray([7, 8, 9, 30, 31, 32], np.uint32)
     stats = kernel.finish(run(jnp.uint32(2), jnp.asarray(indices), gains, jnp.zeros(6, jnp.float32)))

@@ -24,7 +24,7 @@ CASES = [
 def test_kernel_equals_plain_autodiff(activation, init, profile, loss, bias_std):
     arch = network.Architecture.from_grid(activation, init, profile, 6, 16)
     probe = kernel.Probe(batch=8, loss=loss, outputs=3, precision="highest", jacobian=False)
-    run = kernel.make_kernel(arch, probe, 1)
+    run = kernel.architecture_kernel(arch, probe, 1)
     gains = jnp.asarray([0.9, 1.6], jnp.float32)
     stats = kernel.finish(run(jnp.uint32(5), jnp.asarray([11, 12], jnp.uint32), gains, jnp.full(2, bias_std, jnp.float32)))
     for i, index in enumerate((11, 12)):
@@ -48,7 +48,7 @@ def test_relu_homogeneity_holds_far_beyond_float32():
     # The projection loss has ∂ℓ/∂x_L = u whatever the output, so the backward pass is
     # homogeneous too: δ_l ~ g^{L-l} and ∂C/∂W_l = x_{l-1} δ_l ~ g^{L-1} in every layer.
     probe = kernel.Probe(batch=4, loss="projection", outputs=1, precision="highest", jacobian=False)
-    run = kernel.make_kernel(arch, probe, 1)
+    run = kernel.architecture_kernel(arch, probe, 1)
     same_network = jnp.asarray([3, 3], jnp.uint32)
     stats = kernel.finish(run(jnp.uint32(0), same_network, jnp.asarray([1.0, gain], jnp.float32), jnp.zeros(2, jnp.float32)))
     layer = np.arange(1, depth + 1)
@@ -63,7 +63,7 @@ def test_relu_homogeneity_holds_far_beyond_float32():
 def test_tiny_relu_signals_stay_finite():
     arch = network.Architecture.from_grid("relu", "fan_in", "constant", 60, 16)
     probe = kernel.Probe(batch=4, loss="mse", outputs=2, precision="highest", jacobian=False)
-    stats = kernel.finish(kernel.make_kernel(arch, probe, 1)(
+    stats = kernel.finish(kernel.architecture_kernel(arch, probe, 1)(
         jnp.uint32(0), jnp.arange(3, dtype=jnp.uint32), jnp.full(3, 0.2, jnp.float32), jnp.zeros(3, jnp.float32)))
     assert not stats["overflow"].any()
     assert np.all(stats["preact_meansq"][:, -1] < 1e-60) and np.all(stats["preact_meansq"][:, -1] > 0)
@@ -73,7 +73,7 @@ def test_tiny_relu_signals_stay_finite():
 def test_overflow_is_marked_and_does_not_touch_other_networks():
     arch = network.Architecture.from_grid("gelu", "fan_in", "constant", 40, 16)
     probe = kernel.Probe(batch=4, loss="mse", outputs=2, precision="highest", jacobian=False)
-    run = kernel.make_kernel(arch, probe, 1)
+    run = kernel.architecture_kernel(arch, probe, 1)
     indices = jnp.asarray([0, 1], jnp.uint32)
     both = kernel.finish(run(jnp.uint32(0), indices, jnp.asarray([1.0, 50.0], jnp.float32), jnp.zeros(2, jnp.float32)))
     alone = kernel.finish(run(jnp.uint32(0), indices, jnp.asarray([1.0, 1.0], jnp.float32), jnp.zeros(2, jnp.float32)))
@@ -91,7 +91,7 @@ def test_jacobian_singular_values_equal_those_of_jacfwd(on_host):
     arch = network.Architecture.from_grid("tanh", "orthogonal", "constant", 5, 12)
     probe = kernel.Probe(batch=3, loss="mse", outputs=2, precision="highest", jacobian=True,
                          jacobian_on_host=on_host)
-    stats = kernel.finish(kernel.make_kernel(arch, probe, 1)(
+    stats = kernel.finish(kernel.architecture_kernel(arch, probe, 1)(
         jnp.uint32(1), jnp.asarray([4], jnp.uint32), jnp.asarray([1.3], jnp.float32), jnp.asarray([0.2], jnp.float32)))
     key = streams.network_key(1, 4)
     params = network.draw_params(key, arch, 1.3, 0.2)
@@ -105,7 +105,7 @@ def test_a_network_is_the_same_in_calls_of_any_size():
     """Within a fixed micro-batch, how many networks a call holds changes no bit of any."""
     arch = network.Architecture.from_grid("tanh", "fan_in", "alternating", 4, 8)
     probe = kernel.Probe(batch=5, loss="mse", outputs=2, precision="highest", jacobian=False)
-    run = kernel.make_kernel(arch, probe, 4)
+    run = kernel.architecture_kernel(arch, probe, 4)
 
     def stats_of(indices):
         n = len(indices)
@@ -130,17 +130,38 @@ def test_segments_cover_the_layers_in_order():
     assert len(network.segments(network.Architecture.from_grid("relu", "fan_in", "constant", 50, 8).shapes)) == 1
 
 
-def test_each_layer_is_the_registry_draw_from_its_own_key():
-    """Layer l of a network is ``init.sample(fold_in(fold_in(layers, l), 0)) · gain``, whatever the profile."""
-    for init, profile in (("orthogonal", "taper"), ("fan_in", "alternating")):
+def test_each_layer_is_its_scale_times_the_raw_draw_from_its_own_key():
+    """Layer l of a network is gain · scale_l · a raw draw from ``fold_in(fold_in(layers, l), 0)``, whatever the profile."""
+    for init, profile in (("orthogonal", "taper"), ("fan_in", "alternating"), ("fan_out_uniform", "taper")):
         arch = network.Architecture.from_grid("relu", init, profile, 5, 24)
         key = streams.network_key(3, 11)
         layers = network.layer_list(jax.jit(lambda k: network.draw_params(k, arch, 1.5, 0.0))(key))
         layers_key = jax.random.fold_in(key, streams.LAYER_STREAM)
-        for l, ((w, _), shape) in enumerate(zip(layers, arch.shapes), start=1):
-            expected = 1.5 * streams.weights(jax.random.fold_in(jax.random.fold_in(layers_key, l), 0), shape, init)
-            # Up to the rounding of gain · std · normal, which jit may associate either way: two ulps.
-            np.testing.assert_allclose(w, expected, rtol=2 * 2.0**-23, atol=0, err_msg=f"{init} {profile} layer {l}")
+        for l, ((w, _), shape, scale) in enumerate(zip(layers, arch.shapes, arch.layer_scales), start=1):
+            raw = streams.raw_weights(jax.random.fold_in(jax.random.fold_in(layers_key, l), 0), shape, arch.distribution)
+            # Up to the rounding of gain · scale · raw, which XLA may associate with the raw draw's
+            # own last multiplication: two ulps.
+            np.testing.assert_allclose(w, (np.float32(1.5) * scale) * raw, rtol=2 * 2.0**-23, atol=0,
+                                       err_msg=f"{init} {profile} layer {l}")
+
+
+def test_a_network_in_a_deeper_program_is_the_network_alone():
+    """Depth and fan mode are arguments of a program: a network of depth 3 inside the program
+    of depth 7 equals its own program's result (to float32 rounding), for every fan mode."""
+    probe = kernel.Probe(batch=4, loss="mse", outputs=2, precision="highest", jacobian=True)
+    for profile in ("constant", "alternating"):
+        deep = network.Architecture.from_grid("tanh", "fan_in", profile, 7, 6)
+        for init in ("fan_in", "fan_out", "fan_avg"):
+            arch = network.Architecture.from_grid("tanh", init, profile, 3 if profile == "constant" else 5, 6)
+            program = network.programs([deep, arch])[arch]
+            assert program == network.programs([deep])[deep]
+            indices, gains, biases = np.arange(4, dtype=np.uint32), np.full(4, 1.2, np.float32), np.full(4, 0.1, np.float32)
+            inside = kernel.finish(kernel.make_kernel(program, probe, 2)(0, arch.prefix(program), indices, gains, biases),
+                                   arch.depth)
+            alone = kernel.finish(kernel.architecture_kernel(arch, probe, 2)(0, indices, gains, biases))
+            assert inside.keys() == alone.keys()
+            for name in alone:
+                np.testing.assert_allclose(inside[name], alone[name], rtol=2e-6, atol=0, err_msg=f"{profile} {init} {name}")
 
 
 @pytest.mark.parametrize("name, expected", [("relu", True), ("leaky_relu(0.2)", True), ("linear", True),

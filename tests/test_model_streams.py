@@ -2,7 +2,9 @@
 
 import jax
 import numpy as np
+import pytest
 
+from sweep.config import inits
 from sweep.model import streams
 
 
@@ -14,17 +16,26 @@ def test_every_draw_comes_from_its_tagged_stream_of_the_network_key():
     np.testing.assert_array_equal(streams.targets(key, 5, 3), normal(2, (5, 3)))
     np.testing.assert_array_equal(streams.readout(key, 16, 3), normal(3, (16, 3)) / np.float32(4.0))
     np.testing.assert_array_equal(streams.projection(key, 16), normal(3, (16,)) / np.float32(4.0))
-    layers = streams.layer_keys(key, np.arange(1, 4))
-    for l, layer_key in zip(range(1, 4), layers):
+    for l in range(1, 4):
         expected = jax.random.fold_in(jax.random.fold_in(key, streams.LAYER_STREAM), l)
-        assert jax.random.key_data(layer_key).tolist() == jax.random.key_data(expected).tolist()
+        assert jax.random.key_data(streams.layer_key(key, l)).tolist() == jax.random.key_data(expected).tolist()
 
 
-def test_a_layer_is_gain_times_its_unit_weights_and_its_biases_from_their_own_streams():
-    key = streams.layer_keys(streams.network_key(0, 1), np.arange(1, 2))[0]
-    w, b = streams.layer(key, (6, 4), "fan_in", 1.5, 0.25)
-    np.testing.assert_array_equal(w, 1.5 * streams.weights(jax.random.fold_in(key, 0), (6, 4), "fan_in"))
-    np.testing.assert_array_equal(b, 0.25 * jax.random.normal(jax.random.fold_in(key, 1), (4,)))
-    unit = streams.weights(jax.random.fold_in(key, 0), (6, 4), "fan_in")
-    np.testing.assert_array_equal(unit, jax.nn.initializers.variance_scaling(1.0, "fan_in", "normal")(
-        jax.random.fold_in(key, 0), (6, 4)))
+@pytest.mark.parametrize("init", inits.NAMES)
+def test_a_layer_is_its_scale_times_a_raw_draw_as_jax_initializers_draw_it(init):
+    key = streams.layer_key(streams.network_key(0, 1), 1)
+    spec = inits.get(init)
+    for shape in [(6, 4), (4, 6)]:
+        scale = np.float32(1.5) * np.float32(spec.scale(*shape))
+        w, b = streams.layer(key, shape, spec.distribution, scale, 0.25)
+        raw = streams.raw_weights(jax.random.fold_in(key, 0), shape, spec.distribution)
+        np.testing.assert_array_equal(w, scale * raw)
+        np.testing.assert_array_equal(b, np.float32(0.25) * jax.random.normal(jax.random.fold_in(key, 1), (shape[1],)))
+        if spec.distribution == "orthogonal":
+            reference = jax.nn.initializers.orthogonal()(jax.random.fold_in(key, 0), shape)
+            np.testing.assert_allclose(raw, reference, atol=2e-6)
+        else:
+            reference = jax.nn.initializers.variance_scaling(1.0, spec.mode, spec.distribution)(
+                jax.random.fold_in(key, 0), shape)
+            # The same draw; the initializer multiplies by sqrt(variance) in its own order.
+            np.testing.assert_allclose(np.float32(spec.scale(*shape)) * raw, reference, rtol=1e-6)

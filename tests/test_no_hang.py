@@ -31,7 +31,7 @@ def run_python(code: str, *args, devices: int = 1, env=None, timeout=TIMEOUT):
 @pytest.mark.parametrize("shape", [(7, 7), (12, 30), (40, 9), (64, 64)])
 def test_orthogonal_draws_equal_jax_initializers_up_to_rounding(shape):
     key = jax.random.key(11)
-    mine = np.asarray(jax.jit(lambda k: streams.weights(k, shape, "orthogonal"))(key))
+    mine = np.asarray(jax.jit(lambda k: streams.raw_weights(k, shape, "orthogonal"))(key))
     reference = np.asarray(jax.nn.initializers.orthogonal()(key, shape))
     # Householder QR is backward stable: entries differ by a few multiples of n·u.
     np.testing.assert_allclose(mine, reference, rtol=0, atol=64 * max(shape) * 2.0**-24)
@@ -77,7 +77,7 @@ from sweep.model import linalg, streams
 width, batch, networks = 256, 128, 64
 def one(x):  # the sampler's shape: the Gram of a batch of inputs, its factor, a solve
     factor = linalg.cholesky(jnp.matmul(x, x.T, precision="highest"))
-    return linalg.solve_lower(factor, x), jax.vmap(streams.weights, in_axes=(0, None, None))(
+    return linalg.solve_lower(factor, x), jax.vmap(streams.raw_weights, in_axes=(0, None, None))(
         jax.random.split(jax.random.key(0), 2), (24, 12), "orthogonal")
 mesh = jax.make_mesh((jax.device_count(),), ("d",), axis_types=(jax.sharding.AxisType.Explicit,))
 f = jax.jit(jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=P("d"), out_specs=P("d")))

@@ -55,7 +55,7 @@ def make_manifest(spec: Spec | TrainSpec, platform: str, micro_batches: list, ti
     Args:
       spec: the sweep.
       platform: JAX platform the micro-batches were sized for (``cpu``, ``gpu``, ``tpu``).
-      micro_batches: each compile group's micro-batch per job, in plan order.
+      micro_batches: each group's micro-batch per job, in plan order.
       tile_shape: the tiles' extent along ``(gain, bias_std, seed)``.
       tiles: number of tiles.
 

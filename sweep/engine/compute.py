@@ -60,16 +60,18 @@ def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
 
         return JobCall(run, lambda raw: raw, _median_loss)
 
-    kern = devices.make_kernel(job.arch, job.probe, job.micro_batch, mesh)
+    kern = devices.make_kernel(job.program, job.probe, job.micro_batch, mesh)
+    prefix, depth = job.prefix, job.arch.depth
 
     def run_stats(positions):
         keys, gains, bias_stds, _ = inputs(positions)
-        return kern(spec.rng_seed, keys, gains, bias_stds)
+        return kern(spec.rng_seed, prefix, keys, gains, bias_stds)
 
     if job.kind == "init":
         measured = kernel.LAYER_STATS + ("overflow",)
-        return JobCall(run_stats, lambda raw: {f"init_{k}": v for k, v in kernel.finish(raw).items() if k in measured})
-    return JobCall(run_stats, kernel.finish)
+        return JobCall(run_stats, lambda raw: {f"init_{k}": v for k, v in kernel.finish(raw, depth).items()
+                                               if k in measured})
+    return JobCall(run_stats, lambda raw: kernel.finish(raw, depth))
 
 
 def _median_loss(values: dict) -> dict:
@@ -80,7 +82,7 @@ def _median_loss(values: dict) -> dict:
 
 
 def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stopping: Callable[[], bool],
-            watchdog: Watchdog) -> bool:
+            watchdog: Watchdog, note: Callable[[dict], None] = lambda entry: None) -> bool:
     """Computes ``tiles`` and hands each one to ``keep`` as soon as all of it is computed.
 
     Once ``stopping()`` is true, the call in flight is finished, then only the calls of the
@@ -96,16 +98,28 @@ def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stoppi
       bar: a progress bar counting networks.
       stopping: polled after each kernel call until it is true.
       watchdog: runs the kernel calls, each with a deadline.
+      note: ``note(entry)`` for the run log: an entry per compiled program (``"compiled"``:
+        its seconds, executables built and loaded from the cache) and one at the end
+        (``"timing"``: compile and compute seconds of each program).
 
     Returns:
       False if it stopped on request, True if it computed every tile.
     """
     pending = None  # one call in flight while the host finishes the previous one
     finishing = None  # once stopping: the tiles the current job still has to complete
+    timing: dict[str, list[float]] = {}  # program -> [compile seconds, compute seconds]
 
-    def finish(assembler, index, call, positions, waiting, limit, what) -> None:
+    def finish(assembler, index, call, positions, waiting, limit, what, program) -> None:
         values = call.finish(watchdog.result(waiting, limit, what))
-        bar.set_postfix(call.postfix(values), refresh=False)
+        compiled = waiting.compiled
+        spent = timing.setdefault(program, [0.0, 0.0])
+        spent[0] += compiled.seconds
+        spent[1] += max(0.0, waiting.seconds - compiled.seconds)
+        if compiled.programs:
+            note({"event": "compiled", "program": program, "seconds": round(compiled.seconds, 3),
+                  "executables": compiled.programs, "cache_hits": compiled.cache_hits})
+        total = sum(t[0] for t in timing.values())
+        bar.set_postfix({**call.postfix(values), "compile": f"{total:.1f}s"}, refresh=False)
         for tile, blocks in assembler.add(index, positions, values):
             keep(tile, blocks)
             bar.update(tile.size)
@@ -119,13 +133,15 @@ def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stoppi
             call = job_call(plan, group, job, mesh)
             estimate = plan.call_flops(job, mesh.size)
             what = group.describe() + ("" if job.kind == "stats" else f" ({job.kind})")
-            for n, ids in enumerate(plan.calls(job, plan.micro_batches_of(job, group_tiles), mesh.size)):
+            program = plan.program_name(job)
+            for ids in plan.calls(job, plan.micro_batches_of(job, group_tiles), mesh.size):
                 positions = plan.positions(job, ids)
+                first = program not in timing and (pending is None or pending[-1] != program)
                 waiting = watchdog.submit(call.run, positions)
-                limit = watchdog.limit(estimate, first_of_program=n == 0)
+                limit = watchdog.limit(estimate, first_of_program=first)
                 if pending is not None:
                     finish(*pending)
-                pending = (assembler, index, call, positions, waiting, limit, what)
+                pending = (assembler, index, call, positions, waiting, limit, what, program)
                 if finishing is None and stopping():
                     finish(*pending)
                     pending, finishing = None, assembler.partial(index)
@@ -139,6 +155,8 @@ def compute(plan: Plan, tiles: Sequence[Tile], mesh, keep: Callable, bar, stoppi
     if pending is not None:
         finish(*pending)
     bar.close()
+    note({"event": "timing", "programs": {p: {"compile_s": round(c, 3), "compute_s": round(r, 3)}
+                                          for p, (c, r) in timing.items()}})
     return finishing is None
 
 

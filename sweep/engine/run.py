@@ -19,6 +19,7 @@ depend on chunking, devices, processes or interruptions.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -26,7 +27,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from sweep.config import STATIC_AXES, Spec, TrainSpec, load_spec
-from sweep.engine import checkpoint, distributed
+from sweep.engine import checkpoint, compilation, distributed
 from sweep.engine.compute import compute
 from sweep.engine.prepare import prepare, recorded_plan
 from sweep.engine.signals import stop_on_signals
@@ -65,6 +66,7 @@ def run(
     chunk_networks: int | None = None,
     with_theory: bool | None = None,
     stall_timeout: float | None = None,
+    cache: bool | None = None,
 ) -> xr.Dataset:
     """Runs a sweep: random-init statistics (``kind = "stats"``) or training (``kind = "train"``).
 
@@ -84,6 +86,8 @@ def run(
         by default for statistics sweeps. Training sweeps have none, and refuse ``True``.
       stall_timeout: seconds a kernel call may take before the run stops with ``Stalled``
         (default: a generous limit from the plan's estimate, see ``sweep.engine.watchdog``).
+      cache: use JAX's persistent compilation cache (default: yes, unless ``SWEEP_NO_CACHE``
+        is set; see ``sweep.engine.compilation``).
 
     Returns:
       The dataset (``sweep.io.schema``); opened lazily from ``out`` if given.
@@ -100,6 +104,7 @@ def run(
     if not isinstance(spec, (Spec, TrainSpec)):
         spec = load_spec(spec)
     with_theory = _theory_setting(spec, with_theory)
+    compilation.use_cache(cache)
     try:
         mesh, error = device_mesh.local_mesh(devices), None
         kind_attrs = _kind_attributes(spec)
@@ -148,7 +153,7 @@ def _run_in_memory(spec, memory, chunk_networks, mesh, progress, stall_timeout, 
         for name, block in values.items():
             arrays[name][tuple(region.get(d, slice(None)) for d in variables[name].dims)] = block
 
-    compute(plan, plan.tiles, mesh, keep, _bar(spec, plan.tiles, progress), lambda: False, Watchdog(stall_timeout))
+    compute(plan, plan.tiles, mesh, keep, _bar(spec, plan, plan.tiles, progress), lambda: False, Watchdog(stall_timeout))
     return schema.to_dataset(spec, arrays, attrs).merge(extra())
 
 
@@ -216,8 +221,8 @@ def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_ne
 
         error = None
         try:
-            finished = compute(plan, mine, mesh, keep, _bar(spec, mine, progress, processes), stopping,
-                               Watchdog(stall_timeout))
+            finished = compute(plan, mine, mesh, keep, _bar(spec, plan, mine, progress, processes), stopping,
+                               Watchdog(stall_timeout), log.write)
         except Stalled as e:
             stored = len(checkpoint.done(partial, len(tiles)))
             e.where = f"{stored} of {len(tiles)} tiles are stored in {str(partial)!r}"
@@ -269,10 +274,13 @@ def _wait_until_visible(path: Path, seconds: float = 120.0) -> None:
         time.sleep(0.2)
 
 
-def _bar(spec, tiles, progress: bool, processes: int = 1):
-    """A progress bar over the networks of ``tiles``, named after the process when there are several."""
+def _bar(spec, plan, tiles, progress: bool, processes: int = 1):
+    """A progress bar over the networks of ``tiles``, named after the process when there are several,
+    after a line that says what the plan will compile."""
     desc = spec.name if processes == 1 else f"{spec.name} [process {distributed.process_index()}]"
     total = sum(t.size for t in tiles)
+    if progress:
+        print(f"{desc}: {plan.summary()}", file=sys.stderr, flush=True)
     return tqdm(total=total, unit="net", desc=desc, disable=not progress, dynamic_ncols=True)
 
 

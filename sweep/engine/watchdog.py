@@ -27,6 +27,7 @@ from typing import Any, NamedTuple
 
 import jax
 
+from sweep.engine import compilation
 from sweep.errors import Stalled
 
 MINIMUM_SECONDS = 300.0
@@ -68,12 +69,14 @@ class Watchdog:
         stall = self._calls == self._stall_at
         self._calls += 1
 
+        pending = Pending(threading.Event(), {})
+
         def call():
             if stall:
                 threading.Event().wait()
-            return jax.block_until_ready(fn(*args))
+            out, pending.box["compiled"] = compilation.measured(fn)(*args)
+            return jax.block_until_ready(out)
 
-        pending = Pending(threading.Event(), {})
         self._queue.put((call, pending))
         return pending
 
@@ -112,8 +115,17 @@ class Pending(NamedTuple):
 
     Attributes:
       done: set when the call has completed or failed.
-      box: ``value`` or ``error``, and ``seconds``, the call's duration, once done.
+      box: ``value`` or ``error``, and ``seconds``, the call's duration, and ``compiled``, what
+        compiling took within it (``sweep.engine.compilation.Compiled``), once done.
     """
+
+    @property
+    def compiled(self) -> compilation.Compiled:
+        return self.box.get("compiled", compilation.Compiled(0.0, 0, 0))
+
+    @property
+    def seconds(self) -> float:
+        return self.box.get("seconds", 0.0)
 
     done: threading.Event
     box: dict

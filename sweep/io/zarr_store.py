@@ -2,7 +2,7 @@
 
 A sweep's store is laid out before anything is computed (``create``): every measured
 variable of ``sweep.io.schema`` missing (NaN, False), no chunk written, chunked as 1 along the
-five static axes (one compile group), by the plan's tile shape along the vmapped axes, and
+five static axes (one group), by the plan's tile shape along the vmapped axes, and
 whole along every other dim (``layer``, ``step``, ...). Each tile is then written as whole zarr
 chunks that no other tile touches (``TileWriter``), so processes can write their tiles
 concurrently and a tile is rewritten whole if its writing was interrupted. A store is written
@@ -76,7 +76,7 @@ def partial_path(out: str | Path) -> Path:
 
 
 def chunking(spec, tile: dict[str, int]) -> dict[str, tuple[int, ...]]:
-    """Zarr chunks of each measured variable: one tile of one compile group each.
+    """Zarr chunks of each measured variable: one tile of one group each.
 
     Args:
       spec: the sweep.

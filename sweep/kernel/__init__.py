@@ -7,6 +7,7 @@ float64 finish on the host), ``batching`` (fixed micro-batches run with ``lax.ma
 """
 
 from sweep.kernel.results import BACKWARD_STATS, FORWARD_STATS, LAYER_STATS, NetworkStats, finish
-from sweep.kernel.stats import Probe, make_kernel
+from sweep.kernel.stats import Probe, architecture_kernel, make_kernel
 
-__all__ = ["BACKWARD_STATS", "FORWARD_STATS", "LAYER_STATS", "NetworkStats", "Probe", "finish", "make_kernel"]
+__all__ = ["BACKWARD_STATS", "FORWARD_STATS", "LAYER_STATS", "NetworkStats", "Probe", "architecture_kernel", "finish",
+           "make_kernel"]

@@ -77,23 +77,23 @@ def _placed(x, placement) -> bool:
     return isinstance(x, jax.Array) and x.sharding == placement
 
 
-def make_kernel(arch, probe, micro_batch: int, mesh: jax.sharding.Mesh) -> Callable:
+def make_kernel(program, probe, micro_batch: int, mesh: jax.sharding.Mesh) -> Callable:
     """The statistics kernel on every device of ``mesh``, each running whole micro-batches.
 
     Args:
-      arch: the architecture.
+      program: the ``network.Program``.
       probe: what to measure.
       micro_batch: networks ``vmap``-ed together.
       mesh: from ``local_mesh``.
 
     Returns:
-      ``call(rng_seed, indices, gains, bias_stds) -> NetworkStats`` as
+      ``call(rng_seed, prefix, indices, gains, bias_stds) -> NetworkStats`` as
       ``sweep.kernel.stats.make_kernel``'s, taking host arrays whose length is a multiple of
       ``micro_batch * mesh.size``; it returns without waiting for the devices.
     """
-    single = on_devices(single_device_kernel(arch, probe, micro_batch), mesh, (False, True, True, True))
-    return lambda rng_seed, *arrays: single(jnp.uint32(rng_seed), *(jnp.asarray(a) if mesh.size == 1 else a
-                                                                     for a in arrays))
+    single = on_devices(single_device_kernel(program, probe, micro_batch), mesh, (False, False, True, True, True))
+    return lambda rng_seed, prefix, *arrays: single(
+        jnp.uint32(rng_seed), jax.tree.map(jnp.asarray, prefix), *(jnp.asarray(a) if mesh.size == 1 else a for a in arrays))
 
 
 def describe(mesh: jax.sharding.Mesh, processes: int = 1) -> str:

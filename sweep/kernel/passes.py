@@ -27,7 +27,6 @@ import jax.numpy as jnp
 from sweep.kernel.results import BackwardStats, ForwardStats
 from sweep.kernel.scale import Scaled, ldexp, normalise, pow2, rms_exponent
 from sweep.model import network
-from sweep.model.network import Architecture
 
 
 class ForwardPass(NamedTuple):
@@ -143,20 +142,24 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
     return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
 
 
-def forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
+def forward(params, arch, x: jax.Array, precision, gains=None, depth=None):
     """Runs a batch forward with exact scale tracking, reducing each layer.
 
     Args:
       params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
-      arch: the architecture.
+      arch: the ``Architecture``, or with ``depth`` the ``Program``.
       x: inputs, ``(batch, n_0)``, or ``(G, batch, n_0)`` with ``gains``.
       precision: ``lax.Precision``.
       gains: ``None`` for one network; or ``(G,)``, the gains of G networks that share the
         unit draws in ``params`` (network g has weights gains[g] · W); every output then has
         a leading axis G.
+      depth: ``None``, every layer; or an int32 scalar L, the network's depth inside the
+        program: layers beyond it are skipped (their statistics are zeros) and ``x_last`` is
+        layer L's output.
 
     Returns:
-      ``ForwardPass``; its stats are ``(L,)`` arrays (``(G, L)`` with ``gains``).
+      ``ForwardPass``; its stats are ``(L,)`` arrays (``(G, L)`` with ``gains``; L_max with
+      ``depth``).
     """
     phi, homogeneous = arch.phi, arch.homogeneous
 
@@ -173,40 +176,72 @@ def forward(params, arch: Architecture, x: jax.Array, precision, gains=None):
         stats = ForwardStats(z_mean, z_meansq, z_var, u_mean, u_meansq, u_var, dead.astype(z.dtype), e, e + k)
         return u, e + k, z, stats
 
-    def layer(carry, w, b):
-        h, e = carry
+    def real(h, e, w, b):
         u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(gemm(h, w, precision, gains), e, b)
         # The backward pass takes φ' at z, or at the layer's output, which is the next layer's h.
         return (u, e_out), stats, (h,) if arch.slope_from_output else (h, z)
 
-    def block_step(carry, block):
+    def layer(carry, w, b, l):
+        h, e, last = carry
+        if depth is None:
+            out, stats, residual = real(h, e, w, b)
+            return (*out, None), stats, residual
+        out, stats, residual = _when(l <= depth, real, h, e, w, b)
+        if w.shape[-1] == arch.last_width:  # only such a layer can be a network's last
+            last = _where(l == depth, out, last)
+        return (*out, last), stats, residual
+
+    def block_step(carry, xs):
+        block, first = xs
         outs, res = [], []
-        for w, b in block:
-            carry, stats, residual = layer(carry, w, b)
+        for j, (w, b) in enumerate(block):
+            carry, stats, residual = layer(carry, w, b, first + j)
             outs.append(stats)
             res.append(residual)
         return carry, (_stack_block(outs), tuple(res))
 
-    carry = (x, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32))
+    batch = x.shape[:-1]
+    exponent = jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32)
+    last = None if depth is None else (jnp.zeros(batch + (arch.last_width,)), exponent)
+    carry = (x, exponent, last)
     per_segment, residuals = [], []
-    for block in params:
-        carry, (stats, res) = network.scan_blocks(block_step, carry, block)
+    for seg, block in zip(network.segments(arch.shapes), params):
+        firsts = seg.start + 1 + len(seg.block) * jnp.arange(seg.repeats)
+        carry, (stats, res) = network.scan_blocks(block_step, carry, (block, firsts))
         per_segment.append(stats)
         residuals.append(res)
-    return ForwardPass(Scaled(*carry), _concat_layers(per_segment), tuple(residuals))
+    return ForwardPass(Scaled(*(carry[:2] if depth is None else carry[2])), _concat_layers(per_segment), tuple(residuals))
 
 
-def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Array, precision, gains=None):
+def _when(active, fn, *operands):
+    """``fn(*operands)`` where ``active`` (a scalar bool), else zeros of its outputs' shapes.
+
+    The skipped branch does no work: ``active`` is the same for every network of a call
+    (it depends on the layer and the call's depth only), so under ``vmap`` this stays a
+    conditional rather than a select of both branches.
+    """
+    shapes = jax.eval_shape(fn, *operands)
+    zeros = lambda *_: jax.tree.map(lambda s: jnp.zeros(s.shape, s.dtype), shapes)
+    return jax.lax.cond(active, fn, zeros, *operands)
+
+
+def _where(condition, new, old):
+    """``new`` where ``condition`` (a scalar bool), else ``old``, leaf by leaf."""
+    return jax.tree.map(lambda a, b: jnp.where(condition, a, b), new, old)
+
+
+def backward(params, arch, residuals, g: jax.Array, x_last: jax.Array, precision, gains=None, depth=None):
     """Backpropagates the per-example cotangent ``g`` = ∂ℓ/∂x_L (scaled) through the layers.
 
     Args:
       params: from ``network.draw_params``; with ``gains``, drawn at unit gain.
-      arch: the architecture.
+      arch: as for ``forward``.
       residuals: from ``forward``.
       g: scaled ∂ℓ/∂x_L, ``(batch, n_L)`` (``(G, batch, n_L)`` with ``gains``), normalised.
       x_last: the scaled last activations from ``forward``, of ``g``'s shape.
       precision: ``lax.Precision``.
       gains: as for ``forward``.
+      depth: as for ``forward``: the pass starts at layer L, and the layers beyond are skipped.
 
     Returns:
       ``BackwardStats`` of ``(L,)`` arrays (``(G, L)`` with ``gains``), of the scaled
@@ -219,7 +254,7 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
         moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)), grad_weight_meansq(h, delta, precision))
         return delta, moments
 
-    def layer(carry, w, residual):
+    def real(carry, w, residual):
         g, f, output = carry
         h, z = (residual[0], output) if arch.slope_from_output else residual
         delta, moments = _each(before_gemm, gains)(g, h, z)
@@ -227,9 +262,9 @@ def backward(params, arch: Architecture, residuals, g: jax.Array, x_last: jax.Ar
         g_prev, m = _each(normalise, gains)(gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
-    carry = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
+    start = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
              x_last if arch.slope_from_output else None)
-    return _reverse_layers(layer, params, residuals, carry)
+    return _reverse_layers(real, params, residuals, start, arch, depth)
 
 
 def mean_products(a: jax.Array) -> jax.Array:
@@ -266,7 +301,7 @@ def grad_weight_products(h: jax.Array, deltas: jax.Array, precision) -> jax.Arra
     return mean_products(dw)
 
 
-def backward_streams(params, arch: Architecture, residuals, cotangents: jax.Array, x_last: jax.Array, precision):
+def backward_streams(params, arch, residuals, cotangents: jax.Array, x_last: jax.Array, precision, depth=None):
     """Backpropagates K output cotangents of one network together, reducing their products.
 
     The backward pass is linear in the output cotangent. When every cotangent of interest is
@@ -277,7 +312,7 @@ def backward_streams(params, arch: Architecture, residuals, cotangents: jax.Arra
     and applied where δ_l is formed, so it costs no pass of its own.
 
     Args:
-      params, arch, residuals, x_last, precision: as for ``backward``, of one network.
+      params, arch, residuals, x_last, precision, depth: as for ``backward``, of one network.
       cotangents: the K streams ∂ℓ/∂x_L, each normalised, ``(K, batch, n_L)``.
 
     Returns:
@@ -285,7 +320,7 @@ def backward_streams(params, arch: Architecture, residuals, cotangents: jax.Arra
     """
     phi = arch.phi
 
-    def layer(carry, w, residual):
+    def real(carry, w, residual):
         g, f, output = carry  # g: the cotangent at x_l, 2^f · g, not yet rescaled
         h, z = (residual[0], output) if arch.slope_from_output else residual
         products = mean_products(g)
@@ -298,16 +333,16 @@ def backward_streams(params, arch: Architecture, residuals, cotangents: jax.Arra
         g_prev = gemm(delta, w, precision, None, transpose=True)
         return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 
-    carry = (cotangents, jnp.zeros(cotangents.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
-    return _reverse_layers(layer, params, residuals, carry)
+    start = (cotangents, jnp.zeros(cotangents.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
+    return _reverse_layers(real, params, residuals, start, arch, depth)
 
 
-def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_values: bool) -> Scaled:
+def jacobian(params, arch, x0: jax.Array, precision, singular_values: bool, depth=None) -> Scaled:
     """The input-output Jacobian ∂x_L/∂x_0 at one input, or its singular values, scaled.
 
     Args:
       params: from ``network.draw_params``, of one network.
-      arch: the architecture.
+      arch, depth: as for ``forward``.
       x0: the input ``(n_0,)``.
       precision: ``lax.Precision``.
       singular_values: return the singular values, from ``jnp.linalg.svd`` on the device;
@@ -320,31 +355,54 @@ def jacobian(params, arch: Architecture, x0: jax.Array, precision, singular_valu
     """
 
     def last_layer(x):
-        x_last = forward(params, arch, x[None], precision).x_last
+        x_last = forward(params, arch, x[None], precision, depth=depth).x_last
         return x_last.mantissa[0], x_last.exponent
 
     jac, e_jac = jax.jacfwd(last_layer, has_aux=True)(x0)
     return Scaled(jnp.linalg.svd(jac, compute_uv=False) if singular_values else jac, e_jac)
 
 
-def _reverse_layers(layer, params, residuals, carry):
-    """Runs ``layer(carry, w, residual) -> (carry, stats)`` from the last layer to the first.
+def _reverse_layers(real, params, residuals, start, arch, depth):
+    """Runs ``real(carry, w, residual) -> (carry, stats)`` from the last layer to the first.
+
+    Args:
+      real: one layer's backward step.
+      params, residuals: the forward pass's.
+      start: the carry at the network's last layer.
+      arch: the ``Architecture``, or with ``depth`` the ``Program``.
+      depth: ``None``; or the network's depth L in the program: the carry is ``start`` from
+        layer L down, and the layers beyond L are skipped (zeros in, zeros out).
 
     Returns:
       The stats (a pytree), each leaf ``(..., L)``, in layer order.
     """
 
+    def layer(carry, w, residual, l):
+        if depth is None:
+            return real(carry, w, residual)
+        if w.shape[-1] == arch.last_width:  # the layers where a network can end
+            carry = _where(l == depth, start, carry)
+        return _when(l <= depth, real, carry, w, residual)
+
     def block_step(carry, xs):
-        block, res = xs
+        block, res, first = xs
         outs = []
-        for (w, _), residual in reversed(tuple(zip(block, res))):
-            carry, stats = layer(carry, w, residual)
+        for j, ((w, _), residual) in reversed(tuple(enumerate(zip(block, res)))):
+            carry, stats = layer(carry, w, residual, first + j)
             outs.append(stats)
         return carry, _stack_block(outs[::-1])
 
+    if depth is None:
+        carry = start
+    else:  # zeros until the network's last layer, of the deepest layer's shapes
+        n_out = arch.shapes[-1][1]
+        carry = jax.tree.map(lambda a: jnp.zeros(a.shape[:-1] + (n_out,), a.dtype) if a.ndim >= 2 else jnp.zeros_like(a),
+                             start)
     per_segment = []
-    for block, res in reversed(tuple(zip(params, residuals))):
-        carry, stats = network.scan_blocks(block_step, carry, (block, res), reverse=True)
+    segments = network.segments(arch.shapes)
+    for seg, block, res in reversed(tuple(zip(segments, params, residuals))):
+        firsts = seg.start + 1 + len(seg.block) * jnp.arange(seg.repeats)
+        carry, stats = network.scan_blocks(block_step, carry, (block, res, firsts), reverse=True)
         per_segment.append(stats)
     return _concat_layers(per_segment[::-1])
 

@@ -83,11 +83,13 @@ def jacobian_singular_values(matrices: np.ndarray) -> np.ndarray:
     return np.linalg.svd(np.asarray(matrices, np.float64), compute_uv=False)
 
 
-def finish(raw: NetworkStats) -> dict[str, np.ndarray]:
+def finish(raw: NetworkStats, depth: int | None = None) -> dict[str, np.ndarray]:
     """Combines the kernel's mantissas and exponents into float64 statistics on the host.
 
     Args:
       raw: the kernel's output, arrays with a leading network axis ``(C, ...)``.
+      depth: the networks' depth L, when the program's L_max is larger (the layers beyond L
+        were skipped and are dropped here).
 
     Returns:
       ``LAYER_STATS`` as ``(C, L)`` float64, ``overflow`` ``(C, L)`` bool (a statistic of
@@ -95,7 +97,8 @@ def finish(raw: NetworkStats) -> dict[str, np.ndarray]:
       ``(C,)`` and, if measured, ``jacobian_singular_values`` ``(C, k)``.
     """
     raw = jax.tree.map(np.asarray, raw)
-    fwd, back = raw.forward, raw.backward
+    layers = lambda stats: type(stats)(*(a[..., :depth] for a in stats))
+    fwd, back = layers(raw.forward), layers(raw.backward)
     e_in, e_out, f = (a.astype(np.int64) for a in (fwd.exp_in, fwd.exp_out, back.exp_grad))
     exponents = {
         "preact_mean": e_in, "preact_meansq": 2 * e_in, "preact_var": 2 * e_in,

@@ -35,7 +35,7 @@ from sweep.kernel import passes
 from sweep.kernel.passes import Readout, StreamProducts
 from sweep.kernel.results import BackwardStats, ForwardStats, NetworkStats
 from sweep.kernel.scale import Scaled, ldexp, normalise
-from sweep.model.network import Architecture
+from sweep.model.network import Program
 
 
 def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:
@@ -44,7 +44,7 @@ def _split(t: jax.Array) -> tuple[jax.Array, jax.Array]:
     return k.astype(jnp.int32), jnp.exp2(t - k)
 
 
-def _streams(prediction: jax.Array, e_last: jax.Array, readout: Readout, probe, depth: int):
+def _streams(prediction: jax.Array, e_last: jax.Array, readout: Readout, probe, depth: jax.Array):
     """The output cotangent of every gain as a combination of fixed, normalised streams.
 
     Args:
@@ -53,39 +53,39 @@ def _streams(prediction: jax.Array, e_last: jax.Array, readout: Readout, probe, 
       e_last: an int32 scalar.
       readout: R ``(n_L, outputs)`` and y ``(batch, outputs)``, or p ``(n_L,)``.
       probe: what is measured.
-      depth: L.
+      depth: L, an int32 scalar.
 
     Returns:
       ``(streams, exponents, signs, powers)``: ``streams`` ``(K, batch, n_L)``; the cotangent
       of gain γ is Σ_k signs[k] · 2^exponents[k] · γ^powers[k] · streams[k], with
-      ``exponents`` ``(K,)`` int32 and ``signs``, ``powers`` tuples of Python ints.
+      ``exponents`` and ``powers`` ``(K,)`` int32 and ``signs`` a tuple of Python ints.
     """
     hi = probe.lax_precision
     if readout.targets is not None:
         output_part = jnp.matmul(prediction, readout.weights.T, precision=hi)
         target_part = jnp.matmul(readout.targets, readout.weights.T, precision=hi)
         (a, ka), (b, kb) = normalise(output_part), normalise(target_part)
-        return jnp.stack([a, b]), jnp.stack([e_last + ka, kb]), (1, -1), (depth, 0)
+        return jnp.stack([a, b]), jnp.stack([e_last + ka, kb]), (1, -1), jnp.stack([depth, jnp.zeros_like(depth)])
     p, kp = normalise(jnp.broadcast_to(readout.weights, prediction.shape + readout.weights.shape))
-    return p[None], kp[None], (1,), (0,)
+    return p[None], kp[None], (1,), jnp.zeros(1, jnp.int32)
 
 
-def _quadratic_forms(back: StreamProducts, exponents, signs, powers, log2_gain, depth: int) -> BackwardStats:
+def _quadratic_forms(back: StreamProducts, exponents, signs, powers, log2_gain, depth) -> BackwardStats:
     """Each gain's mean squares from the streams' mean products.
 
     Args:
       back: from ``passes.backward_streams``.
       exponents, signs, powers: the streams' coefficients (``_streams``).
       log2_gain: log2 γ, a scalar.
-      depth: L.
+      depth: L, an int32 scalar.
 
     Returns:
-      ``BackwardStats`` of ``(L,)`` arrays; the weight gradient's form is still to be divided
+      ``BackwardStats`` of ``(L_max,)`` arrays (those beyond L meaningless); the weight gradient's form is still to be divided
       by the input's scale (``stats``).
     """
-    layers = jnp.arange(1, depth + 1)
+    layers = jnp.arange(1, back.exp_grad.shape[-1] + 1)
     # Stream k at x_l, in true units: sign_k · 2^(exponent_k + exp_grad[k, l]) · γ^(power_k + L - l).
-    power = jnp.asarray(powers)[:, None] + depth - layers  # (K, L)
+    power = powers[:, None] + depth - layers  # (K, L_max)
     power_exponent, power_factor = _split(power.astype(log2_gain.dtype) * log2_gain)
     whole = exponents[:, None] + back.exp_grad + power_exponent
     top = jnp.max(whole, axis=0)
@@ -94,15 +94,17 @@ def _quadratic_forms(back: StreamProducts, exponents, signs, powers, log2_gain, 
     return BackwardStats(form(back.grad_act), form(back.grad_preact), form(back.grad_weight), top)
 
 
-def stats(arch: Architecture, probe, params, x: jax.Array, readout: Readout, gains: jax.Array) -> NetworkStats:
+def stats(program: Program, probe, depth: jax.Array, params, x: jax.Array, readout: Readout,
+          gains: jax.Array) -> NetworkStats:
     """All statistics of the G networks of one draw, from one network at unit gain.
 
     The contract is ``sweep.kernel.stats.draw_stats``'s, for a draw whose networks are scaled
     copies (``Probe.runs_scaled_copies``): no biases and positive gains.
 
     Args:
-      arch: the architecture, positively homogeneous.
+      program: the program, positively homogeneous.
       probe: what to measure.
+      depth: the draw's depth L in the program, an int32 scalar.
       params: the draw's unit-gain parameters, without biases (``network.draw_params``).
       x: the draw's inputs ``(batch, n_0)``.
       readout: the draw's readout.
@@ -112,19 +114,21 @@ def stats(arch: Architecture, probe, params, x: jax.Array, readout: Readout, gai
       ``NetworkStats``, each array with a leading axis G.
     """
     precision = probe.lax_precision
-    depth = arch.depth
-    fwd = passes.forward(params, arch, x, precision)
+    fwd = passes.forward(params, program, x, precision, depth=depth)
     x_last, e_last = fwd.x_last
     prediction = jnp.matmul(x_last, readout.weights, precision=precision)
     streams, exponents, signs, powers = _streams(prediction, e_last, readout, probe, depth)
-    back = passes.backward_streams(params, arch, fwd.residuals, streams, x_last, precision)
-    jacobian = passes.jacobian(params, arch, x[0], precision, not probe.jacobian_on_host) if probe.jacobian else None
+    back = passes.backward_streams(params, program, fwd.residuals, streams, x_last, precision, depth)
+    jacobian = None
+    if probe.jacobian:
+        jacobian = passes.jacobian(params, program, x[0], precision, not probe.jacobian_on_host, depth)
 
     def one_gain(gain):
         log2_gain = jnp.log2(gain)
         # γ^l = 2^k_l · r_l: layer l's input, pre-activation and output all scale by it
         # (the input x_{l-1} by γ^(l-1) = 2^k_l · r_l / γ).
-        k, r = _split(jnp.arange(1, depth + 1, dtype=log2_gain.dtype) * log2_gain)
+        k, r = _split(jnp.arange(1, program.depth + 1, dtype=log2_gain.dtype) * log2_gain)
+        k_last, r_last = k[depth - 1], r[depth - 1]
         f = fwd.stats
         scaled_fwd = ForwardStats(
             f.preact_mean * r, f.preact_meansq * r * r, f.preact_var * r * r,
@@ -132,9 +136,9 @@ def stats(arch: Architecture, probe, params, x: jax.Array, readout: Readout, gai
             f.dead_fraction, f.exp_in + k, f.exp_out + k)
         forms = _quadratic_forms(back, exponents, signs, powers, log2_gain, depth)
         forms = forms._replace(grad_weight_meansq=forms.grad_weight_meansq * jnp.square(r / gain))
-        loss, _ = passes.loss_of_prediction(prediction * r[-1], e_last + k[-1], readout.targets)
+        loss, _ = passes.loss_of_prediction(prediction * r_last, e_last + k_last, readout.targets)
         # The Jacobian and its singular values scale like x_L: by γ^L = 2^k_L · r_L.
-        scaled_jacobian = None if jacobian is None else Scaled(jacobian.mantissa * r[-1], jacobian.exponent + k[-1])
+        scaled_jacobian = None if jacobian is None else Scaled(jacobian.mantissa * r_last, jacobian.exponent + k_last)
         return NetworkStats(scaled_fwd, forms, loss, scaled_jacobian)
 
     return jax.vmap(one_gain)(gains)

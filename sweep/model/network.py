@@ -17,15 +17,16 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-from sweep.config import activations, profiles
+from sweep.config import activations, inits, profiles
 from sweep.model import streams
 
 Params = tuple  # per segment: a tuple over block positions of (W (r, n_in, n_out), b (r, n_out))
 
 
 class Architecture(NamedTuple):
-    """The static part of a network: what ``jit`` compiles for.
+    """One network's architecture: everything but its random draws, gain and bias std.
 
     Attributes:
       activation: canonical activation name.
@@ -52,6 +53,16 @@ class Architecture(NamedTuple):
         return tuple(zip(self.widths[:-1], self.widths[1:]))
 
     @property
+    def distribution(self) -> str:
+        return inits.get(self.init).distribution
+
+    @property
+    def layer_scales(self) -> np.ndarray:
+        """``(L,)`` float32: layer l's weights are gain · scale_l · a raw draw (``Init.scale``)."""
+        init = inits.get(self.init)
+        return np.asarray([init.scale(*shape) for shape in self.shapes], np.float32)
+
+    @property
     def phi(self):
         return activations.get(self.activation).fn
 
@@ -62,6 +73,111 @@ class Architecture(NamedTuple):
     @property
     def slope_from_output(self) -> bool:
         return activations.get(self.activation).slope_from_output
+
+    def program(self) -> Program:
+        """The program of this network alone."""
+        return Program(self.activation, self.distribution, self.widths, self.widths[-1])
+
+    def prefix(self, program: Program) -> Prefix:
+        """Where this network sits in ``program``: its depth and its layers' scales, padded."""
+        if self.widths != program.widths[: self.depth + 1] or self.widths[-1] != program.last_width:
+            raise ValueError(f"{self} is not a prefix of {program}")
+        scales = np.ones(program.depth, np.float32)
+        scales[: self.depth] = self.layer_scales
+        return Prefix(np.int32(self.depth), scales)
+
+
+class Program(NamedTuple):
+    """What one compiled statistics kernel runs: every network that is a prefix of the deepest.
+
+    A network of depth L <= L_max whose widths are the first L + 1 of ``widths`` and whose last
+    width is ``last_width`` runs in this program with its ``Prefix``: the layers beyond its
+    depth are skipped exactly, and the fan mode enters only through the layers' scales.
+
+    Attributes:
+      activation: canonical activation name.
+      distribution: the weights' distribution (``sweep.config.inits.Init.distribution``).
+      widths: ``(n_0, ..., n_{L_max})`` of the deepest network.
+      last_width: the output width of every network in the program (so the readout's shape).
+    """
+
+    activation: str
+    distribution: str
+    widths: tuple[int, ...]
+    last_width: int
+
+    def describe(self) -> str:
+        """E.g. ``relu normal 64 > 64 x16 (out 64)``."""
+        return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width})"
+
+    @property
+    def depth(self) -> int:
+        """L_max."""
+        return len(self.widths) - 1
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(zip(self.widths[:-1], self.widths[1:]))
+
+    @property
+    def phi(self):
+        return activations.get(self.activation).fn
+
+    @property
+    def homogeneous(self) -> bool:
+        return activations.get(self.activation).homogeneous
+
+    @property
+    def slope_from_output(self) -> bool:
+        return activations.get(self.activation).slope_from_output
+
+
+def describe_widths(widths: tuple[int, ...]) -> str:
+    """``widths`` run-length encoded by repeated blocks, e.g. ``64 > 64 x16`` or ``64 > 64, (128, 64) x3``."""
+    parts = []
+    for seg in segments(tuple(zip(widths[:-1], widths[1:]))):
+        outs = [o for _, o in seg.block]
+        block = str(outs[0]) if len(outs) == 1 else f"({', '.join(map(str, outs))})"
+        parts.append(block if seg.repeats == 1 else f"{block} x{seg.repeats}")
+    return f"{widths[0]} > " + ", ".join(parts)
+
+
+class Prefix(NamedTuple):
+    """The dynamic part of a network inside its ``Program`` (arrays, passed at run time).
+
+    Attributes:
+      depth: L, an int32 scalar, 1 <= L <= L_max.
+      scales: ``(L_max,)`` float32, ``Init.scale`` of each layer (those beyond L unused).
+    """
+
+    depth: jax.Array
+    scales: jax.Array
+
+
+def programs(archs) -> dict[Architecture, Program]:
+    """The fewest programs that run ``archs``: a network joins the deepest one it is a prefix of.
+
+    Networks share a program when they have the same activation, weight distribution and last
+    width, and the widths of the shallower are the first ones of the deeper (constant and
+    alternating profiles; a taper's widths change with the depth, so each depth has its own).
+
+    Args:
+      archs: architectures.
+
+    Returns:
+      Each architecture's program.
+    """
+    out, made = {}, []
+    for arch in sorted(set(archs), key=lambda a: -a.depth):
+        for program in made:
+            if (program.activation, program.distribution, program.last_width) == (
+                    arch.activation, arch.distribution, arch.widths[-1]) and program.widths[: arch.depth + 1] == arch.widths:
+                out[arch] = program
+                break
+        else:
+            made.append(arch.program())
+            out[arch] = made[-1]
+    return out
 
 
 class Segment(NamedTuple):
@@ -101,26 +217,40 @@ def segments(shapes: tuple[tuple[int, int], ...], max_period: int = 4) -> tuple[
     return tuple(out)
 
 
-def draw_params(key: jax.Array, arch: Architecture, gain, bias_std) -> Params:
+def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std, prefix: Prefix | None = None) -> Params:
     """Draws all layers of one network, stacked by segment.
 
     Args:
       key: the network's key (``streams.network_key``).
-      arch: the architecture.
+      program: the network's architecture; or, with ``prefix``, its program.
       gain, bias_std: scalars.
+      prefix: the network's place in ``program``; its layers beyond ``prefix.depth`` are not
+        drawn and hold zeros.
 
     Returns:
       For each segment, for each block position j, ``(W, b)`` stacked over repeats:
       ``W`` of shape ``(repeats, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
-      Layer l (1-based) is ``streams.layer`` from ``streams.layer_keys(key, l)``.
+      Layer l (1-based) is ``streams.layer`` from ``streams.layer_key(key, l)``, scaled by
+      gain · scale_l.
     """
+    if prefix is None:
+        program, prefix = program.program(), Prefix(None, jnp.asarray(program.layer_scales))
     params = []
-    for seg in segments(arch.shapes):
+    for seg in segments(program.shapes):
         period = len(seg.block)
         block = []
         for j, shape in enumerate(seg.block):
-            keys = streams.layer_keys(key, seg.start + 1 + j + period * jnp.arange(seg.repeats))
-            block.append(jax.vmap(lambda k: streams.layer(k, shape, arch.init, gain, bias_std))(keys))
+            layers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
+
+            def one(l, shape=shape):
+                draw = lambda: streams.layer(streams.layer_key(key, l), shape, program.distribution,
+                                             gain * prefix.scales[l - 1], bias_std)
+                if prefix.depth is None:
+                    return draw()
+                zeros = lambda: (jnp.zeros(shape), jnp.zeros(shape[1:]))
+                return jax.lax.cond(l <= prefix.depth, draw, zeros)
+
+            block.append(jax.lax.map(one, layers))
         params.append(tuple(block))
     return tuple(params)
 

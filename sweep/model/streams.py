@@ -22,7 +22,6 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from sweep.config import inits
 from sweep.model import linalg
 
 LAYER_STREAM = 0
@@ -36,42 +35,46 @@ def network_key(rng_seed: int | jax.Array, index: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.key(rng_seed), index)
 
 
-def layer_keys(key: jax.Array, layers: jax.Array) -> jax.Array:
-    """The keys of layers ``layers`` (1-based, an int array) of the network with key ``key``."""
-    stream = jax.random.fold_in(key, LAYER_STREAM)
-    return jax.vmap(lambda n: jax.random.fold_in(stream, n))(layers)
+def layer_key(key: jax.Array, layer: int | jax.Array) -> jax.Array:
+    """The key of layer ``layer`` (1-based) of the network with key ``key``."""
+    return jax.random.fold_in(jax.random.fold_in(key, LAYER_STREAM), layer)
 
 
-def weights(key: jax.Array, shape: tuple[int, int], init: str) -> jax.Array:
-    """Unit-scale weights ``(n_in, n_out)`` of the registered ``init``: Var = 1 / fan.
+def raw_weights(key: jax.Array, shape: tuple[int, int], distribution: str) -> jax.Array:
+    """A raw weight draw ``(n_in, n_out)`` of ``distribution``, before its layer's scale.
 
-    Normal, uniform and truncated draws are ``jax.nn.initializers.variance_scaling``'s;
-    orthogonal ones ``jax.nn.initializers.orthogonal``'s, factorised on CPUs by
-    ``sweep.model.linalg`` (jaxlib's LAPACK QR can deadlock XLA's CPU thread pool).
+    N(0, 1), U(-1, 1) and N(0, 1) truncated to [-2, 2] are the draws of
+    ``jax.nn.initializers.variance_scaling``, which scales them by the same factors
+    (``sweep.config.inits.Init.scale``). Orthogonal ones are
+    ``jax.nn.initializers.orthogonal``'s, factorised on CPUs by ``sweep.model.linalg``
+    (jaxlib's LAPACK QR can deadlock XLA's CPU thread pool).
     """
-    spec = inits.get(init)
-    if spec.distribution != "orthogonal":
-        return jax.nn.initializers.variance_scaling(1.0, spec.mode, spec.distribution)(key, shape)
+    if distribution == "normal":
+        return jax.random.normal(key, shape)
+    if distribution == "uniform":
+        return jax.random.uniform(key, shape, minval=-1.0)
+    if distribution == "truncated_normal":
+        return jax.random.truncated_normal(key, -2.0, 2.0, shape)
     if jax.default_backend() != "cpu":
         return jax.nn.initializers.orthogonal()(key, shape)
     gaussian = jax.random.normal(key, (max(shape), min(shape)))  # jax.random.orthogonal's draw
     return linalg.orthogonal_from_gaussian(gaussian, shape)
 
 
-def layer(key: jax.Array, shape: tuple[int, int], init: str, gain, bias_std) -> tuple[jax.Array, jax.Array]:
+def layer(key: jax.Array, shape: tuple[int, int], distribution: str, scale, bias_std) -> tuple[jax.Array, jax.Array]:
     """Draws one layer.
 
     Args:
-      key: the layer's key (``layer_keys``).
+      key: the layer's key (``layer_key``).
       shape: ``(n_in, n_out)``.
-      init: init name.
-      gain: σ_w, a scalar.
+      distribution: the init's distribution (``sweep.config.inits.Init.distribution``).
+      scale: gain · ``Init.scale`` of the layer, a scalar: Var[W] = gain² / fan.
       bias_std: σ_b, a scalar.
 
     Returns:
-      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``, Var[W] = gain² / fan.
+      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``.
     """
-    w = gain * weights(jax.random.fold_in(key, 0), shape, init)
+    w = scale * raw_weights(jax.random.fold_in(key, 0), shape, distribution)
     b = bias_std * jax.random.normal(jax.random.fold_in(key, 1), (shape[1],))
     return w, b
 

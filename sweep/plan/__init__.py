@@ -1,4 +1,4 @@
-"""The plan: how a sweep of either kind is cut into compile groups, jobs, micro-batches,
+"""The plan: how a sweep of either kind is cut into groups, jobs, micro-batches,
 kernel calls and tiles (``plan``, ``tiles``), and sized from memory (``memory``, ``sizing``);
 ``probe`` says what the statistics kernel measures."""
 

@@ -1,7 +1,10 @@
-"""The plan: a sweep of either kind cut into compile groups, jobs, micro-batches, calls and tiles.
+"""The plan: a sweep of either kind cut into groups, jobs, micro-batches, calls and tiles.
 
-A compile group is one architecture (activation, init, profile, depth, width): everything
-``jit`` specialises on. Its networks differ only along the vmapped axes: ``(gain, bias_std,
+A group is one architecture (activation, init, profile, depth, width). Its statistics run in
+a compiled ``network.Program`` that it may share with other groups: every depth that is a
+prefix of the deepest and every fan mode of one distribution share a program, so a grid
+compiles once per (activation, distribution, profile, width, output width), not once per
+point (``network.programs``). Its networks differ only along the vmapped axes: ``(gain, bias_std,
 seed)`` in a statistics sweep, and ``learning_rate`` as well in a training sweep. A group's
 work is one or more *jobs*, each a kind of kernel call over its own rectangle of networks:
 
@@ -39,7 +42,8 @@ from sweep.config import STATIC_AXES, Spec, TrainSpec, profiles
 from sweep.config.train_spec import DATASET_SHAPES
 from sweep.errors import SpecError
 from sweep.io import schema
-from sweep.model.network import Architecture
+from sweep.model import network
+from sweep.model.network import Architecture, Prefix, Program
 from sweep.plan import sizing
 from sweep.plan.memory import fitting_power_of_two, parse_memory, platform
 from sweep.plan.probe import Probe
@@ -53,7 +57,7 @@ _CHUNK_BYTES = 2**20  # a stored chunk of one variable: zarr's sweet spot
 
 
 class Job(NamedTuple):
-    """One kind of kernel call of a compile group.
+    """One kind of kernel call of a group.
 
     Attributes:
       kind: ``"stats"``, ``"init"`` or ``"train"`` (see the module's docstring).
@@ -67,6 +71,9 @@ class Job(NamedTuple):
         rate; the initial networks have none).
       per_key: consecutive job positions that share a network key (training: the learning
         rates of one initial network).
+      program: the compiled program the statistics kernel runs ``arch`` in (``stats``,
+        ``init``): every job of the sweep with the same program shares one compile, and its
+        micro-batch and memory are the program's.
     """
 
     kind: str
@@ -78,6 +85,12 @@ class Job(NamedTuple):
     shape: tuple[int, ...]
     tile_fold: int = 1
     per_key: int = 1
+    program: Program | None = None
+
+    @property
+    def prefix(self) -> Prefix:
+        """The job's networks' depth and layer scales inside ``program`` (statistics jobs)."""
+        return self.arch.prefix(self.program)
 
     @property
     def networks(self) -> int:
@@ -94,7 +107,7 @@ class Job(NamedTuple):
 
 
 class Group(NamedTuple):
-    """One compile group.
+    """One group: the networks of one architecture (one grid point of the static axes).
 
     Attributes:
       position: index along each of ``STATIC_AXES``.
@@ -116,7 +129,7 @@ class Plan(NamedTuple):
 
     Attributes:
       spec: the sweep.
-      groups: compile groups, in grid order.
+      groups: the groups, in grid order.
       memory_bytes: the memory budget used to size kernel calls, per device.
       tile_shape: the tiles' extent along each of ``local_axes``.
     """
@@ -220,6 +233,23 @@ class Plan(NamedTuple):
         axes = self.local_axes[: len(job.shape)]
         return dict(zip(axes, np.unravel_index(np.asarray(positions, np.int64), job.shape)))
 
+    def program_name(self, job: Job) -> str:
+        """The compiled program a job runs, named; jobs with the same name share one compile."""
+        if job.kind == "train":
+            return f"train {job.arch.activation} {job.arch.init} {network.describe_widths(job.arch.widths)}"
+        return f"{'init' if job.kind == 'init' else 'stats'} {job.program.describe()}"
+
+    @property
+    def programs(self) -> tuple[str, ...]:
+        """Every program the sweep compiles, in the order they are first needed."""
+        return tuple(dict.fromkeys(self.program_name(job) for group in self.groups for job in group.jobs))
+
+    def summary(self) -> str:
+        """One line: networks, grid points and compiled programs."""
+        networks = sum(job.networks for group in self.groups for job in group.jobs if job.kind != "init")
+        return (f"{networks} networks at {len(self.groups)} grid points; {len(self.programs)} programs to compile, "
+                f"{len(self.tiles)} tiles")
+
     def tile_cost(self, tile: Tile) -> float:
         """A tile's estimated floating-point work, over its group's jobs."""
         jobs = self.groups[tile.group].jobs
@@ -227,7 +257,7 @@ class Plan(NamedTuple):
 
 
 def architecture(spec: Spec | TrainSpec, values: Sequence) -> Architecture:
-    """The architecture at one compile group's grid point.
+    """The architecture at one group's grid point.
 
     A statistics network has n_0 = ``width``; a trained network reads the dataset's features,
     so its ``widths = (n_features,) + hidden widths``, the hidden widths being the profile's for
@@ -257,12 +287,13 @@ def init_probe(spec: TrainSpec) -> Probe:
     return Probe(spec.batch, "mse", DATASET_SHAPES[spec.dataset].outputs, spec.precision, False)
 
 
-def _stats_job(kind: str, arch: Architecture, probe: Probe, shape, micro: int | None, tile_fold: int = 1) -> Job:
-    need = sizing.stats_bytes(arch, probe)
+def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, shape, micro: int | None,
+               tile_fold: int = 1) -> Job:
+    need = sizing.stats_bytes(program, probe)
     if micro is None:
         per_draw = probe.gains_per_draw
         micro = per_draw * fitting_power_of_two(per_draw * need, max(1, _MAX_MICRO_BATCH["stats"][None] // per_draw))
-    return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold)
+    return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program)
 
 
 def _train_job(spec: TrainSpec, arch: Architecture, shape, micro: int | None) -> Job:
@@ -282,7 +313,7 @@ def make_plan(
     micro_batches: Sequence | None = None,
     tile_shape: Sequence[int] | None = None,
 ) -> Plan:
-    """Splits a sweep into compile groups, jobs, kernel calls and tiles.
+    """Splits a sweep into groups, jobs, kernel calls and tiles.
 
     Args:
       spec: the sweep, of either kind.
@@ -307,17 +338,19 @@ def make_plan(
     g = spec.grid
     training = isinstance(spec, TrainSpec)
     stats_shape = (len(g.gain), len(g.bias_std), spec.seeds)
+    points = [(position, tuple(getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position)))
+              for position in np.ndindex(*g.shape[:5])]
+    archs = [architecture(spec, values) for _, values in points]
+    programs = network.programs(archs)
     groups = []
-    for n, position in enumerate(np.ndindex(*g.shape[:5])):
-        values = tuple(getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position))
-        arch = architecture(spec, values)
+    for n, ((position, values), arch) in enumerate(zip(points, archs)):
         recorded = [None, None] if micro_batches is None else list(np.atleast_1d(micro_batches[n]))
         if training:
             rates = len(g.learning_rate)
-            jobs = (_stats_job("init", arch, init_probe(spec), stats_shape, recorded[0], tile_fold=rates),
+            jobs = (_stats_job("init", arch, programs[arch], init_probe(spec), stats_shape, recorded[0], tile_fold=rates),
                     _train_job(spec, arch, stats_shape + (rates,), recorded[-1]))
         else:
-            jobs = (_stats_job("stats", arch, stats_probe(spec), stats_shape, recorded[0]),)
+            jobs = (_stats_job("stats", arch, programs[arch], stats_probe(spec), stats_shape, recorded[0]),)
         for job in jobs:
             need = job.micro_batch * job.bytes_per_network
             if need > budget:

@@ -1,6 +1,6 @@
 """Tiles: the stored chunks, the unit of work between processes and of crash-safe progress.
 
-Within a compile group the networks form a rectangle over the vmapped axes (statistics:
+Within a group the networks form a rectangle over the vmapped axes (statistics:
 ``(gain, bias_std, seed)``; training: ``(gain, bias_std, seed, learning_rate)``), and their
 *flat position* is their index in it in C order. A tile is a block of that rectangle that is
 also contiguous in flat order, of one shape for the whole grid, so that tiles are exactly the
@@ -78,7 +78,7 @@ def cells(axes: Sequence[str], local_shape: tuple[int, ...], tile_shape: tuple[i
 def assign(tiles: Sequence[Tile], cost: Sequence[float], processes: int) -> list[list[Tile]]:
     """Shares tiles among processes: contiguous runs in tile order, balanced by estimated cost.
 
-    Contiguous runs keep each process to few compile groups, and only the micro-batches at
+    Contiguous runs keep each process to few groups, and only the micro-batches at
     the boundaries between processes are computed twice.
 
     Args:

@@ -1,0 +1,64 @@
+"""The kernel's statistics by plain float32 autodiff, one network at a time: the reference it is checked against.
+
+No scale tracking, no fused backward, no Gram matrices: the network of ``sweep.model`` run
+forward with ``jnp.matmul``, and its gradients from ``jax.grad`` with zero probes added to
+every pre-activation and activation. Used by the tests and by ``scripts/accelerator_check.py``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from sweep.model import network, streams
+
+
+def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.ndarray], float]:
+    """One network's per-layer statistics and loss, by plain float32 JAX with ``jax.grad``.
+
+    Args:
+      arch: the ``network.Architecture``.
+      probe: what is measured (batch, loss, outputs).
+      key: the network's key.
+      gain, bias_std: scalars.
+
+    Returns:
+      ``(stats, loss)``: each per-layer statistic as ``(L,)`` float64 (the dead fraction
+      aside), and the batch-mean loss.
+    """
+    params = network.draw_params(key, arch, gain, bias_std)
+    layers = network.layer_list(params)
+    x0 = streams.inputs(key, probe.batch, arch.widths[0])
+    n_last = arch.widths[-1]
+    hi = jax.lax.Precision.HIGHEST
+
+    def mean_loss(weights, z_probes, x_probes):
+        h, zs, xs = x0, [], []
+        for (w, b), pz, px in zip(weights, z_probes, x_probes):
+            z = jnp.matmul(h, w, precision=hi) + b + pz
+            h = arch.phi(z) + px
+            zs.append(z)
+            xs.append(h)
+        if probe.loss == "mse":
+            readout = streams.readout(key, n_last, probe.outputs)
+            target = streams.targets(key, probe.batch, probe.outputs)
+            per_example = 0.5 * jnp.sum(jnp.square(jnp.matmul(h, readout, precision=hi) - target), -1)
+        else:
+            per_example = h @ streams.projection(key, n_last)
+        return jnp.mean(per_example), (zs, xs)
+
+    zeros = [jnp.zeros((probe.batch, w.shape[1])) for w, _ in layers]
+    grads, (zs, xs) = jax.grad(mean_loss, argnums=(0, 1, 2), has_aux=True)(layers, zeros, zeros)
+    loss = mean_loss(layers, zeros, zeros)[0]
+    dw, dz, dx = grads
+    b = probe.batch  # gradients of the mean loss, times B, are each example's own gradients
+    out = {
+        "preact_mean": [jnp.mean(z) for z in zs], "preact_meansq": [jnp.mean(z**2) for z in zs],
+        "preact_var": [jnp.var(z) for z in zs], "act_mean": [jnp.mean(x) for x in xs],
+        "act_meansq": [jnp.mean(x**2) for x in xs], "act_var": [jnp.var(x) for x in xs],
+        "grad_preact_meansq": [jnp.mean((g * b) ** 2) for g in dz],
+        "grad_act_meansq": [jnp.mean((g * b) ** 2) for g in dx],
+        "grad_weight_meansq": [jnp.mean(g[0] ** 2) for g in dw],
+    }
+    return {k: np.array(v, np.float64) for k, v in out.items()}, float(loss)
