@@ -101,7 +101,7 @@ def test_vmapped_factorisations_of_the_samplers_shape_finish_on_one_and_eight_de
 
 # Every class of the registries: homogeneous, smooth and kinked activations; normal, uniform,
 # truncated and orthogonal inits; constant, alternating and tapering widths; the Jacobian on
-# and off; independent draws and scaled copies. One compile group each, wide enough that a
+# and off; independent draws and scaled copies. One group each, wide enough that a
 # group spans several micro-batches and every device computes networks of its own.
 def _one(activation, init, profile, depth, width, bias_std=(0.0, 0.1), **top):
     grid = dict(activation=[activation], init=[init], profile=[profile], depth=[depth], width=[width],
@@ -128,6 +128,7 @@ for name, raw in specs.items():
 """
 
 
+@pytest.mark.slow
 def test_every_registry_family_runs_on_one_two_and_eight_devices_bit_identically(tmp_path):
     import json
 

@@ -3,7 +3,7 @@
 It lives in the store's ``.sweep`` folder, beside the zarr arrays; zarr and xarray read past
 it (it has no zarr metadata), and it is not part of the dataset:
 
-* ``manifest.json``: the spec (JSON, with its SHA-256), the platform, each compile group's
+* ``manifest.json``: the spec (JSON, with its SHA-256), the platform, each group's
   micro-batch per job, the tile shape and the number of tiles, and ``state``: ``"running"``, or
   ``"complete"`` once every tile is stored. Written when the template is complete, before
   any tile, and rewritten at the end.
