@@ -44,8 +44,10 @@ GRID = {"name": "grid", "seeds": 16, "batch": 32, "jacobian": True,
 # Runs one sweep in this fresh process and prints its timings as JSON.
 DRIVER = r"""
 import inspect, json, sys, time
+sys.path.insert(0, sys.argv[4])  # ahead of an installed sweep (an editable install would win over PYTHONPATH)
 start = time.perf_counter()
 import sweep
+assert sweep.__file__.startswith(sys.argv[4]), sweep.__file__
 import sweep.engine.run  # the engine's imports (JAX, xarray, zarr) are not the sweep's time
 from sweep.config import Spec
 imported = time.perf_counter() - start
@@ -55,7 +57,7 @@ if "cache" in inspect.signature(sweep.run).parameters:
     kwargs["cache"] = sys.argv[3] == "cache"
 start = time.perf_counter()
 sweep.run(spec, **kwargs)
-print(json.dumps({"run_s": time.perf_counter() - start, "import_s": imported}))
+print(json.dumps({"run_s": time.perf_counter() - start, "import_s": imported, "package": sweep.__file__}))
 """
 
 
@@ -67,7 +69,7 @@ def one_run(spec: dict, source: Path, where: Path, cache_dir: Path | None) -> di
         env["SWEEP_CACHE_DIR"] = str(cache_dir)
     out = where / f"{spec['name']}-{len(list(where.iterdir()))}.zarr"
     result = subprocess.run([sys.executable, "-c", DRIVER, json.dumps(spec), str(out),
-                             "cache" if cache_dir is not None else "none"],
+                             "cache" if cache_dir is not None else "none", str(source.resolve())],
                             env=env, capture_output=True, text=True, timeout=3 * 3600)
     if result.returncode:
         raise RuntimeError(result.stderr[-2000:])
@@ -131,8 +133,8 @@ def main(argv=None) -> int:
     print("| measurement | a (s) | b (s) | a / b | target |\n|---|---:|---:|---:|---|")
     for what, a, b, ratio, target in rows:
         print(f"| {what} | {a:.1f} | {b:.1f} | {ratio:.2f} | {target} |")
-    print(f"\n(times of sweep.run in a fresh process; imports took {results['import_s']:.1f} s more; "
-          f"medians of {args.repeats} alternating repeats; written {args.json})")
+    print(f"\n(times of sweep.run in a fresh process; imports took {results['import_s']:.1f} s more; depths and "
+          f"cache: medians of {args.repeats} alternating repeats; grid: one run each; written {args.json})")
     return 0
 
 

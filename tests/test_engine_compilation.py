@@ -30,15 +30,15 @@ jax.monitoring.register_event_duration_secs_listener(_count)
 
 
 def test_four_depths_and_three_fan_modes_compile_one_program_per_distribution_profile_and_width():
-    grid = {"activation": ["relu"], "init": ["fan_in", "fan_out", "fan_avg", "orthogonal"],
-            "profile": ["constant", "alternating"], "depth": [2, 4, 6, 8], "width": [4], "gain": [1.0, 1.5]}
+    grid = {"activation": ["relu"], "init": ["fan_in", "fan_out", "fan_avg"], "profile": ["constant", "alternating"],
+            "depth": [2, 4, 6, 8], "width": [4], "gain": [1.0, 1.5]}
     spec = small_spec(seeds=2, grid=grid)
     plan = planning.make_plan(spec)
-    # (relu) x (normal, orthogonal) x (constant, alternating) x (width 4): four programs, 32 grid points.
-    assert len(plan.groups) == 32 and len(plan.programs) == 4
+    # relu x normal x (constant, alternating) x width 4: two programs for 24 grid points.
+    assert len(plan.groups) == 24 and len(plan.programs) == 2
     _compiled.clear()
-    sweep.run(spec, progress=False, with_theory=False, cache=False)
-    assert len(_compiled) == 4
+    sweep.run(spec, progress=False, with_theory=False)  # a compile is counted whether or not the cache has it
+    assert len(_compiled) == 2
 
 
 def run_cli(spec_file, out, cache_dir, *extra):
