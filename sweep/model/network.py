@@ -25,6 +25,20 @@ from sweep.model import streams
 Params = tuple  # per segment: a tuple over block positions of (W (r, n_in, n_out), b (r, n_out))
 
 
+def _layered(cls):
+    """Adds what both ``Architecture`` and ``Program`` derive from their activation and widths."""
+    cls.depth = property(lambda self: len(self.widths) - 1, doc="L, the number of layers (a program's L_max).")
+    cls.shapes = property(lambda self: tuple(zip(self.widths[:-1], self.widths[1:])),
+                          doc="``(n_{l-1}, n_l)`` for l = 1..L.")
+    cls.phi = property(lambda self: activations.get(self.activation).fn, doc="The activation function.")
+    cls.homogeneous = property(lambda self: activations.get(self.activation).homogeneous,
+                               doc="Whether φ(cz) = cφ(z) for c > 0 (``sweep.config.activations``).")
+    cls.slope_from_output = property(lambda self: activations.get(self.activation).slope_from_output,
+                                     doc="Whether φ' can be taken at the layer's scaled output.")
+    return cls
+
+
+@_layered
 class Architecture(NamedTuple):
     """One network's architecture: everything but its random draws, gain and bias std.
 
@@ -44,15 +58,6 @@ class Architecture(NamedTuple):
         return cls(activation, init, profiles.widths(profile, width, depth))
 
     @property
-    def depth(self) -> int:
-        return len(self.widths) - 1
-
-    @property
-    def shapes(self) -> tuple[tuple[int, int], ...]:
-        """``(n_{l-1}, n_l)`` for l = 1..L."""
-        return tuple(zip(self.widths[:-1], self.widths[1:]))
-
-    @property
     def distribution(self) -> str:
         return inits.get(self.init).distribution
 
@@ -61,18 +66,6 @@ class Architecture(NamedTuple):
         """``(L,)`` float32: layer l's weights are gain · scale_l · a raw draw (``Init.scale``)."""
         init = inits.get(self.init)
         return np.asarray([init.scale(*shape) for shape in self.shapes], np.float32)
-
-    @property
-    def phi(self):
-        return activations.get(self.activation).fn
-
-    @property
-    def homogeneous(self) -> bool:
-        return activations.get(self.activation).homogeneous
-
-    @property
-    def slope_from_output(self) -> bool:
-        return activations.get(self.activation).slope_from_output
 
     def program(self) -> Program:
         """The program of this network alone."""
@@ -87,6 +80,7 @@ class Architecture(NamedTuple):
         return Prefix(np.int32(self.depth), scales)
 
 
+@_layered
 class Program(NamedTuple):
     """What one compiled statistics kernel runs: every network that is a prefix of the deepest.
 
@@ -109,27 +103,6 @@ class Program(NamedTuple):
     def describe(self) -> str:
         """E.g. ``relu normal 64 > 64 x16 (out 64)``."""
         return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width})"
-
-    @property
-    def depth(self) -> int:
-        """L_max."""
-        return len(self.widths) - 1
-
-    @property
-    def shapes(self) -> tuple[tuple[int, int], ...]:
-        return tuple(zip(self.widths[:-1], self.widths[1:]))
-
-    @property
-    def phi(self):
-        return activations.get(self.activation).fn
-
-    @property
-    def homogeneous(self) -> bool:
-        return activations.get(self.activation).homogeneous
-
-    @property
-    def slope_from_output(self) -> bool:
-        return activations.get(self.activation).slope_from_output
 
 
 def describe_widths(widths: tuple[int, ...]) -> str:
