@@ -16,6 +16,7 @@ from helpers import assert_identical, small_spec
 import sweep
 from sweep import plan as planning
 from sweep.engine import checkpoint
+from sweep.kernel import devices
 
 ROOT = Path(__file__).resolve().parents[1]
 _compiled: list[str] = []
@@ -39,6 +40,15 @@ def test_four_depths_and_three_fan_modes_compile_one_program_per_distribution_pr
     _compiled.clear()
     sweep.run(spec, progress=False, with_theory=False)  # a compile is counted whether or not the cache has it
     assert len(_compiled) == 2
+
+
+def test_the_groups_of_a_program_share_one_kernel_on_any_mesh():
+    plan = planning.make_plan(small_spec(grid={"init": ["fan_in", "fan_out"], "depth": [2, 3]}))
+    jobs = [job for group in plan.groups for job in group.jobs]
+    assert len(jobs) == 4 and len(plan.programs) == 1
+    mesh = devices.local_mesh()
+    kernels = {id(devices.make_kernel(job.program, job.probe, job.micro_batch, mesh)) for job in jobs}
+    assert len(kernels) == 1
 
 
 def run_cli(spec_file, out, cache_dir, *extra):

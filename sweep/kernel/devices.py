@@ -12,6 +12,7 @@ and devices work independently.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import jax
@@ -77,8 +78,12 @@ def _placed(x, placement) -> bool:
     return isinstance(x, jax.Array) and x.sharding == placement
 
 
+@functools.cache
 def make_kernel(program, probe, micro_batch: int, mesh: jax.sharding.Mesh) -> Callable:
     """The statistics kernel on every device of ``mesh``, each running whole micro-batches.
+
+    Cached, so that every group of a program shares one sharded ``jit`` (and one compile) on
+    several devices too, as ``sweep.kernel.stats.make_kernel`` shares it on one.
 
     Args:
       program: the ``network.Program``.
