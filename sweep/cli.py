@@ -138,13 +138,42 @@ def export(
 
 @app.command()
 def report(
-    results: Annotated[list[Path], typer.Argument(help="Stores written by `sweep run` (analysis/specs).")],
+    results: Annotated[list[Path], typer.Argument(help="Stores written by `sweep run`, statistics or training.")],
     out: Annotated[Path, typer.Option("--out", help="Folder for report.md, report.html and figures/.")] = Path("report"),
 ):
-    """Build the figures and the report that answers the He-init question from stored results."""
+    """Build every figure and table the stores' data supports, and a report of them."""
     from sweep.report import build
 
     typer.echo(f"wrote {build(results, out)}")
+
+
+@app.command()
+def plot(
+    path: Annotated[Path, typer.Argument(help="A store written by `sweep run`.")],
+    kind: Annotated[str, typer.Option("--kind", help="forward, backward, gradients, phase, spread, spectra or training.")],
+    out: Annotated[Path, typer.Option("--out", help="The figure's file: .png or .pdf.")],
+    sel: Annotated[list[str] | None, typer.Option("--sel", help="key=value: fix an axis by label (repeatable).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,
+):
+    """Draw one figure of a store, with axes fixed by label."""
+    import matplotlib.pyplot as plt
+
+    from sweep.io import zarr_store
+    from sweep.report import KINDS, figure, parse_selection, survey
+    from sweep.report.build import with_theory
+
+    if kind not in KINDS:
+        raise SpecError("--kind", f"{kind!r} is not one of {', '.join(KINDS)}")
+    if out.suffix not in (".png", ".pdf"):
+        raise SpecError("--out", f"{str(out)!r} must end in .png or .pdf")
+    if out.exists() and not overwrite:
+        raise SpecError("--out", f"{str(out)!r} exists; pass --overwrite to replace it")
+    s = survey(with_theory(zarr_store.load(path)))
+    fig = figure(s, kind, parse_selection(s.ds, sel or []))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out)
+    plt.close(fig)
+    typer.echo(f"wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> int:

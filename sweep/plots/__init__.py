@@ -4,11 +4,12 @@ Each returns a matplotlib figure; ``save`` writes it as vector PDF and PNG.
 """
 
 from sweep.plots.phase import gradient_growth, phase_diagram
-from sweep.plots.signals import backward, forward, weight_gradients
+from sweep.plots.signals import backward, forward, gradient_levels, per_layer, weight_gradients
 from sweep.plots.spectra import jacobian_figure
 from sweep.plots.spread import log_norm_spread, spread_figure
 from sweep.plots.style import figure, save, style
-from sweep.plots.training import trainability
+from sweep.plots.training import init_outcome, loss_curves, trainability
 
-__all__ = ["backward", "figure", "forward", "gradient_growth", "jacobian_figure", "log_norm_spread", "phase_diagram",
-           "save", "spread_figure", "style", "trainability", "weight_gradients"]
+__all__ = ["backward", "figure", "forward", "gradient_growth", "gradient_levels", "init_outcome", "jacobian_figure",
+           "log_norm_spread", "loss_curves", "per_layer", "phase_diagram", "save", "spread_figure", "style",
+           "trainability", "weight_gradients"]

@@ -96,3 +96,83 @@ def _case_label(case: dict) -> str:
     for key, value in case.items():
         parts.append(label_gain(value) if key == "gain" else str(value))
     return ", ".join(parts)
+
+
+@styled
+def per_layer(ds: xr.Dataset, variable: str, panels: list[list[dict]], lines: list[dict], ylabel: str):
+    """A grid of panels against layer, one band per line selection, theory dashed where stored.
+
+    Args:
+      ds: a stats dataset whose axes are all fixed by a panel and a line selection, apart from
+        ``seed`` and ``layer`` (length-one axes may stay).
+      variable: the statistic drawn, e.g. ``"preact_meansq"``.
+      panels: rows of panel selections, e.g. ``[[{"activation": "relu", "gain": 1.41}], ...]``.
+      lines: one selection per line (a colour each), e.g. ``[{"init": "fan_in"}, ...]``.
+      ylabel: the vertical axis' label.
+
+    Returns:
+      The figure.
+    """
+    rows, cols = len(panels), max(len(r) for r in panels)
+    fig, axes = figure(rows, cols, height=1.9, width=min(cols, 3) * 2.3)
+    for i, row in enumerate(panels):
+        for j in range(cols):
+            ax = axes[i, j]
+            if j >= len(row):
+                ax.set_visible(False)
+                continue
+            for color, line in zip(PALETTE, lines):
+                one = ds.sel({**row[j], **line})
+                one = one.squeeze([d for d in one[variable].dims if d not in ("seed", "layer")], drop=True)
+                band(ax, one[variable], label=_case_label(line), color=color, log=True)
+                if f"theory_{variable}" in one:
+                    dashed(ax, one[f"theory_{variable}"], color=color)
+            ax.set_title(_case_label(row[j]))
+            ax.set_xlabel("layer $l$")
+            ax.set_ylabel(ylabel)
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=min(len(lines), 4),
+               title="dashed: theory")
+    return fig
+
+
+@styled
+def gradient_levels(ds: xr.Dataset, panels: list[dict], lines: list[dict], at_gain: list[float]):
+    """Top: the weight-gradient level (per-network mean over layers; mean ± SE over seeds) against
+    gain, one panel per selection. Bottom: E[(∂C/∂W_l)²] against layer at the gain ``at_gain[i]``.
+
+    Args:
+      ds: a stats dataset; panel, line and gain selections fix every axis but ``seed``, ``layer``.
+      panels: one selection per column, e.g. ``[{"activation": "relu"}, {"activation": "tanh"}]``.
+      lines: one selection per line, e.g. ``[{"init": "fan_in", "profile": "constant"}]``.
+      at_gain: the gain of each column's bottom panel.
+
+    Returns:
+      The figure.
+    """
+    fig, axes = figure(2, len(panels), height=2.0, width=min(len(panels), 3) * 2.4)
+    for j, (panel, gain) in enumerate(zip(panels, at_gain)):
+        for color, line in zip(PALETTE, lines):
+            one = ds.sel({**panel, **line})
+            one = one.squeeze([d for d in one["grad_weight_meansq"].dims if d not in ("seed", "layer", "gain")],
+                              drop=True)
+            w = one["grad_weight_meansq"].where(np.isfinite(one["grad_weight_meansq"]))
+            level = w.mean("layer")
+            mean, se = level.mean("seed"), level.std("seed", ddof=1) / np.sqrt(level.count("seed"))
+            axes[0, j].errorbar(one.gain.values, mean.values, yerr=se.values, fmt="o-", markersize=2.5,
+                                color=color, label=_case_label(line))
+            if "theory_grad_weight_meansq" in one:
+                axes[0, j].plot(one.gain.values, one["theory_grad_weight_meansq"].mean("layer").values, "--",
+                                color=color, linewidth=1.0)
+            band(axes[1, j], w.sel(gain=gain), color=color, log=True)
+            if "theory_grad_weight_meansq" in one:
+                dashed(axes[1, j], one["theory_grad_weight_meansq"].sel(gain=gain), color=color)
+        axes[0, j].set_yscale("log")
+        axes[0, j].set_title(_case_label(panel))
+        axes[0, j].set_xlabel("gain σ_w")
+        axes[0, j].set_ylabel("level: mean over layers")
+        axes[1, j].set_title(f"{_case_label(panel)}, gain {label_gain(gain)}")
+        axes[1, j].set_xlabel("layer $l$")
+        axes[1, j].set_ylabel(r"$E[(\partial C/\partial W_l)^2]$")
+    fig.legend(*axes[0, 0].get_legend_handles_labels(), loc="outside upper center", ncol=min(len(lines), 4),
+               title="dashed: theory")
+    return fig

@@ -29,12 +29,13 @@ def log_norm_spread(ds: xr.Dataset) -> xr.Dataset:
 
 
 @styled
-def spread_figure(ds: xr.Dataset, exact=None):
+def spread_figure(ds: xr.Dataset, exact=None, large_width: bool = True):
     """Variance of log ‖x_L‖² across networks against Σ1/n, one colour per width.
 
     Args:
       ds: a batch-1 relu sweep over widths and depths.
       exact: optional ``(inverse_width_sum, variance)`` arrays of the exact law, drawn dashed.
+      large_width: draw the large-width law 5Σ1/n (relu, He init, one input).
 
     Returns:
       The figure.
@@ -47,7 +48,8 @@ def spread_figure(ds: xr.Dataset, exact=None):
         ax.errorbar(one["inverse_width_sum"].values, one["log_norm_var"].values, yerr=one["log_norm_var_se"].values,
                     fmt="o", color=color, markersize=3, label=f"n = {w}")
     x = np.linspace(0, float(s["inverse_width_sum"].max()) * 1.05, 50)
-    ax.plot(x, 5 * x, ":", color="0.4", label="5 Σ 1/n (large width)")
+    if large_width:
+        ax.plot(x, 5 * x, ":", color="0.4", label="5 Σ 1/n (large width)")
     if exact is not None:
         order = np.argsort(exact[0])
         ax.plot(np.asarray(exact[0])[order], np.asarray(exact[1])[order], "--", color="k", linewidth=1.0,

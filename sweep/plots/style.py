@@ -67,8 +67,8 @@ def figure(rows: int = 1, cols: int = 1, height: float = 2.4, width: float = COL
     return fig, axes
 
 
-def save(fig, path: str | Path) -> list[Path]:
-    """Saves ``fig`` as ``path``.pdf (vector) and ``path``.png, then closes it.
+def save(fig, path: str | Path, formats: tuple[str, ...] = (".pdf", ".png")) -> list[Path]:
+    """Saves ``fig`` as ``path``.pdf (vector) and ``path``.png (or the ``formats`` given), then closes it.
 
     Returns:
       The two paths written.
@@ -77,7 +77,7 @@ def save(fig, path: str | Path) -> list[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     with style():
-        for suffix in (".pdf", ".png"):
+        for suffix in formats:
             target = path.with_suffix(suffix)
             fig.savefig(target)
             written.append(target)

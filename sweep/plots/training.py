@@ -48,3 +48,35 @@ def trainability(ds: xr.Dataset, theory=None, metric: str = "test_accuracy"):
     axes[0, 1].set_ylabel(f"training loss, depth {deepest}")
     axes[0, 1].legend(title="gain σ_w", ncol=2, loc="best")
     return fig
+
+
+@styled
+def loss_curves(ds: xr.Dataset, metric: str = "train_loss"):
+    """Training loss against step, one band per (gain, depth) of a dataset fixed on every other axis."""
+    one = ds.squeeze(drop=True)
+    fig, axes = figure(1, 1, height=2.5)
+    curves = one[metric].expand_dims([d for d in ("gain", "depth") if d not in one[metric].dims])
+    curves = curves.stack(case=("depth", "gain")).transpose("case", ...)
+    for color, case in zip(sequential(curves.sizes["case"]), curves.case.values):
+        depth, gain = case
+        band(axes[0, 0], curves.sel(case=case), x="step", color=color, label=f"L {depth}, σ_w {label_gain(float(gain))}")
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_ylabel(metric.replace("_", " "))
+    axes[0, 0].legend(ncol=2, loc="best")
+    return fig
+
+
+@styled
+def init_outcome(init_level: xr.DataArray, outcome: xr.DataArray, ylabel: str):
+    """Scatter of each network's initial weight-gradient level against its training outcome, coloured by gain."""
+    fig, axes = figure(1, 1, height=2.5)
+    x, y = xr.broadcast(init_level, outcome)
+    gains = x["gain"].broadcast_like(x) if "gain" in x.coords else None
+    points = axes[0, 0].scatter(np.log10(x.values.ravel()), y.values.ravel(), s=6,
+                                c=None if gains is None else gains.values.ravel(), cmap="viridis")
+    if gains is not None:
+        fig.colorbar(points, ax=axes[0, 0], label="gain σ_w")
+    axes[0, 0].set_xlabel(r"$\log_{10}$ initial level of $E[(\partial C/\partial W_l)^2]$")
+    axes[0, 0].set_ylabel(ylabel)
+    return fig

@@ -1,11 +1,16 @@
-"""``sweep report``: figures and a Markdown/HTML report from stored results, no manual step."""
+"""``sweep report``: figures and a Markdown/HTML report from any stores, no manual step.
+
+For every store the report shows each point its data supports (``sweep.report.sections``)
+and lists the others with the reason. Stores named as the paper's experiments
+(``analysis/specs``) also get the paper's prose (``sweep.report.paper``), in front.
+"""
 
 from __future__ import annotations
 
 import base64
 import datetime
-import html
 import json
+import re
 from pathlib import Path
 
 import xarray as xr
@@ -13,43 +18,48 @@ import xarray as xr
 from sweep import plots
 from sweep.errors import SpecError
 from sweep.io import zarr_store
-from sweep.report import points
+from sweep.report import paper, sections
+from sweep.report.sections import Section, Skipped
+from sweep.report.survey import survey
 
-POINTS = (
-    points.forward_signals,
-    points.backward_signals,
-    points.weight_gradients,
-    points.finite_width,
-    points.critical_gains,
-    points.training,
-    points.jacobian_spectra,
-)
+PAPER_TITLE = "What justifies He initialisation? The measurements"
 
 
 def load_results(paths) -> dict[str, xr.Dataset]:
-    """Loads stores into memory, keyed by their spec's name; adds ``theory_*`` where missing.
+    """Opens stores lazily, keyed by their spec's name (``name_2``, ... on repeats); adds ``theory_*``
+    to a statistics store that has none.
 
     Raises:
       SpecError: for ``results`` when a path is not a sweep store.
     """
+    results = {}
+    for path in paths:
+        ds = with_theory(zarr_store.load(path))
+        spec = json.loads(ds.attrs["spec"])
+        name, n = spec["name"], 1
+        while name in results:
+            n += 1
+            name = f"{spec['name']}_{n}"
+        results[name] = ds
+    return results
+
+
+def with_theory(ds: xr.Dataset) -> xr.Dataset:
+    """A statistics store with its ``theory_*`` variables, predicted from its spec when it has none."""
     from sweep import theory
     from sweep.config import Spec
 
-    results = {}
-    for path in paths:
-        ds = zarr_store.load(path).load()
-        spec = json.loads(ds.attrs["spec"])
-        if spec.get("kind", "stats") == "stats" and not any(str(v).startswith("theory_") for v in ds.data_vars):
-            ds = ds.merge(theory.predict(Spec.from_json(ds.attrs["spec"])))
-        results[spec["name"]] = ds
-    return results
+    spec = json.loads(ds.attrs["spec"])
+    if spec.get("kind", "stats") == "stats" and not any(str(v).startswith("theory_") for v in ds.data_vars):
+        ds = ds.merge(theory.predict(Spec.from_json(ds.attrs["spec"])))
+    return ds
 
 
 def build(paths, out: str | Path) -> Path:
     """Writes ``out``/report.md, ``out``/report.html and ``out``/figures/*.{png,pdf}.
 
     Args:
-      paths: zarr stores written by ``sweep run`` (the specs in ``analysis/specs``).
+      paths: zarr stores written by ``sweep run``, statistics or training, any grid.
       out: the report's folder.
 
     Returns:
@@ -60,18 +70,72 @@ def build(paths, out: str | Path) -> Path:
     results = load_results(paths)
     out = Path(out)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    sections = [s for s in (point(results) for point in POINTS) if s is not None]
-    if not sections:
-        raise SpecError("results", f"none of {sorted(results)} is an experiment of analysis/specs")
     figure_files = {}
-    for section in sections:
-        for name, fig, _ in section.figures:
-            plots.save(fig, out / "figures" / name)
+
+    def saved(section, formats=(".pdf", ".png")):
+        for name, fig, _ in section.figures:  # written at once: a report may hold many figures
+            plots.save(fig, out / "figures" / name, formats)
             figure_files[name] = f"figures/{name}.png"
-    markdown = _markdown(sections, results, figure_files)
+        return section
+
+    prose = [saved(s) for s in (point(results) for point in paper.POINTS) if s is not None]
+    stores, skipped = [], []
+    for name, ds in results.items():
+        s = survey(ds)._replace(name=name)
+        found = []
+        for point in sections.POINTS.values():
+            result = point(s)
+            if isinstance(result, Skipped):
+                skipped.append((name, result))
+            else:
+                found.append(saved(result, formats=(".png",)))  # `sweep plot` draws any of them as PDF
+        stores.append((s, found))
+    markdown = _markdown(prose, stores, skipped, results, figure_files)
     (out / "report.md").write_text(markdown)
-    (out / "report.html").write_text(_html(sections, results, out))
+    (out / "report.html").write_text(_html(markdown, out))
     return out / "report.md"
+
+
+def _markdown(prose, stores, skipped, results, figure_files) -> str:
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+    title = PAPER_TITLE if prose else "Sweep report: " + ", ".join(f"`{n}`" for n in results)
+    parts = [f"# {title}", "",
+             f"Generated by `sweep report` on {now} from {len(results)} stored sweeps. "
+             "Every number below is computed from those datasets; uncertainties are one standard error over "
+             "networks, and 'dev (SE)' is (measurement − theory)/standard error.", ""]
+    for section in prose:
+        parts += _section(section, "##", figure_files)
+    for s, found in stores:
+        grid = ", ".join(f"{a} ({s.size(a)})" for a in s.varying) or "one grid point"
+        networks = s.ds.sizes.get("seed", 0) * _grid_size(s)
+        parts += [f"## Store `{s.name}`", "",
+                  f"A {'training' if s.kind == 'train' else 'statistics'} store of {networks} networks; "
+                  f"axes swept: {grid}.", ""]
+        for section in found:
+            parts += _section(section, "###", figure_files)
+    if skipped:
+        parts += ["## Points the data cannot support", ""]
+        parts += [f"- `{name}`, {item.key}: {item.reason}" for name, item in skipped]
+        parts += [""]
+    parts += ["## Provenance", ""] + _provenance(results)
+    for name, ds in results.items():
+        parts += ["", f"<details><summary>spec of {name}</summary>", "", "```json",
+                  json.dumps(json.loads(ds.attrs["spec"]), indent=1), "```", "</details>"]
+    return "\n".join(parts) + "\n"
+
+
+def _section(section: Section, heading: str, figure_files: dict) -> list[str]:
+    parts = [f"{heading} {section.title}", "", section.text, ""]
+    for name, _, caption in section.figures:
+        parts += [f"![{caption}]({figure_files[name]})", "", f"*{caption}*", ""]
+    return parts
+
+
+def _grid_size(s) -> int:
+    size = 1
+    for axis in s.axes:
+        size *= s.size(axis)
+    return size
 
 
 def _provenance(results: dict) -> list[str]:
@@ -86,39 +150,18 @@ def _provenance(results: dict) -> list[str]:
     return lines
 
 
-def _markdown(sections, results, figure_files) -> str:
-    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
-    parts = ["# What justifies He initialisation? The measurements", "",
-             f"Generated by `sweep report` on {now} from {len(results)} stored sweeps. "
-             "Every number below is computed from those datasets; uncertainties are one standard error over "
-             "networks, and 'dev (SE)' is (measurement − theory)/standard error.", ""]
-    for section in sections:
-        parts += [f"## {section.title}", "", section.text, ""]
-        for name, _, caption in section.figures:
-            parts += [f"![{caption}]({figure_files[name]})", "", f"*{caption}*", ""]
-    parts += ["## Provenance", ""] + _provenance(results)
-    for name, ds in sorted(results.items()):
-        parts += ["", f"<details><summary>spec of {name}</summary>", "", "```json",
-                  json.dumps(json.loads(ds.attrs["spec"]), indent=1), "```", "</details>"]
-    return "\n".join(parts) + "\n"
-
-
-def _html(sections, results, out: Path) -> str:
-    """A self-contained HTML page: the same text, the figures embedded as PNG data."""
+def _html(markdown: str, out: Path) -> str:
+    """A self-contained HTML page: the same Markdown, the figures embedded as PNG data."""
     import markdown_it
 
-    md = markdown_it.MarkdownIt("commonmark").enable("table")
-    body = ["<h1>What justifies He initialisation? The measurements</h1>"]
-    for section in sections:
-        body.append(f"<h2>{html.escape(section.title)}</h2>")
-        body.append(md.render(section.text))
-        for name, _, caption in section.figures:
-            data = base64.b64encode((out / "figures" / f"{name}.png").read_bytes()).decode()
-            body.append(f'<figure><img src="data:image/png;base64,{data}" style="max-width:100%">'
-                        f"<figcaption>{html.escape(caption)}</figcaption></figure>")
-    body.append("<h2>Provenance</h2>" + md.render("\n".join(_provenance(results))))
+    def embed(match):
+        data = base64.b64encode((out / match.group(1)).read_bytes()).decode()
+        return f'src="data:image/png;base64,{data}"'
+
+    body = markdown_it.MarkdownIt("commonmark").enable("table").render(markdown)
+    body = re.sub(r'src="(figures/[^"]+\.png)"', embed, body)  # after rendering: the parser is slow on long URIs
     style = ("body{font-family:sans-serif;max-width:52em;margin:2em auto;line-height:1.45}"
              "table{border-collapse:collapse;font-size:90%}td,th{border:1px solid #ccc;padding:2px 6px}"
-             "figcaption{font-style:italic;font-size:90%}")
+             "img{max-width:100%}")
     return f"<!doctype html><html><head><meta charset='utf-8'><title>sweep report</title><style>{style}</style>" \
-           f"</head><body>{''.join(body)}</body></html>\n"
+           f"</head><body>{body}</body></html>\n"

@@ -281,6 +281,7 @@ def correlation_fixed_point(activation: str | Activation, gain: float, bias_std:
     return mean_field(activation, gain, bias_std).c_star
 
 
+@functools.lru_cache(maxsize=4096)  # figures and the report ask for the same points again
 def depth_scales(activation: str | Activation, gain: float, bias_std: float) -> DepthScales:
     """(ξ_q, ξ_c): the depths over which q and c approach their fixed points.
 
@@ -296,6 +297,7 @@ def depth_scales(activation: str | Activation, gain: float, bias_std: float) -> 
     return DepthScales(mf.xi_q, mf.xi_c)
 
 
+@functools.lru_cache(maxsize=256)
 def critical_gain(activation: str | Activation, bias_std: float) -> float:
     """The σ_w with χ₁ = 1 at the given σ_b.
 

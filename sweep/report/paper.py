@@ -1,37 +1,22 @@
-"""The report's answers, one function per question; every number is computed from the data.
+"""The paper's prose: the answer to "what justifies He initialisation?", point by point.
 
-Each function takes the loaded results (datasets keyed by their spec's name, each with its
-``theory_*`` variables) and returns a ``Section``, or ``None`` when its experiment is missing.
+Each function reads the store of one experiment of ``analysis/specs`` (datasets keyed by
+their spec's name, each with its ``theory_*`` variables) and returns a ``Section``, or
+``None`` when that store is not among the results; every number is computed from the data.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
 from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
+from sweep.report.sections import Section, zero_crossing
 
 SQRT2 = math.sqrt(2.0)
-
-
-class Section(NamedTuple):
-    """One point of the report.
-
-    Attributes:
-      key: short identifier, also the figure's file name.
-      title: the question.
-      text: the answer, Markdown, numbers computed from the data.
-      figures: ``(name, figure, caption)`` triples.
-    """
-
-    key: str
-    title: str
-    text: str
-    figures: list
 
 
 def _one(ds: xr.Dataset, **sel) -> xr.Dataset:
@@ -226,7 +211,7 @@ def critical_gains(results: dict) -> Section | None:
         for b in ds.bias_std.values:
             a, b = str(activation), float(b)
             g = growth.sel(activation=a, bias_std=b, depth=deepest)
-            measured = _zero_crossing(g.gain.values, g.values)
+            measured = zero_crossing(g.gain.values, g.values)
             predicted = theory.critical_gain(a, b)
             chi = theory.chi1(a, predicted, b)
             rows.append([a, fmt(b), fmt(predicted, 4), fmt(measured, 3), fmt(chi, 4)])
@@ -317,15 +302,6 @@ def jacobian_spectra(results: dict) -> Section | None:
                    [("jacobian", fig, "Distribution of normalised squared singular values at the largest depth.")])
 
 
-def _zero_crossing(x: np.ndarray, y: np.ndarray) -> float:
-    ok = np.isfinite(y)
-    x, y = x[ok], y[ok]
-    for i in range(len(y) - 1):
-        if y[i] <= 0 < y[i + 1]:
-            return float(x[i] - y[i] * (x[i + 1] - x[i]) / (y[i + 1] - y[i]))
-    return float("nan")
-
-
 def _theory_of(ds: xr.Dataset) -> xr.Dataset:
     return ds[[v for v in ds.data_vars if str(v).startswith("theory_")]]
 
@@ -334,3 +310,6 @@ def _spec_value(ds: xr.Dataset, key: str):
     import json
 
     return json.loads(ds.attrs["spec"]).get(key)
+
+
+POINTS = (forward_signals, backward_signals, weight_gradients, finite_width, critical_gains, training, jacobian_spectra)
