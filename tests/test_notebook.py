@@ -20,3 +20,4 @@ def test_notebook_runs_on_cpu(tmp_path):
     assert not [o for o in outputs if o.get("output_type") == "error"]
     assert any("image/png" in o.get("data", {}) for o in outputs)
     assert (tmp_path / "colab.zarr").exists()
+    assert "## Points the data cannot support" in (tmp_path / "colab_report" / "report.md").read_text()

@@ -127,8 +127,8 @@ def format_label(value) -> str:
 def parse_selection(ds: xr.Dataset, items: list[str]) -> dict:
     """``["gain=1.414", "activation=relu"]`` → labels of ``ds``.
 
-    A numeric value matches the one label within the rounding of the digits given
-    (``1.414`` selects √2), so labels can be typed as ``sweep show`` prints them.
+    A numeric value selects the label equal to it, or else the one label within the rounding
+    of the digits given (``1.414`` selects √2), so labels can be typed as ``sweep show`` prints them.
 
     Raises:
       SpecError: for ``--sel`` when an item is not ``key=value``, the key is not an axis of
@@ -159,7 +159,9 @@ def _match(key: str, text: str, labels: np.ndarray):
     except ValueError:
         raise SpecError(f"--sel {key}", f"{text!r} is not a number; the store holds {shown}") from None
     tolerance = 0.5 * 10.0 ** decimal.Decimal(text).as_tuple().exponent  # half a unit of the last digit typed
-    close = [v for v in labels.astype(float) if abs(v - value) <= tolerance * (1 + 1e-9)]
+    close = [v for v in labels.astype(float) if abs(v - value) < tolerance]
+    exact = [v for v in close if abs(v - value) <= 1e-9 * max(1.0, abs(value))]
+    close = exact or close
     if len(close) != 1:
         raise SpecError(f"--sel {key}", f"{text!r} matches {len(close)} labels; the store holds {shown}")
     return _label(close[0] if labels.dtype.kind == "f" else int(round(close[0])))

@@ -1,0 +1,64 @@
+"""On stores named as the paper's experiments, `sweep report` also writes the paper's seven points."""
+
+import math
+import re
+import time
+
+import pytest
+
+import sweep
+from sweep import cli
+
+SQRT2 = math.sqrt(2.0)
+TINY = {
+    "forward": dict(seeds=6, batch=8, grid=dict(init=["fan_in", "fan_avg"], depth=[4], width=[16], gain=[1.0, SQRT2])),
+    "backward": dict(seeds=6, batch=8, loss="projection",
+                     grid=dict(init=["fan_in", "fan_out"], profile=["alternating"], depth=[5], width=[8], gain=[SQRT2])),
+    "finite_width": dict(seeds=64, batch=1, grid=dict(depth=[2, 4], width=[8], gain=[SQRT2])),
+    "phase": dict(seeds=4, batch=4, loss="projection",
+                  grid=dict(activation=["relu", "tanh"], depth=[2, 4], width=[8], gain=[0.8, 1.4, 2.0], bias_std=[0.0])),
+    "jacobian": dict(seeds=4, batch=2, jacobian=True,
+                     grid=dict(activation=["relu", "tanh"], init=["fan_in"], depth=[3], width=[8], gain=[1.0, SQRT2])),
+}
+
+
+@pytest.fixture(scope="module")
+def stores(tmp_path_factory):
+    root = tmp_path_factory.mktemp("results")
+    paths = []
+    for name, raw in TINY.items():
+        spec = sweep.Spec.from_dict({"name": name, **raw})
+        sweep.run(spec, out=root / f"{name}.zarr", progress=False)
+        paths.append(root / f"{name}.zarr")
+    return paths
+
+
+@pytest.mark.slow
+def test_report_has_every_figure_and_answer_within_a_minute(stores, tmp_path):
+    start = time.perf_counter()
+    assert cli.main(["report", *map(str, stores), "--out", str(tmp_path / "report")]) == 0
+    assert time.perf_counter() - start < 60
+    text = (tmp_path / "report" / "report.md").read_text()
+    for name in ("forward", "backward", "weight_gradients", "finite_width", "phase", "jacobian"):
+        assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 10_000
+        assert (tmp_path / "report" / "figures" / f"{name}.pdf").exists()
+        assert f"figures/{name}.png" in text
+    for number in ("1.", "2.", "3.", "4.", "5.", "7."):
+        assert f"## {number}" in text
+    assert "±" in text and "Provenance" in text
+    html = (tmp_path / "report" / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == text.count("](figures/") and "src=\"figures" not in html
+
+
+@pytest.mark.slow
+def test_report_numbers_follow_the_data(stores, tmp_path):
+    """Doubling the stored gradients of the forward sweep changes the reported level: nothing is typed in."""
+    from sweep.report import load_results, paper
+
+    results = load_results(stores)
+    before = paper.weight_gradients(results).text
+    results["forward"] = results["forward"].assign(grad_weight_meansq=results["forward"].grad_weight_meansq * 2)
+    after = paper.weight_gradients(results).text
+    assert before != after
+    level = lambda t: float(re.search(r"\| √2 \| [^|]+\| [^|]+\| ([0-9.e+-]+)", t).group(1))
+    assert level(after) == pytest.approx(2 * level(before), rel=1e-2)
