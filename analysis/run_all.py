@@ -3,7 +3,7 @@
 usage:
   python analysis/run_all.py [--scale S] [--results DIR] [--report DIR] [--memory 4GB] [--overwrite]
 
-At scale 1 (the default) the whole paper runs in about 20–30 minutes on a 2-core CPU.
+At scale 1 (the default) the whole paper runs in about 5 minutes on a 2-core CPU.
 ``--scale S`` multiplies the number of networks per setting (seeds) by S, for a GPU/TPU run.
 """
 
