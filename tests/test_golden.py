@@ -1,4 +1,4 @@
-"""The golden regression test: every number of the golden sweeps, bit for bit.
+"""The golden regression test: every number of the golden sweeps, bit for bit (theory: to a few ulp).
 
 The sweeps (tests/golden/specs.toml) cover every path of the engine: activation classes,
 the four init families, the three profiles, biases, the Jacobian, common random numbers with
@@ -46,3 +46,17 @@ def test_the_comparison_sees_one_changed_bit():
     flipped = {**values, "s/flag": np.array([True, True])}
     assert golden.differences(flipped, values) == ["s/flag: values differ"]
     assert golden.differences({**values, "t/y": np.zeros(1)}, values) == ["t: a new sweep"]
+
+
+def test_theory_predictions_may_move_by_a_few_ulp_and_no_more():
+    """The float64 theory rounds by the host's vector width (tests/golden/golden.py); a few ulp pass, more do not."""
+    recorded = {"s/theory_q": np.array([2.0, np.nan, 1e-3]), "s/q": np.array([2.0])}
+    few = np.array([np.nextafter(2.0, 3.0), np.nan, 1e-3 + 4 * np.spacing(1e-3)])
+    assert golden.differences({**recorded, "s/theory_q": few}, recorded) == []
+    beyond = np.array([2.0 + 2.0**-44, np.nan, 1e-3])  # 128 ulp of 2
+    assert golden.differences({**recorded, "s/theory_q": beyond}, recorded) == [
+        "s/theory_q: largest relative difference 2.84e-14"]
+    moved_nan = np.array([2.0, 1.0, 1e-3])
+    assert golden.differences({**recorded, "s/theory_q": moved_nan}, recorded) != []
+    measured = {**recorded, "s/q": np.array([np.nextafter(2.0, 3.0)])}
+    assert golden.differences(measured, recorded) == ["s/q: largest relative difference 2.22e-16"]
