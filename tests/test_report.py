@@ -160,3 +160,13 @@ def test_the_readme_brief_quotes_only_numbers_of_the_committed_report():
     numbers = re.findall(r"\d+\.\d+", brief)
     assert len(numbers) > 10
     assert [n for n in numbers if n not in report] == []
+
+
+@pytest.mark.slow
+def test_a_store_named_as_a_paper_experiment_but_of_another_grid_gets_the_generic_points(tmp_path):
+    spec = sweep.load_spec({"name": "forward", **STORES["two_gains_one_depth"]})
+    sweep.run(spec, out=tmp_path / "forward.zarr", progress=False)
+    assert cli.main(["report", str(tmp_path / "forward.zarr"), "--out", str(tmp_path / "report")]) == 0
+    text = (tmp_path / "report" / "report.md").read_text()
+    assert "## 1." not in text and "## Store `forward`" in text
+    assert "- `paper`, forward_signals: the paper's prose needs the labels of its spec in analysis/specs" in text

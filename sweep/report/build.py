@@ -78,8 +78,17 @@ def build(paths, out: str | Path) -> Path:
             figure_files[name] = f"figures/{name}.png"
         return section
 
-    prose = [saved(s) for s in (point(results) for point in paper.POINTS) if s is not None]
-    stores, skipped = [], []
+    prose, skipped = [], []
+    for point in paper.POINTS:
+        try:
+            section = point(results)
+        except KeyError as e:  # a store named as a paper experiment, without the labels its prose selects
+            reason = f"the paper's prose needs the labels of its spec in analysis/specs ({e.args[0]})"
+            skipped.append(("paper", Skipped(point.__name__, point.__name__, reason)))
+            continue
+        if section is not None:
+            prose.append(saved(section))
+    stores = []
     for name, ds in results.items():
         s = survey(ds)._replace(name=name)
         found = []
