@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import jax
+import pytest
 from helpers import assert_identical, small_spec
 
 import sweep
@@ -62,6 +63,7 @@ def compiled_entries(store):
     return [e for log in checkpoint.read_logs(store) for e in log if e["event"] == "compiled"]
 
 
+@pytest.mark.slow
 def test_a_repeated_sweep_loads_every_program_from_the_cache_and_stores_the_same_numbers(tmp_path):
     spec_file = tmp_path / "cached.toml"
     spec_file.write_text('name = "cached"\nseeds = 3\nbatch = 4\n[grid]\ninit = ["fan_in", "fan_out"]\n'

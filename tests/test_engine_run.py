@@ -157,6 +157,7 @@ def test_the_default_sweep_spec_is_valid():
     assert spec.grid.init == ("fan_in", "fan_avg")
 
 
+@pytest.mark.slow
 def test_peak_memory_does_not_grow_with_the_number_of_networks():
     """Ten times the networks under the same budget: the peak RSS grows by at most what the
     engine keeps of the result on the host (a few times its float64 size), not per network."""

@@ -102,6 +102,7 @@ def same_store(a: Path, b: Path):
     assert ds_a["train_loss"].notnull().all() and ds_a["init_preact_meansq"].notnull().all()
 
 
+@pytest.mark.slow
 def test_a_training_sweep_killed_three_times_and_resumed_is_the_uninterrupted_store(setup, reference):
     out = setup["dir"] / "killed.zarr"
     partial = zarr_store.partial_path(out)

@@ -101,6 +101,7 @@ def test_jacobian_singular_values_equal_those_of_jacfwd(on_host):
                                rtol=1e-4, atol=1e-6)
 
 
+@pytest.mark.slow
 def test_a_network_is_the_same_in_calls_of_any_size():
     """Within a fixed micro-batch, how many networks a call holds changes no bit of any."""
     arch = network.Architecture.from_grid("tanh", "fan_in", "alternating", 4, 8)
@@ -145,6 +146,7 @@ def test_each_layer_is_its_scale_times_the_raw_draw_from_its_own_key():
                                        err_msg=f"{init} {profile} layer {l}")
 
 
+@pytest.mark.slow
 def test_a_network_in_a_deeper_program_is_the_network_alone():
     """Depth and fan mode are arguments of a program: a network of depth 3 inside the program
     of depth 7 equals its own program's result (to float32 rounding), for every fan mode."""
