@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
+from sweep.report import sections
 from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
 from sweep.report.sections import Section, zero_crossing
 
@@ -254,8 +255,7 @@ def training(results: dict) -> Section | None:
     final_loss = one.test_loss.isel(eval_step=-1)
     x, y = np.broadcast_arrays(init_grad.values, final_loss.values)
     ok = np.isfinite(x) & np.isfinite(y)
-    rank = lambda a: np.argsort(np.argsort(a))
-    spearman = float(np.corrcoef(rank(x[ok]), rank(y[ok]))[0, 1]) if ok.sum() > 2 else float("nan")
+    spearman = sections.spearman(x[ok], y[ok])
     diverged = int(ds.diverged.sum())
     text = (
         f"{activation}, σ_b = {bias_std:.3g}, {ds.attrs.get('dataset', _spec_value(ds, 'dataset'))}, "

@@ -340,8 +340,6 @@ def _grid_summary(s: Survey, variables: list[str]) -> str:
 
 
 def _dev(ds: xr.Dataset, variable: str) -> xr.DataArray:
-    """(mean − theory)/SE per grid point and layer; NaN where not finite."""
-    mean, se = tables.seed_mean_se(ds[variable].load())
-    with np.errstate(divide="ignore", invalid="ignore"):
-        dev = (mean - ds[f"theory_{variable}"].load()) / se
+    """``theory.deviation`` of one statistic per grid point and layer; NaN where not finite."""
+    dev = theory.deviation(ds[[variable]].load(), ds[[f"theory_{variable}"]].load())[variable]
     return dev.where(np.isfinite(dev))
