@@ -18,10 +18,14 @@ from sweep.config import activations, inits, profiles, validate
 from sweep.errors import SpecError
 
 GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width", "gain", "bias_std")
-"""The grid axes, in the order of the dataset's dims."""
+"""The grid axes of a dense sweep, in the order of the dataset's dims (``Grid.axes`` of any sweep)."""
 
 STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
-"""The axes that set a network's architecture; the others (and ``seed``) are ``vmap``-ed."""
+"""The axes that set a dense network's architecture (``Grid.static_axes``); the others (and
+``seed``) are ``vmap``-ed."""
+
+LAYERS = ("dense", "conv")
+"""``layer``: fully connected layers, or circular convolutions over ``spatial`` positions."""
 
 _INPUTS = ("gaussian",)
 _LOSSES = ("mse", "projection")
@@ -41,6 +45,8 @@ class Grid:
       width: base widths n (also the input dimension), positive.
       gain: σ_w; weights have variance gain² / fan.
       bias_std: σ_b; biases are N(0, σ_b²).
+      kernel_size: the convolutions' kernel sizes k (odd); empty for dense layers, whose
+        grid has no such axis.
     """
 
     activation: tuple[str, ...] = ("relu",)
@@ -50,11 +56,23 @@ class Grid:
     width: tuple[int, ...] = (64,)
     gain: tuple[float, ...] = (math.sqrt(2.0),)
     bias_std: tuple[float, ...] = (0.0,)
+    kernel_size: tuple[int, ...] = ()
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The grid's axes in the order of the dataset's dims: ``GRID_AXES``, with
+        ``kernel_size`` after ``width`` for convolutions."""
+        return self.static_axes + GRID_AXES[5:]
+
+    @property
+    def static_axes(self) -> tuple[str, ...]:
+        """The axes that set a network's architecture; the others (and ``seed``) are ``vmap``-ed."""
+        return STATIC_AXES + (("kernel_size",) if self.kernel_size else ())
 
     @property
     def shape(self) -> tuple[int, ...]:
-        """Length of each axis, in ``GRID_AXES`` order."""
-        return tuple(len(getattr(self, a)) for a in GRID_AXES)
+        """Length of each axis, in ``axes`` order."""
+        return tuple(len(getattr(self, a)) for a in self.axes)
 
     @property
     def size(self) -> int:
@@ -68,7 +86,7 @@ class Grid:
         Raises:
           SpecError: unknown axis, empty axis, wrong type or value out of range.
         """
-        validate.reject_unknown(raw, GRID_AXES, "grid")
+        validate.reject_unknown(raw, GRID_AXES + ("kernel_size",), "grid")
         values: dict[str, tuple] = {}
         for axis in ("activation", "init", "profile"):
             names = validate.string_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}")
@@ -89,6 +107,11 @@ class Grid:
             if any(not math.isfinite(v) or v < 0 for v in floats):
                 raise SpecError(f"grid.{axis}", f"must be finite numbers >= 0, got {floats}")
             values[axis] = validate.unique(floats, f"grid.{axis}")
+        if "kernel_size" in raw:
+            sizes = validate.number_list(raw["kernel_size"], "grid.kernel_size", integer=True)
+            if any(k < 1 or k % 2 == 0 for k in sizes):
+                raise SpecError("grid.kernel_size", f"must be odd positive integers, got {sizes}")
+            values["kernel_size"] = validate.unique(sizes, "grid.kernel_size")
         return cls(**values)
 
 
@@ -107,9 +130,17 @@ class SpecBase:
         return type(self).from_dict(raw)
 
     def to_dict(self) -> dict[str, Any]:
-        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded)."""
+        """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded).
+
+        The keys of the network family (``layer``, ``spatial``, ``kernel_size``) appear only
+        when they differ from the dense default, so a dense spec reads as it always has.
+        """
         raw = dataclasses.asdict(self)
-        raw["grid"] = {k: list(v) for k, v in raw["grid"].items()}
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k != "kernel_size" or v}
+        if raw.get("layer") == "dense":
+            del raw["layer"], raw["spatial"]
+        elif "spatial" in raw:
+            raw["spatial"] = list(raw["spatial"])
         return raw
 
     @classmethod
@@ -161,6 +192,12 @@ class Spec(SpecBase):
       common_random_numbers: networks that differ only in gain share all their random
         numbers (weights at unit gain, biases, inputs, readout, targets): those of the
         network at the first gain. ``False`` (the default) draws every network independently.
+      layer: ``"dense"`` or ``"conv"``: circular convolutions of stride 1 over ``spatial``
+        positions, ``width`` channels and ``kernel_size`` (a grid axis) taps per spatial dim;
+        inputs are i.i.d. N(0, 1) images of ``width`` channels, and the readout averages the
+        last layer over positions before the loss. A conv layer's fans are k^d times its
+        channels, as He et al. (2015) count them.
+      spatial: the conv inputs' spatial shape, ``(s,)`` or ``(s, s')`` (empty for dense).
       scaled_copies: with common random numbers, no biases (every bias std 0), positive
         gains and a positively homogeneous activation (relu, leaky relu, linear), the gains of
         a draw are scaled copies of one network: run it once at unit gain and rescale
@@ -181,7 +218,14 @@ class Spec(SpecBase):
     jacobian: bool = False
     common_random_numbers: bool = False
     scaled_copies: bool = True
+    layer: str = "dense"
+    spatial: tuple[int, ...] = ()
     grid: Grid = dataclasses.field(default_factory=Grid)
+
+    @property
+    def conv(self) -> bool:
+        """Whether the layers are convolutions."""
+        return self.layer == "conv"
 
     @property
     def num_networks(self) -> int:
@@ -207,6 +251,8 @@ class Spec(SpecBase):
             raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
         kw["scaled_copies"] = validate.boolean(raw.get("scaled_copies", cls.scaled_copies), "scaled_copies")
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
+        kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
+        kw["spatial"], kw["grid"] = _family(raw, kw["layer"], kw["grid"], kw["jacobian"])
         return cls(**kw)
 
     @classmethod
@@ -217,6 +263,41 @@ class Spec(SpecBase):
           SpecError: the file is missing, is not TOML, or a field is bad.
         """
         return cls.from_dict(read_toml(path))
+
+
+def _family(raw: dict[str, Any], layer: str, grid: Grid, jacobian: bool) -> tuple[tuple[int, ...], Grid]:
+    """``spatial`` and the grid, checked against the layer type (conv grids get ``kernel_size = [3]``
+    by default)."""
+    if layer == "dense":
+        if "spatial" in raw:
+            raise SpecError("spatial", "is only for layer = \"conv\"")
+        if grid.kernel_size:
+            raise SpecError("grid.kernel_size", "is only for layer = \"conv\"")
+        if "delta_orthogonal" in grid.init:
+            raise SpecError("grid.init", "delta_orthogonal is only for layer = \"conv\"")
+        return (), grid
+    if "spatial" not in raw:
+        raise SpecError("spatial", "missing; layer = \"conv\" needs the input's spatial shape, [s] or [s, s]")
+    spatial = raw["spatial"]
+    if (not isinstance(spatial, list) or not 1 <= len(spatial) <= 2
+            or not all(isinstance(s, int) and not isinstance(s, bool) and s >= 1 for s in spatial)):
+        raise SpecError("spatial", f"must be a list of one or two positive integers, got {spatial!r}")
+    if jacobian:
+        raise SpecError("jacobian", "is only for layer = \"dense\" (a conv net's Jacobian has (positions · channels)² entries)")
+    if not grid.kernel_size:
+        grid = dataclasses.replace(grid, kernel_size=(3,))
+    if max(grid.kernel_size) > min(spatial):
+        raise SpecError("grid.kernel_size", f"must be at most the smallest spatial size {min(spatial)}, "
+                                            f"got {list(grid.kernel_size)}")
+    if "delta_orthogonal" in grid.init:
+        for profile in grid.profile:
+            for width in grid.width:
+                widths = profiles.widths(profile, width, max(grid.depth))
+                for a, b in zip(widths[:-1], widths[1:]):
+                    if a > b:
+                        raise SpecError("grid.init", f"delta_orthogonal needs fan_in <= fan_out in every layer; profile "
+                                                     f"{profile!r} at width {width} has a layer of {a} > {b} channels")
+    return tuple(spatial), grid
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -19,14 +19,16 @@ draw nothing: the parameters, inputs and readout come from ``sweep.model``.
 
 from __future__ import annotations
 
+import functools
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from sweep.kernel.results import BackwardStats, ForwardStats
 from sweep.kernel.scale import Scaled, ldexp, normalise, pow2, rms_exponent
-from sweep.model import network
+from sweep.model import layers, network
 
 
 class ForwardPass(NamedTuple):
@@ -80,6 +82,9 @@ def _moments(a: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
 def gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) -> jax.Array:
     """``h @ w`` (or ``h @ wᵀ``) for one network, or for the gains of one draw at once.
 
+    A conv kernel ``w`` ``(*taps, c_in, c_out)`` gives its circular convolution instead
+    (``sweep.model.layers``), ``h`` then holding images ``(..., batch, *spatial, c)``.
+
     Args:
       h: ``(..., batch, n)``: one network's rows, or several row blocks that share ``w``
         (``(G, batch, n)`` when ``gains`` is given).
@@ -87,18 +92,14 @@ def gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) 
         weights that every gain shares.
       precision: ``lax.Precision``.
       gains: ``None``, or ``(G,)``: network g has weights gains[g] · w.
-      transpose: contract with w's second axis. Written as one ``dot_general`` rather than
-        ``h @ w.T``, which XLA on CPU would lower to a copy of the transposed weights.
+      transpose: contract with w's second axis (the output side): the input gradient.
 
     Returns:
       ``(..., batch, m)``.
     """
-    contract = 1 if transpose else 0
-    rows = h.reshape(-1, h.shape[-1])
     # With gains: one GEMM of G·batch rows instead of G small ones; the gains scale the rows.
-    out = jax.lax.dot_general(rows, w, (((1,), (contract,)), ((), ())), precision=precision)
-    out = out.reshape(h.shape[:-1] + (out.shape[-1],))
-    return out if gains is None else gains[:, None, None] * out
+    out = (layers.linear_transpose if transpose else layers.linear)(h, w, precision)
+    return out if gains is None else gains.reshape(gains.shape + (1,) * (out.ndim - 1)) * out
 
 
 def _each(fn, gains, in_axes=0):
@@ -117,19 +118,25 @@ def gram_is_cheaper(batch: int, n_in: int, n_out: int) -> bool:
     return batch * (n_in + n_out) <= n_in * n_out
 
 
-def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None) -> jax.Array:
+def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None,
+                       taps: tuple[int, ...] = ()) -> jax.Array:
     """Mean square of the entries of ∂C/∂W = hᵀδ / B, C the batch-mean loss.
 
     Args:
-      h: the layer's inputs ``(B, n_in)``.
-      delta: ∂ℓ_b/∂z, each example's own loss gradient, ``(B, n_out)``.
+      h: the layer's inputs ``(B, n_in)``, or ``(B, *spatial, c_in)`` for a conv layer.
+      delta: ∂ℓ_b/∂z, each example's own loss gradient, ``(B, n_out)`` (``(B, *spatial, c_out)``).
       precision: ``lax.Precision``.
       gram: ``True``: ‖hᵀδ‖²_F = ⟨hhᵀ, δδᵀ⟩, two B × B Gram matrices; ``False``: the
         n_in × n_out gradient itself; ``None``: whichever is cheaper (``gram_is_cheaper``).
+        A conv layer's gradient is always computed itself.
+      taps: a conv kernel's spatial shape; ``()`` for a dense layer.
 
     Returns:
       A float32 scalar.
     """
+    if taps:
+        shape = taps + (h.shape[-1], delta.shape[-1])
+        return jnp.mean(jnp.square(layers.weight_gradient(h, delta, shape, precision) / h.shape[0]))
     batch, n_in = h.shape
     n_out = delta.shape[-1]
     if gram is None:
@@ -249,15 +256,16 @@ def backward(params, arch, residuals, g: jax.Array, x_last: jax.Array, precision
     """
     phi = arch.phi
 
-    def before_gemm(g, h, z):
+    def before_gemm(g, h, z, taps):
         delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see forward)
-        moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)), grad_weight_meansq(h, delta, precision))
+        moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)),
+                   grad_weight_meansq(h, delta, precision, taps=taps))
         return delta, moments
 
     def real(carry, w, residual):
         g, f, output = carry
         h, z = (residual[0], output) if arch.slope_from_output else residual
-        delta, moments = _each(before_gemm, gains)(g, h, z)
+        delta, moments = _each(functools.partial(before_gemm, taps=w.shape[:-2]), gains)(g, h, z)
         stats = BackwardStats(*moments, f)
         g_prev, m = _each(normalise, gains)(gemm(delta, w, precision, gains, transpose=True))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
@@ -280,17 +288,22 @@ def mean_products(a: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack([pairs[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
 
 
-def grad_weight_products(h: jax.Array, deltas: jax.Array, precision) -> jax.Array:
+def grad_weight_products(h: jax.Array, deltas: jax.Array, precision, taps: tuple[int, ...] = ()) -> jax.Array:
     """``grad_weight_meansq`` for K cotangents at once, with their cross terms.
 
     Args:
-      h: the layer's inputs ``(B, n_in)``.
-      deltas: K per-example cotangents at z, ``(K, B, n_out)``.
+      h: the layer's inputs ``(B, n_in)`` (``(B, *spatial, c_in)`` for a conv layer).
+      deltas: K per-example cotangents at z, ``(K, B, n_out)`` (``(K, B, *spatial, c_out)``).
       precision: ``lax.Precision``.
+      taps: a conv kernel's spatial shape; ``()`` for a dense layer.
 
     Returns:
-      ``(K, K)``: the mean over the n_in × n_out entries of (hᵀδ_j / B)(hᵀδ_k / B).
+      ``(K, K)``: the mean over the weight's entries of (hᵀδ_j / B)(hᵀδ_k / B).
     """
+    if taps:
+        shape = taps + (h.shape[-1], deltas.shape[-1])
+        dw = jax.vmap(lambda d: layers.weight_gradient(h, d, shape, precision))(deltas) / h.shape[0]
+        return mean_products(dw)
     batch, n_in = h.shape
     n_out = deltas.shape[-1]
     if gram_is_cheaper(batch, n_in, n_out):
@@ -327,9 +340,9 @@ def backward_streams(params, arch, residuals, cotangents: jax.Array, x_last: jax
         # Within float32's normal exponents, so that 2^-shift is one exact multiplication.
         shift = jnp.clip(rms_exponent(jnp.diagonal(products)), -126, 126)
         pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
-        delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * pow2(-shift)[:, None, None]
+        delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * pow2(-shift).reshape(shift.shape + (1,) * (g.ndim - 1))
         stats = StreamProducts(ldexp(products, -(shift[:, None] + shift[None, :])), mean_products(delta),
-                               grad_weight_products(h, delta, precision), f + shift)
+                               grad_weight_products(h, delta, precision, w.shape[:-2]), f + shift)
         g_prev = gemm(delta, w, precision, None, transpose=True)
         return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 
@@ -418,22 +431,42 @@ def _concat_layers(per_segment: list):
         *per_segment)
 
 
+def pooled(x: jax.Array) -> jax.Array:
+    """The readout's features: ``x`` ``(batch, n)``, or the mean over positions of
+    ``(batch, *spatial, c)`` (global average pooling), ``(batch, c)``."""
+    return x if x.ndim == 2 else jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
+
+
+def unpooled(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """The transpose of ``pooled``: a cotangent ``(..., batch, c)`` at the features, at the
+    last layer of ``shape`` ``(batch, *spatial, c)`` (``g``/P at every position)."""
+    if len(shape) == 2:
+        return g
+    spatial = shape[1:-1]
+    lead = g.shape[:-1]
+    g = g.reshape(lead + (1,) * len(spatial) + g.shape[-1:]) / float(np.prod(spatial))
+    return jnp.broadcast_to(g, lead + spatial + g.shape[-1:])
+
+
 def loss_and_cotangent(x_last: Scaled, readout: Readout, precision) -> tuple[Scaled, Scaled]:
     """The batch-mean probe loss at the scaled output, and each example's gradient.
 
     Args:
-      x_last: the last activations ``(batch, n_L)``, from ``forward``.
-      readout: the loss's random numbers.
+      x_last: the last activations ``(batch, n_L)`` (``(batch, *spatial, c_L)``), from ``forward``.
+      readout: the loss's random numbers, applied to ``pooled(x_last)``.
       precision: ``lax.Precision``.
 
     Returns:
-      ``(loss, cotangent)``: the batch-mean loss C, a scalar, and ∂ℓ_b/∂x_L ``(batch, n_L)``.
+      ``(loss, cotangent)``: the batch-mean loss C, a scalar, and ∂ℓ_b/∂x_L of ``x_last``'s shape.
     """
-    prediction = jnp.matmul(x_last.mantissa, readout.weights, precision=precision)
+    shape = x_last.mantissa.shape
+    features = pooled(x_last.mantissa)
+    prediction = jnp.matmul(features, readout.weights, precision=precision)
     loss, residual = loss_of_prediction(prediction, x_last.exponent, readout.targets)
     if readout.targets is None:
-        return loss, Scaled(jnp.broadcast_to(readout.weights, x_last.mantissa.shape), jnp.int32(0))
-    return loss, Scaled(jnp.matmul(residual.mantissa, readout.weights.T, precision=precision), residual.exponent)
+        return loss, Scaled(unpooled(jnp.broadcast_to(readout.weights, features.shape), shape), jnp.int32(0))
+    g = jnp.matmul(residual.mantissa, readout.weights.T, precision=precision)
+    return loss, Scaled(unpooled(g, shape), residual.exponent)
 
 
 def loss_of_prediction(prediction: jax.Array, e_last, targets: jax.Array | None) -> tuple[Scaled, Scaled | None]:

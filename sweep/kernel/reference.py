@@ -1,7 +1,7 @@
 """The kernel's statistics by plain float32 autodiff, one network at a time: the reference it is checked against.
 
 No scale tracking, no fused backward, no Gram matrices: the network of ``sweep.model`` run
-forward with ``jnp.matmul``, and its gradients from ``jax.grad`` with zero probes added to
+forward with ``jnp.matmul`` (or ``lax.conv_general_dilated`` on circularly padded images), and its gradients from ``jax.grad`` with zero probes added to
 every pre-activation and activation. Used by the tests and by ``scripts/accelerator_check.py``.
 """
 
@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.model import network, streams
+from sweep.model import layers, network, streams
 
 
 def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.ndarray], float]:
@@ -28,18 +28,20 @@ def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.nda
       aside), and the batch-mean loss.
     """
     params = network.draw_params(key, arch, gain, bias_std)
-    layers = network.layer_list(params)
-    x0 = streams.inputs(key, probe.batch, arch.widths[0])
+    weights = network.layer_list(params)
+    x0 = network.inputs(key, arch, probe.batch)
     n_last = arch.widths[-1]
     hi = jax.lax.Precision.HIGHEST
 
     def mean_loss(weights, z_probes, x_probes):
         h, zs, xs = x0, [], []
         for (w, b), pz, px in zip(weights, z_probes, x_probes):
-            z = jnp.matmul(h, w, precision=hi) + b + pz
+            z = (jnp.matmul(h, w, precision=hi) if arch.conv is None else layers.linear(h, w, hi)) + b + pz
             h = arch.phi(z) + px
             zs.append(z)
             xs.append(h)
+        if arch.conv is not None:  # global average pooling
+            h = jnp.mean(h, axis=tuple(range(1, h.ndim - 1)))
         if probe.loss == "mse":
             readout = streams.readout(key, n_last, probe.outputs)
             target = streams.targets(key, probe.batch, probe.outputs)
@@ -48,9 +50,10 @@ def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.nda
             per_example = h @ streams.projection(key, n_last)
         return jnp.mean(per_example), (zs, xs)
 
-    zeros = [jnp.zeros((probe.batch, w.shape[1])) for w, _ in layers]
-    grads, (zs, xs) = jax.grad(mean_loss, argnums=(0, 1, 2), has_aux=True)(layers, zeros, zeros)
-    loss = mean_loss(layers, zeros, zeros)[0]
+    spatial = arch.conv.spatial if arch.conv else ()
+    zeros = [jnp.zeros((probe.batch, *spatial, w.shape[-1])) for w, _ in weights]
+    grads, (zs, xs) = jax.grad(mean_loss, argnums=(0, 1, 2), has_aux=True)(weights, zeros, zeros)
+    loss = mean_loss(weights, zeros, zeros)[0]
     dw, dz, dx = grads
     b = probe.batch  # gradients of the mean loss, times B, are each example's own gradients
     out = {

@@ -116,8 +116,9 @@ def stats(program: Program, probe, depth: jax.Array, params, x: jax.Array, reado
     precision = probe.lax_precision
     fwd = passes.forward(params, program, x, precision, depth=depth)
     x_last, e_last = fwd.x_last
-    prediction = jnp.matmul(x_last, readout.weights, precision=precision)
+    prediction = jnp.matmul(passes.pooled(x_last), readout.weights, precision=precision)
     streams, exponents, signs, powers = _streams(prediction, e_last, readout, probe, depth)
+    streams = passes.unpooled(streams, x_last.shape)
     back = passes.backward_streams(params, program, fwd.residuals, streams, x_last, precision, depth)
     jacobian = None
     if probe.jacobian:

@@ -63,7 +63,7 @@ def network_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array
     """
     precision, depth = probe.lax_precision, prefix.depth
     params = network.draw_params(key, program, gain, bias_std, prefix)
-    x = streams.inputs(key, probe.batch, program.widths[0])
+    x = network.inputs(key, program, probe.batch)
     fwd = passes.forward(params, program, x, precision, depth=depth)
     loss, g = passes.loss_and_cotangent(fwd.x_last, draw_readout(key, probe, program.last_width), precision)
     g_scaled, m = normalise(g.mantissa)
@@ -96,7 +96,7 @@ def draw_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array, g
     """
     precision, depth = probe.lax_precision, prefix.depth
     params = network.draw_params(key, program, 1.0, bias_std, prefix)
-    x = streams.inputs(key, probe.batch, program.widths[0])
+    x = network.inputs(key, program, probe.batch)
     xs = jnp.broadcast_to(x, gains.shape + x.shape)
     fwd = passes.forward(params, program, xs, precision, gains, depth)
     readout = draw_readout(key, probe, program.last_width)
@@ -121,7 +121,7 @@ def scaled_copy_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.A
     ``bias_std`` is 0: the draw's biases are its multiple of zero, drawn all the same.
     """
     params = network.draw_params(key, program, 1.0, bias_std, prefix)
-    x = streams.inputs(key, probe.batch, program.widths[0])
+    x = network.inputs(key, program, probe.batch)
     readout = draw_readout(key, probe, program.last_width)
     return scaled_copies.stats(program, probe, prefix.depth, params, x, readout, gains)
 

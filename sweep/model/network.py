@@ -1,6 +1,7 @@
-"""The network family: one definition of how a random MLP is drawn and run.
+"""The network family: one definition of how a random MLP or conv net is drawn and run.
 
-A network is fixed by its ``Architecture`` (static: activation, init, widths) and drawn from
+A network is fixed by its ``Architecture`` (static: activation, init, widths, and for a conv
+net its ``Conv``: kernel size and spatial shape) and drawn from
 its key, gain and bias std (dynamic: these are ``vmap``-ed over). Its random numbers come
 from ``sweep.model.streams``, so a network is the same whether it is drawn alone, in a chunk
 of thousands, by the statistics kernel or by the trainer.
@@ -13,6 +14,7 @@ that constant widths scan over single layers and alternating widths scan over pa
 from __future__ import annotations
 
 import functools
+import math
 from typing import NamedTuple
 
 import jax
@@ -20,9 +22,31 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep.config import activations, inits, profiles
-from sweep.model import streams
+from sweep.model import layers, streams
 
-Params = tuple  # per segment: a tuple over block positions of (W (r, n_in, n_out), b (r, n_out))
+Params = tuple  # per segment: a tuple over block positions of (W (r, *taps, n_in, n_out), b (r, n_out))
+
+
+class Conv(NamedTuple):
+    """What makes a network convolutional: circular convolutions of stride 1.
+
+    Attributes:
+      kernel_size: k, odd: every layer has k^d taps.
+      spatial: the inputs' spatial shape, ``(s,)`` or ``(s, s')``; every layer keeps it.
+    """
+
+    kernel_size: int
+    spatial: tuple[int, ...]
+
+    @property
+    def taps(self) -> tuple[int, ...]:
+        """The kernel's spatial shape, ``(k,) * d``."""
+        return (self.kernel_size,) * len(self.spatial)
+
+    @property
+    def positions(self) -> int:
+        """P, the number of spatial positions."""
+        return math.prod(self.spatial)
 
 
 def _layered(cls):
@@ -35,6 +59,11 @@ def _layered(cls):
                                doc="Whether φ(cz) = cφ(z) for c > 0 (``sweep.config.activations``).")
     cls.slope_from_output = property(lambda self: activations.get(self.activation).slope_from_output,
                                      doc="Whether φ' can be taken at the layer's scaled output.")
+    cls.weight_shapes = property(
+        lambda self: tuple((self.conv.taps if self.conv else ()) + shape for shape in self.shapes),
+        doc="Each layer's weight shape: ``(n_{l-1}, n_l)``, or ``(*taps, c_{l-1}, c_l)`` for convolutions.")
+    cls.positions = property(lambda self: self.conv.positions if self.conv else 1,
+                             doc="P, the spatial positions of every layer (1 for dense layers).")
     return cls
 
 
@@ -45,17 +74,21 @@ class Architecture(NamedTuple):
     Attributes:
       activation: canonical activation name.
       init: init name.
-      widths: ``(n_0, n_1, ..., n_L)``, the input dimension then the hidden widths.
+      widths: ``(n_0, n_1, ..., n_L)``, the input dimension then the hidden widths (channels
+        for convolutions).
+      conv: ``None`` for dense layers, else the convolutions' ``Conv``.
     """
 
     activation: str
     init: str
     widths: tuple[int, ...]
+    conv: Conv | None = None
 
     @classmethod
-    def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int) -> Architecture:
+    def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int,
+                  conv: Conv | None = None) -> Architecture:
         """The architecture at one point of a grid."""
-        return cls(activation, init, profiles.widths(profile, width, depth))
+        return cls(activation, init, profiles.widths(profile, width, depth), conv)
 
     @property
     def distribution(self) -> str:
@@ -65,11 +98,11 @@ class Architecture(NamedTuple):
     def layer_scales(self) -> np.ndarray:
         """``(L,)`` float32: layer l's weights are gain · scale_l · a raw draw (``Init.scale``)."""
         init = inits.get(self.init)
-        return np.asarray([init.scale(*shape) for shape in self.shapes], np.float32)
+        return np.asarray([init.kernel_scale(shape) for shape in self.weight_shapes], np.float32)
 
     def program(self) -> Program:
         """The program of this network alone."""
-        return Program(self.activation, self.distribution, self.widths, self.widths[-1])
+        return Program(self.activation, self.distribution, self.widths, self.widths[-1], self.conv)
 
     def prefix(self, program: Program) -> Prefix:
         """Where this network sits in ``program``: its depth and its layers' scales, padded."""
@@ -93,16 +126,19 @@ class Program(NamedTuple):
       distribution: the weights' distribution (``sweep.config.inits.Init.distribution``).
       widths: ``(n_0, ..., n_{L_max})`` of the deepest network.
       last_width: the output width of every network in the program (so the readout's shape).
+      conv: as ``Architecture.conv``.
     """
 
     activation: str
     distribution: str
     widths: tuple[int, ...]
     last_width: int
+    conv: Conv | None = None
 
     def describe(self) -> str:
-        """E.g. ``relu normal 64 > 64 x16 (out 64)``."""
-        return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width})"
+        """E.g. ``relu normal 64 > 64 x16 (out 64)``, or ``... conv k=3 16x16`` for convolutions."""
+        conv = "" if self.conv is None else f" conv k={self.conv.kernel_size} {'x'.join(map(str, self.conv.spatial))}"
+        return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width}){conv}"
 
 
 def describe_widths(widths: tuple[int, ...]) -> str:
@@ -143,8 +179,8 @@ def programs(archs) -> dict[Architecture, Program]:
     out, made = {}, []
     for arch in sorted(set(archs), key=lambda a: -a.depth):
         for program in made:
-            if (program.activation, program.distribution, program.last_width) == (
-                    arch.activation, arch.distribution, arch.widths[-1]) and program.widths[: arch.depth + 1] == arch.widths:
+            if (program.activation, program.distribution, program.last_width, program.conv) == (
+                    arch.activation, arch.distribution, arch.widths[-1], arch.conv) and program.widths[: arch.depth + 1] == arch.widths:
                 out[arch] = program
                 break
         else:
@@ -202,7 +238,7 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
 
     Returns:
       For each segment, for each block position j, ``(W, b)`` stacked over repeats:
-      ``W`` of shape ``(repeats, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
+      ``W`` of shape ``(repeats, *taps, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
       Layer l (1-based) is ``streams.layer`` from ``streams.layer_key(key, l)``, scaled by
       gain · scale_l.
     """
@@ -215,17 +251,22 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
         for j, shape in enumerate(seg.block):
             layers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
 
-            def one(l, shape=shape):
+            def one(l, shape=(program.conv.taps if program.conv else ()) + shape):
                 draw = lambda: streams.layer(streams.layer_key(key, l), shape, program.distribution,
                                              gain * prefix.scales[l - 1], bias_std)
                 if prefix.depth is None:
                     return draw()
-                zeros = lambda: (jnp.zeros(shape), jnp.zeros(shape[1:]))
+                zeros = lambda: (jnp.zeros(shape), jnp.zeros(shape[-1:]))
                 return jax.lax.cond(l <= prefix.depth, draw, zeros)
 
             block.append(jax.lax.map(one, layers))
         params.append(tuple(block))
     return tuple(params)
+
+
+def inputs(key: jax.Array, program: Architecture | Program, batch: int) -> jax.Array:
+    """The network's batch of inputs, ``(batch, n_0)``, or images ``(batch, *spatial, c_0)``."""
+    return streams.inputs(key, batch, program.widths[0], program.conv.spatial if program.conv else ())
 
 
 def layer_list(params: Params) -> list[tuple[jax.Array, jax.Array]]:
@@ -256,17 +297,18 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
     Args:
       params: from ``draw_params``.
       arch: the architecture.
-      x: inputs, shape ``(batch, n_0)``.
+      x: inputs, shape ``(batch, n_0)`` (``(batch, *spatial, c_0)`` for convolutions).
       precision: matmul precision.
 
     Returns:
-      The last hidden layer's activations, shape ``(batch, n_L)``.
+      The last hidden layer's activations, shape ``(batch, n_L)`` (``(batch, *spatial, c_L)``).
     """
     phi = arch.phi
 
     def block_step(h, block):
         for w, b in block:
-            h = phi(jnp.matmul(h, w, precision=precision) + b)
+            z = jnp.matmul(h, w, precision=precision) if w.ndim == 2 else layers.linear(h, w, precision)
+            h = phi(z + b)
         return h, None
 
     for block in params:

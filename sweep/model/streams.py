@@ -20,6 +20,7 @@ the network's key and the layer's index.
 from __future__ import annotations
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 from sweep.model import linalg
@@ -40,14 +41,15 @@ def layer_key(key: jax.Array, layer: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(jax.random.fold_in(key, LAYER_STREAM), layer)
 
 
-def raw_weights(key: jax.Array, shape: tuple[int, int], distribution: str) -> jax.Array:
-    """A raw weight draw ``(n_in, n_out)`` of ``distribution``, before its layer's scale.
+def raw_weights(key: jax.Array, shape: tuple[int, ...], distribution: str) -> jax.Array:
+    """A raw weight draw of ``shape`` ``(*taps, n_in, n_out)`` of ``distribution``, before its layer's scale.
 
     N(0, 1), U(-1, 1) and N(0, 1) truncated to [-2, 2] are the draws of
     ``jax.nn.initializers.variance_scaling``, which scales them by the same factors
-    (``sweep.config.inits.Init.scale``). Orthogonal ones are
-    ``jax.nn.initializers.orthogonal``'s, factorised on CPUs by ``sweep.model.linalg``
-    (jaxlib's LAPACK QR can deadlock XLA's CPU thread pool).
+    (``sweep.config.inits.Init.kernel_scale``). Orthogonal ones are
+    ``jax.nn.initializers.orthogonal``'s (of the kernel reshaped to ``(k^d · n_in, n_out)``)
+    and ``delta_orthogonal``'s, factorised on CPUs by ``sweep.model.linalg`` (jaxlib's LAPACK
+    QR can deadlock XLA's CPU thread pool).
     """
     if distribution == "normal":
         return jax.random.normal(key, shape)
@@ -55,10 +57,14 @@ def raw_weights(key: jax.Array, shape: tuple[int, int], distribution: str) -> ja
         return jax.random.uniform(key, shape, minval=-1.0)
     if distribution == "truncated_normal":
         return jax.random.truncated_normal(key, -2.0, 2.0, shape)
+    if distribution == "delta_orthogonal":
+        centre = tuple((k - 1) // 2 for k in shape[:-2])
+        return jnp.zeros(shape).at[centre].set(raw_weights(key, shape[-2:], "orthogonal"))
     if jax.default_backend() != "cpu":
         return jax.nn.initializers.orthogonal()(key, shape)
-    gaussian = jax.random.normal(key, (max(shape), min(shape)))  # jax.random.orthogonal's draw
-    return linalg.orthogonal_from_gaussian(gaussian, shape)
+    rows, cols = int(np.prod(shape[:-1])), shape[-1]
+    gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)))  # jax.random.orthogonal's draw
+    return linalg.orthogonal_from_gaussian(gaussian, (rows, cols)).reshape(shape)
 
 
 def layer(key: jax.Array, shape: tuple[int, int], distribution: str, scale, bias_std) -> tuple[jax.Array, jax.Array]:
@@ -66,22 +72,23 @@ def layer(key: jax.Array, shape: tuple[int, int], distribution: str, scale, bias
 
     Args:
       key: the layer's key (``layer_key``).
-      shape: ``(n_in, n_out)``.
+      shape: ``(n_in, n_out)``, or a conv kernel's ``(*taps, n_in, n_out)``.
       distribution: the init's distribution (``sweep.config.inits.Init.distribution``).
       scale: gain · ``Init.scale`` of the layer, a scalar: Var[W] = gain² / fan.
       bias_std: σ_b, a scalar.
 
     Returns:
-      ``(W, b)`` of shapes ``(n_in, n_out)`` and ``(n_out,)``.
+      ``(W, b)`` of shapes ``shape`` and ``(n_out,)``.
     """
     w = scale * raw_weights(jax.random.fold_in(key, 0), shape, distribution)
-    b = bias_std * jax.random.normal(jax.random.fold_in(key, 1), (shape[1],))
+    b = bias_std * jax.random.normal(jax.random.fold_in(key, 1), shape[-1:])
     return w, b
 
 
-def inputs(key: jax.Array, batch: int, n_in: int) -> jax.Array:
-    """The network's batch of inputs, ``(batch, n_in)``, i.i.d. N(0, 1)."""
-    return jax.random.normal(jax.random.fold_in(key, INPUT_STREAM), (batch, n_in))
+def inputs(key: jax.Array, batch: int, n_in: int, spatial: tuple[int, ...] = ()) -> jax.Array:
+    """The network's batch of inputs, ``(batch, *spatial, n_in)``, i.i.d. N(0, 1) (images of
+    ``n_in`` channels for convolutions)."""
+    return jax.random.normal(jax.random.fold_in(key, INPUT_STREAM), (batch, *spatial, n_in))
 
 
 def readout(key: jax.Array, n_last: int, outputs: int) -> jax.Array:

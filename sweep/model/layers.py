@@ -1,0 +1,101 @@
+"""The linear maps of a layer: dense, or a circular convolution of stride 1, with their transposes.
+
+A layer's weight has shape ``(n_in, n_out)`` (dense) or ``(k, ..., k, c_in, c_out)`` (a conv
+kernel over d = 1 or 2 spatial dims, ``jax.nn.initializers``' layout). Its inputs are
+``(..., n_in)`` rows, or ``(..., *spatial, c_in)`` images; the weight's rank says which. Conv
+inputs are padded circularly ("wrap"), so every position sees a full receptive field and all
+positions are equivalent: the per-position statistics are those of one position.
+
+The transposes are XLA's own (``jax.linear_transpose``): the input gradient of a conv layer
+is a convolution with the flipped kernel, and its weight gradient one over the batch.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def spatial_rank(w: jax.Array) -> int:
+    """d, the spatial dims of a weight: 0 for a dense layer."""
+    return w.ndim - 2
+
+
+def _conv(h: jax.Array, w: jax.Array, precision) -> jax.Array:
+    """Circular convolution of ``h`` ``(N, *spatial, c_in)`` with ``w`` ``(*taps, c_in, c_out)``."""
+    d = spatial_rank(w)
+    pad = [(0, 0)] + [((k - 1) // 2, (k - 1) // 2) for k in w.shape[:d]] + [(0, 0)]
+    letters = "HWD"[:d]
+    numbers = (f"N{letters}C", f"{letters}IO", f"N{letters}C")
+    return jax.lax.conv_general_dilated(jnp.pad(h, pad, mode="wrap"), w, (1,) * d, "VALID",
+                                        dimension_numbers=numbers, precision=precision)
+
+
+def _rows(h: jax.Array, d: int) -> tuple[jax.Array, tuple[int, ...]]:
+    """``h`` with its leading dims folded into one, and those dims."""
+    lead = h.shape[: h.ndim - d - 1]
+    return h.reshape((-1,) + h.shape[h.ndim - d - 1:]), lead
+
+
+def linear(h: jax.Array, w: jax.Array, precision) -> jax.Array:
+    """``h`` through the layer's linear map (no bias).
+
+    Args:
+      h: ``(..., n_in)``, or ``(..., *spatial, c_in)`` for a conv kernel.
+      w: the weight.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``(..., n_out)``, or ``(..., *spatial, c_out)``.
+    """
+    d = spatial_rank(w)
+    if d == 0:
+        rows = h.reshape(-1, h.shape[-1])
+        out = jax.lax.dot_general(rows, w, (((1,), (0,)), ((), ())), precision=precision)
+        return out.reshape(h.shape[:-1] + (out.shape[-1],))
+    images, lead = _rows(h, d)
+    out = _conv(images, w, precision)
+    return out.reshape(lead + out.shape[1:])
+
+
+def linear_transpose(g: jax.Array, w: jax.Array, precision) -> jax.Array:
+    """The transpose of ``linear`` in its input: the cotangent at the layer's input.
+
+    Args:
+      g: ``(..., n_out)``, or ``(..., *spatial, c_out)``.
+      w: the weight.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``(..., n_in)``, or ``(..., *spatial, c_in)``.
+    """
+    d = spatial_rank(w)
+    if d == 0:
+        # One dot_general contracting w's second axis: ``g @ w.T`` would lower to a copy of
+        # the transposed weights on CPU.
+        rows = g.reshape(-1, g.shape[-1])
+        out = jax.lax.dot_general(rows, w, (((1,), (1,)), ((), ())), precision=precision)
+        return out.reshape(g.shape[:-1] + (out.shape[-1],))
+    images, lead = _rows(g, d)
+    like = jax.ShapeDtypeStruct(images.shape[:-1] + (w.shape[-2],), images.dtype)
+    (out,) = jax.linear_transpose(lambda h: _conv(h, w, precision), like)(images)
+    return out.reshape(lead + out.shape[1:])
+
+
+def weight_gradient(h: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], precision) -> jax.Array:
+    """Σ over the batch (and positions) of the layer's weight gradient: ``hᵀδ`` for a dense layer.
+
+    Args:
+      h: the layer's inputs ``(B, n_in)`` or ``(B, *spatial, c_in)``.
+      delta: the cotangents at its pre-activations, ``(B, n_out)`` or ``(B, *spatial, c_out)``.
+      w_shape: the weight's shape.
+      precision: ``lax.Precision``.
+
+    Returns:
+      ``w_shape``: ∂(Σ_b δ_b · z_b)/∂W.
+    """
+    if len(w_shape) == 2:
+        return jnp.matmul(h.T, delta, precision=precision)
+    like = jax.ShapeDtypeStruct(w_shape, h.dtype)
+    (out,) = jax.linear_transpose(lambda w: _conv(h, w, precision), like)(delta)
+    return out
