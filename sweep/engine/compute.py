@@ -14,7 +14,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from sweep import kernel
-from sweep.config import STATIC_AXES, TrainSpec
+from sweep.config import TrainSpec
 from sweep.engine.watchdog import Watchdog
 from sweep.io import schema
 from sweep.kernel import devices
@@ -237,7 +237,7 @@ class Assembler:
                 kept = [a for a in axes if a in variable.dims]
                 order = [d for d in variable.dims if d in kept]
                 block = np.transpose(block, [kept.index(d) for d in order] + list(range(len(kept), block.ndim)))
-                trailing = [n[d] for d in variable.dims if d not in STATIC_AXES + self._plan.local_axes]
+                trailing = [n[d] for d in variable.dims if d not in self._plan.spec.grid.static_axes + self._plan.local_axes]
                 full = np.full(block.shape[: len(order)] + tuple(trailing), variable.fill, variable.dtype)
                 full[(...,) + tuple(slice(0, k) for k in block.shape[len(order):])] = block
                 out[name] = full

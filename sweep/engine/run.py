@@ -26,7 +26,7 @@ from pathlib import Path
 import xarray as xr
 from tqdm.auto import tqdm
 
-from sweep.config import STATIC_AXES, Spec, TrainSpec, load_spec
+from sweep.config import Spec, TrainSpec, load_spec
 from sweep.engine import checkpoint, compilation, distributed
 from sweep.engine.compute import compute
 from sweep.engine.prepare import prepare, recorded_plan
@@ -159,7 +159,8 @@ def _run_in_memory(spec, memory, chunk_networks, mesh, progress, stall_timeout, 
 
 def _region(plan, tile: Tile) -> dict:
     """A tile's index along every grid axis: its group's position, and its slices."""
-    return {**dict(zip(STATIC_AXES, plan.groups[tile.group].position)), **tile.region}
+    group = plan.groups[tile.group]
+    return {**dict(zip(group.axes, group.position)), **tile.region}
 
 
 def _run_to_store(spec, out, memory, overwrite, progress, resume, mesh, chunk_networks, attrs, extra,

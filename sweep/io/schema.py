@@ -26,9 +26,14 @@ from sweep.config.spec import GRID_AXES, Spec
 from sweep.config.train_spec import TrainSpec
 
 NETWORK_DIMS: tuple[str, ...] = GRID_AXES + ("seed",)
-"""The dims of one network's values in a statistics sweep (and of an initial network in training)."""
+"""The dims of one network's values in a dense statistics sweep (``network_dims``)."""
 RUN_DIMS: tuple[str, ...] = GRID_AXES + ("learning_rate", "seed")
 """The dims of one training run's values."""
+
+
+def network_dims(spec: Spec | TrainSpec) -> tuple[str, ...]:
+    """The dims of one network's values: the grid's axes, then ``seed``."""
+    return spec.grid.axes + ("seed",) if isinstance(spec, Spec) else NETWORK_DIMS
 
 STATS: dict[str, tuple[str, str]] = {
     "preact_mean": ("mean pre-activation", "mean over units and batch of z_l = W_l x_{l-1} + b_l"),
@@ -47,6 +52,15 @@ STATS: dict[str, tuple[str, str]] = {
 }
 """The per-layer statistics the kernel measures, in its order: ``(long_name, definition)``."""
 LAYER_STATS: tuple[str, ...] = tuple(STATS)
+
+_CONV_STATS: dict[str, tuple[str, str]] = {
+    name: (long_name, definition.replace("W_l x_{l-1}", "W_l ⋆ x_{l-1} (circular convolution)")
+           .replace("over units and batch", "over channels, positions and batch")
+           .replace("over units", "over channels, positions").replace("units with", "units (channel, position) with")
+           .replace("over entries", "over the kernel's entries"))
+    for name, (long_name, definition) in STATS.items()
+}
+"""``STATS`` as a conv net defines them: a unit is a (channel, position); z_l = W_l ⋆ x_{l-1} + b_l."""
 
 _OTHER: dict[str, tuple[str, str]] = {
     "overflow": ("overflow", "a statistic of this layer exceeded the float range and is not finite"),
@@ -76,6 +90,7 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "profile": ("width profile", ""), "depth": ("number of hidden layers L", "1"),
     "width": ("base width n (input dimension)", "1"), "gain": ("weight gain σ_w", "1"),
     "bias_std": ("bias standard deviation σ_b", "1"), "seed": ("network seed", "1"),
+    "kernel_size": ("convolution kernel size k (taps per spatial dim)", "1"),
     "layer": ("hidden layer l", "1"), "singular_value": ("singular value rank", "1"),
     "learning_rate": ("learning rate", "1"), "step": ("optimizer step (updates before it)", "step"),
     "eval_step": ("updates before the evaluation", "step"),
@@ -106,7 +121,7 @@ def _attrs(long_name: str, definition: str, units: str = "1") -> dict:
 def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
     """The length of every dim of a sweep's dataset."""
     g = spec.grid
-    out = {axis: len(getattr(g, axis)) for axis in GRID_AXES}
+    out = {axis: len(getattr(g, axis)) for axis in g.axes}
     out.update(seed=spec.seeds, layer=max(g.depth))
     if isinstance(spec, TrainSpec):
         out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps))
@@ -119,12 +134,14 @@ def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
     """The variables a sweep computes, by name, in the order they are stored."""
     if isinstance(spec, TrainSpec):
         return _training(spec)
-    layer = NETWORK_DIMS + ("layer",)
-    out = {name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in STATS.items()}
+    dims = network_dims(spec)
+    layer = dims + ("layer",)
+    stats = {**STATS, **_CONV_STATS} if spec.conv else STATS
+    out = {name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in stats.items()}
     out["overflow"] = Variable(layer, np.bool_, False, _attrs(*_OTHER["overflow"]))
-    out["loss"] = Variable(NETWORK_DIMS, np.float64, np.nan, _attrs(*_OTHER["loss"]))
+    out["loss"] = Variable(dims, np.float64, np.nan, _attrs(*_OTHER["loss"]))
     if spec.jacobian:
-        out["jacobian_singular_values"] = Variable(NETWORK_DIMS + ("singular_value",), np.float64, np.nan,
+        out["jacobian_singular_values"] = Variable(dims + ("singular_value",), np.float64, np.nan,
                                                    _attrs(*_OTHER["jacobian_singular_values"]))
     return out
 
@@ -158,7 +175,7 @@ def shape(spec: Spec | TrainSpec, variable: Variable) -> tuple[int, ...]:
 def coordinates(spec: Spec | TrainSpec) -> dict[str, np.ndarray | list]:
     """The coordinate values of a sweep's dataset."""
     g = spec.grid
-    coords = {axis: list(getattr(g, axis)) for axis in GRID_AXES}
+    coords = {axis: list(getattr(g, axis)) for axis in g.axes}
     coords["seed"] = np.arange(spec.seeds)
     coords["layer"] = np.arange(1, max(g.depth) + 1)
     if isinstance(spec, TrainSpec):
@@ -202,6 +219,9 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
     if isinstance(spec, TrainSpec):
         ds["width"].attrs.update(long_name="base width n of the hidden layers")
     ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
+    if isinstance(spec, Spec) and spec.conv:
+        ds.attrs["network"] = (f"circular convolutions of stride 1 over {' x '.join(map(str, spec.spatial))} positions, "
+                               "width = channels; readout after global average pooling")
     ds.attrs.update(attrs or {})
     return ds
 

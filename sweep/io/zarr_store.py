@@ -23,7 +23,6 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from sweep.config import STATIC_AXES
 from sweep.errors import SpecError
 from sweep.io import schema
 
@@ -85,7 +84,7 @@ def chunking(spec, tile: dict[str, int]) -> dict[str, tuple[int, ...]]:
     n = schema.sizes(spec)
     out = {}
     for name, variable in schema.measured(spec).items():
-        out[name] = tuple(1 if d in STATIC_AXES else tile.get(d, n[d]) for d in variable.dims)
+        out[name] = tuple(1 if d in spec.grid.static_axes else tile.get(d, n[d]) for d in variable.dims)
     return out
 
 

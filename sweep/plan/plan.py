@@ -25,7 +25,8 @@ them serve three purposes:
   every job; a tile is complete when every job has computed its networks.
 
 Every network has a global index, its position in the statistics grid
-``(activation, init, profile, depth, width, gain, bias_std, seed)`` in C order; its random
+``(activation, init, profile, depth, width, gain, bias_std, seed)`` in C order (with
+``kernel_size`` after ``width`` for convolutions); its random
 draws depend only on ``rng_seed`` and that index (``sweep.model.streams``), never on the
 chunking, and not on the learning rate.
 """
@@ -110,18 +111,20 @@ class Group(NamedTuple):
     """One group: the networks of one architecture (one grid point of the static axes).
 
     Attributes:
-      position: index along each of ``STATIC_AXES``.
-      values: the group's value of each of ``STATIC_AXES``.
+      position: index along each of the grid's static axes (``Grid.static_axes``).
+      values: the group's value of each of them.
       jobs: its jobs, in the order they run.
+      axes: the static axes' names.
     """
 
     position: tuple[int, ...]
     values: tuple
     jobs: tuple[Job, ...]
+    axes: tuple[str, ...] = STATIC_AXES
 
     def describe(self) -> str:
         """The group's grid point, e.g. ``activation=relu, init=fan_in, ..., width=64``."""
-        return ", ".join(f"{axis}={value}" for axis, value in zip(STATIC_AXES, self.values))
+        return ", ".join(f"{axis}={value}" for axis, value in zip(self.axes, self.values))
 
 
 class Plan(NamedTuple):
@@ -225,7 +228,7 @@ class Plan(NamedTuple):
     def key_indices(self, group: Group, job: Job, positions: np.ndarray) -> np.ndarray:
         """The global indices, whose ``network_key`` each network is drawn from."""
         per_group = job.networks // job.per_key
-        offset = int(np.ravel_multi_index(group.position, self.spec.grid.shape[:5])) * per_group
+        offset = int(np.ravel_multi_index(group.position, self.spec.grid.shape[: len(group.position)])) * per_group
         return offset + np.asarray(positions, np.int64) // job.per_key
 
     def axis_indices(self, job: Job, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -265,11 +268,13 @@ def architecture(spec: Spec | TrainSpec, values: Sequence) -> Architecture:
     otherwise only layer 1's shape differs, and since each layer is drawn from its own key,
     layers 2..L are still the statistics network's.
     """
-    activation, init, profile, depth, width = values
+    activation, init, profile, depth, width, *kernel_size = values
     widths = profiles.widths(profile, width, depth)
     if isinstance(spec, TrainSpec):
         widths = (DATASET_SHAPES[spec.dataset].features,) + widths[1:]
-    return Architecture(activation, init, widths)
+        return Architecture(activation, init, widths)
+    conv = network.Conv(kernel_size[0], spec.spatial) if spec.conv else None
+    return Architecture(activation, init, widths, conv)
 
 
 def stats_probe(spec: Spec, platform_name: str | None = None) -> Probe:
@@ -338,8 +343,9 @@ def make_plan(
     g = spec.grid
     training = isinstance(spec, TrainSpec)
     stats_shape = (len(g.gain), len(g.bias_std), spec.seeds)
-    points = [(position, tuple(getattr(g, axis)[i] for axis, i in zip(STATIC_AXES, position)))
-              for position in np.ndindex(*g.shape[:5])]
+    static = g.static_axes
+    points = [(position, tuple(getattr(g, axis)[i] for axis, i in zip(static, position)))
+              for position in np.ndindex(*g.shape[: len(static)])]
     archs = [architecture(spec, values) for _, values in points]
     programs = network.programs(archs)
     groups = []
@@ -356,10 +362,10 @@ def make_plan(
             if need > budget:
                 what = "training the smallest chunk" if job.kind == "train" else "the smallest chunk"
                 raise SpecError("memory", (
-                    f"{what} of {dict(zip(STATIC_AXES, values))} ({job.micro_batch} networks) needs about "
+                    f"{what} of {dict(zip(static, values))} ({job.micro_batch} networks) needs about "
                     f"{need / 1e6:.1f} MB; the budget is {budget / 1e6:.1f} MB (raise --memory or lower "
                     "batch/width/depth)"))
-        groups.append(Group(tuple(position), values, jobs))
+        groups.append(Group(tuple(position), values, jobs, static))
     local_shape = stats_shape + ((len(g.learning_rate),) if training else ())
     if tile_shape is None:
         if chunk_networks is None:

@@ -7,6 +7,8 @@ temporaries; each kind of job has its own term for what it keeps beside the para
 
 from __future__ import annotations
 
+import math
+
 from sweep.model.network import Architecture
 
 WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted
@@ -25,10 +27,11 @@ def stats_bytes(arch: Architecture, probe) -> int:
     scaled copies of one network (``Probe.runs_scaled_copies``), everything but the per-gain
     outputs is shared, and the backward pass carries two cotangents.
     """
-    shapes, b = arch.shapes, probe.batch
-    weights = sum(i * o + o for i, o in shapes)
+    shapes, b = arch.shapes, probe.batch * arch.positions  # a conv net's rows: every position of the batch
+    taps = math.prod(arch.weight_shapes[0][:-2])
+    weights = sum(taps * i * o + o for i, o in shapes)
     residuals = b * sum(i + o for i, o in shapes)
-    temporaries = max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
+    temporaries = taps * max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
     jacobian = 0
     if probe.jacobian:
         n0, widest = arch.widths[0], max(arch.widths)
@@ -41,10 +44,12 @@ def stats_bytes(arch: Architecture, probe) -> int:
 
 
 def stats_flops(arch: Architecture, probe) -> float:
-    """The GEMM FLOPs of one network: forward, backward and weight gradient, and the Jacobian's tangents."""
-    layer = sum(2 * i * o for i, o in arch.shapes)
+    """The GEMM FLOPs of one network: forward, backward and weight gradient, and the Jacobian's tangents
+    (a conv layer's at every position)."""
+    taps = math.prod(arch.weight_shapes[0][:-2])
+    layer = sum(2 * taps * i * o for i, o in arch.shapes)
     jacobian = arch.widths[0] * layer if probe.jacobian else 0
-    return float(3 * probe.batch * layer + jacobian)
+    return float(3 * probe.batch * arch.positions * layer + jacobian)
 
 
 def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE) -> int:

@@ -21,7 +21,7 @@ import itertools
 import numpy as np
 import xarray as xr
 
-from sweep.config import GRID_AXES, Spec, activations, inits, profiles
+from sweep.config import Spec, activations, inits, profiles
 from sweep.theory import finite_width, recursion
 from sweep.theory.precision import float64
 
@@ -54,19 +54,30 @@ _DEFINITIONS = {
 }
 
 
+_CONV_DEFINITIONS = {
+    "grad_act_meansq": "G_l per position as for dense layers with fans k^d·c, from the pooled readout: "
+                       "G_L = (1/P²)·(the dense G_L of the pooled features), P positions (see sweep.theory.recursion)",
+    "grad_weight_meansq": "(P/B) M_{l-1} D_l + (P(P−1)/B) K_{l-1} D°_l + (1 − 1/B) P² K_{l-1} D×_l, D° between "
+                          "two positions of one example (see sweep.theory.recursion)",
+    "loss": "mse: (O/2)(M_L/P + (1 − 1/P) K_L + 1), the pooled features' second moment; projection: 0",
+    "log_act_norm_mean": "dense relu networks only: NaN", "log_act_norm_var": "dense relu networks only: NaN",
+    "log_act_norm_mean_large_width": "dense relu networks only: NaN",
+    "log_act_norm_var_large_width": "dense relu networks only: NaN",
+}
+
+
 def coords(spec: Spec) -> dict:
     """The coordinates of ``sweep.store.to_dataset`` for ``spec``, without ``seed``."""
     g = spec.grid
-    out = {axis: list(getattr(g, axis)) for axis in GRID_AXES}
+    out = {axis: list(getattr(g, axis)) for axis in g.axes}
     out["layer"] = np.arange(1, max(g.depth) + 1)
     return out
 
 
-def _ratios(init: str, widths: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """(n_{l-1}/fan_l, n_l/fan_l) for l = 1..L."""
-    fan = inits.get(init).fan
-    shapes = list(zip(widths[:-1], widths[1:]))
-    return (np.array([a / fan(a, b) for a, b in shapes]), np.array([b / fan(a, b) for a, b in shapes]))
+def _ratios(init: str, widths: tuple[int, ...], taps: tuple[int, ...] = ()) -> tuple[np.ndarray, np.ndarray]:
+    """(n_{l-1}/fan_l, n_l/fan_l) for l = 1..L, each times the layer's random taps (``Init.ratios``)."""
+    ratios = [inits.get(init).ratios(taps + shape) for shape in zip(widths[:-1], widths[1:])]
+    return np.array([f for f, _ in ratios]), np.array([b for _, b in ratios])
 
 
 def predict(spec: Spec) -> xr.Dataset:
@@ -85,42 +96,46 @@ def predict(spec: Spec) -> xr.Dataset:
     layers = max(g.depth)
     out = {k: np.full(shape + (layers,), np.nan) for k in LAYER_STATS + LOG_NORM_STATS}
     loss = np.full(shape, np.nan)
-    rest = (g.init, g.profile, g.depth, g.width)
+    rest = (g.init, g.profile, g.depth, g.width) + ((g.kernel_size,) if spec.conv else ())
     arch_index = list(itertools.product(*(range(len(a)) for a in rest)))
+    positions = int(np.prod(spec.spatial)) if spec.conv else 1
+    taps = lambda index: (g.kernel_size[index[4]],) * len(spec.spatial) if spec.conv else ()
     gains, biases = np.meshgrid(np.asarray(g.gain, np.float64), np.asarray(g.bias_std, np.float64), indexing="ij")
     gains, biases = gains.ravel(), biases.ravel()
     per_arch = len(gains)
 
     for a, name in enumerate(g.activation):
         # All architectures of this activation in one forward pass, padded to the deepest.
-        widths = [profiles.widths(g.profile[p], g.width[w], g.depth[d]) for _, p, d, w in arch_index]
-        ratios = [_ratios(g.init[i], ws) for (i, _, _, _), ws in zip(arch_index, widths)]
+        widths = [profiles.widths(g.profile[p], g.width[w], g.depth[d]) for _, p, d, w, *_ in arch_index]
+        ratios = [_ratios(g.init[index[0]], ws, taps(index)) for index, ws in zip(arch_index, widths)]
         forward_ratio = np.ones((len(arch_index), layers))
         for j, (fr, _) in enumerate(ratios):
             forward_ratio[j, : len(fr)] = fr
         fw = _forward_unique(name, np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)),
                              np.repeat(forward_ratio, per_arch, axis=0), spec.batch)
-        for j, ((i, p, d, w), ws, (_, br)) in enumerate(zip(arch_index, widths, ratios)):
+        for j, (arch, ws, (_, br)) in enumerate(zip(arch_index, widths, ratios)):
+            i, d = arch[0], arch[2]
             depth = g.depth[d]
             rows = slice(j * per_arch, (j + 1) * per_arch)
             own = recursion.Forward(*(x[rows, :depth] for x in fw))
             back = recursion.backward(own, gains, np.broadcast_to(br, (per_arch, depth)),
-                                      np.full(per_arch, ws[-1]), spec.loss, spec.outputs, spec.batch)
+                                      np.full(per_arch, ws[-1]), spec.loss, spec.outputs, spec.batch, positions)
             values = {
                 "preact_mean": np.zeros_like(own.q), "preact_meansq": own.q, "preact_var": own.q,
                 "act_mean": own.mean, "act_meansq": own.meansq, "act_var": own.meansq - own.mean**2,
                 "dead_fraction": own.dead, "grad_act_meansq": back.grad_act_meansq,
                 "grad_preact_meansq": back.grad_preact_meansq, "grad_weight_meansq": back.grad_weight_meansq,
             }
-            index = (a, i, p, d, w)
+            index = (a,) + arch
             for key, v in values.items():
                 out[key][index][..., :depth] = v.reshape(len(g.gain), len(g.bias_std), depth)
             loss[index] = back.loss.reshape(len(g.gain), len(g.bias_std))
-            _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
+            if not spec.conv:
+                _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
 
     ds_coords = coords(spec)
-    data = {f"theory_{k}": (GRID_AXES + ("layer",), v, _attrs(k)) for k, v in out.items()}
-    data["theory_loss"] = (GRID_AXES, loss, _attrs("loss"))
+    data = {f"theory_{k}": (g.axes + ("layer",), v, _attrs(k, spec.conv)) for k, v in out.items()}
+    data["theory_loss"] = (g.axes, loss, _attrs("loss", spec.conv))
     ds = xr.Dataset(data, coords=ds_coords)
     ds.attrs.update(title=f"sweep theory: {spec.name}", spec=spec.to_json())
     return ds
@@ -156,5 +171,8 @@ def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gai
                 out[key][index][k, b, :depth] = v
 
 
-def _attrs(stat: str) -> dict:
-    return {"long_name": f"theory: {stat}", "units": "1", "definition": _DEFINITIONS[stat]}
+def _attrs(stat: str, conv: bool = False) -> dict:
+    definition = _DEFINITIONS[stat]
+    if conv:
+        definition = _CONV_DEFINITIONS.get(stat, definition + "; per (channel, position), fans counting the k^d taps")
+    return {"long_name": f"theory: {stat}", "units": "1", "definition": definition}

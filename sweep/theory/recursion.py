@@ -40,6 +40,22 @@ dominate: for projection with relu it is about (1 − 1/B) of the total.
 
 Pooled variances and means over units and batch are taken at infinite width, where the mean
 over units is E[φ] exactly: preact_var = q_l, act_var = M_l − E[φ]², preact_mean = 0.
+
+Convolutions (circular, stride 1, P positions, fans k^d·c). Weights at different taps are
+independent, so the covariance of two positions at lag Δ maps as a dense layer's does,
+K_l(Δ) = σ_w² (k^d c_{l-1}/fan_l) E[φφ'](Δ) + σ_b²: per position the recursions above hold
+with the ratios counting the taps (``sweep.config.inits.Init.ratios``). The inputs are
+independent across positions as across examples, so at infinite width any two distinct
+(example, position) pairs have the cross covariance Σ_l, and K_l and E[φ'φ'×] serve both.
+The readout acts on the pooled features x̄ = (1/P) Σ_p x_{L,p}, with E[x̄²] = M_L/P + (1 − 1/P) K_L,
+and ∂ℓ/∂x_{L,p} = (1/P) ∂ℓ/∂x̄ at every position: G_L and G×_L are the dense ones of x̄ over P²,
+and the cotangents of two positions of one example start equal (G°_L = G_L), then map as
+D°_l = G°_l E[φ'φ'×], G°_{l-1} = σ_w² (n_l/fan_l) D°_l. In D_L the (O + 1)/n term keeps the
+coupling of x̄_j² to φ'(z_{p,j})² through x_{p,j} itself only (exact at P = 1; the other
+positions' coupling, of relative size O((O + 1)/n), is dropped). The weight gradient sums
+over positions and examples:
+
+    E[(∂C/∂W_l)²] = (P/B) M_{l-1} D_l + (P(P − 1)/B) K_{l-1} D°_l + (1 − 1/B) P² K_{l-1} D×_l.
 """
 
 from __future__ import annotations
@@ -162,7 +178,7 @@ def forward(name: str, gain: np.ndarray, bias_std: np.ndarray, ratio: np.ndarray
 
 
 def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.ndarray,
-             loss: str, outputs: int, batch: int) -> Backward:
+             loss: str, outputs: int, batch: int, positions: int = 1) -> Backward:
     """Runs the backward recursion from the readout (see the module doc).
 
     Args:
@@ -173,10 +189,13 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
       loss: ``"mse"`` or ``"projection"``.
       outputs: readout dimension O of ``"mse"``.
       batch: examples per network B.
+      positions: spatial positions of a conv net, 1 for dense layers.
 
     Returns:
       ``Backward`` with ``(P, L)`` arrays and ``(P,)`` loss.
     """
+    if positions > 1:
+        return _conv_backward(fw, gain, ratio, last_width, loss, outputs, batch, positions)
     depth = fw.q.shape[1]
     n = np.asarray(last_width, np.float64)
     m, k = fw.meansq[:, -1], fw.cross[:, -1]
@@ -205,4 +224,43 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
         if l > 1:
             g, gx = gain_sq * ratio[:, i] * d, gain_sq * ratio[:, i] * dx
             d, dx = g * fw.slope_sq[:, i - 1], gx * fw.slope_cross[:, i - 1]
+    return Backward(**out, loss=expected_loss)
+
+
+def _conv_backward(fw: Forward, gain, ratio, last_width, loss: str, outputs: int, batch: int, positions: int) -> Backward:
+    """``backward`` of a conv net with ``positions`` > 1 positions (see the module doc)."""
+    depth, p = fw.q.shape[1], float(positions)
+    n = np.asarray(last_width, np.float64)
+    m, k = fw.meansq[:, -1], fw.cross[:, -1]
+    pooled = m / p + (1 - 1 / p) * k  # E[x̄²]
+    if loss == "mse":
+        scale, extra = outputs / n / p**2, (outputs + 1) / n
+        g = gs = scale * (1 + pooled * (1 + extra))
+        gx = scale * k * (1 + extra)
+        coupled = fw.square_slope_sq[:, -1] / p**2 + (pooled - m / p**2) * fw.slope_sq[:, -1]
+        d = scale * ((1 + pooled) * fw.slope_sq[:, -1] + extra * coupled)
+        ds = scale * (1 + pooled * (1 + extra)) * fw.slope_cross[:, -1]
+        coupled_x = fw.square_slope_cross[:, -1] / p**2 + k * (1 - 1 / p**2) * fw.slope_cross[:, -1]
+        dx = scale * (k * fw.slope_cross[:, -1] + extra * coupled_x)
+        expected_loss = outputs / 2 * (pooled + 1)
+    elif loss == "projection":
+        g = gx = gs = 1 / n / p**2
+        d, dx = fw.slope_sq[:, -1] * g, fw.slope_cross[:, -1] * g
+        ds = dx
+        expected_loss = np.zeros_like(n)
+    else:
+        raise ValueError(f"unknown loss {loss!r}")
+    out = {key: np.empty_like(fw.q) for key in ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")}
+    gain_sq = np.asarray(gain, np.float64) ** 2
+    for l in range(depth, 0, -1):  # 1-based layer l is column l - 1
+        i = l - 1
+        previous_meansq = fw.meansq[:, i - 1] if l > 1 else 1.0
+        previous_cross = fw.cross[:, i - 1] if l > 1 else 0.0
+        out["grad_act_meansq"][:, i] = g
+        out["grad_preact_meansq"][:, i] = d
+        out["grad_weight_meansq"][:, i] = (p * previous_meansq * d + p * (p - 1) * previous_cross * ds) / batch \
+            + (1 - 1 / batch) * p**2 * previous_cross * dx
+        if l > 1:
+            g, gx, gs = (gain_sq * ratio[:, i] * v for v in (d, dx, ds))
+            d, dx, ds = g * fw.slope_sq[:, i - 1], gx * fw.slope_cross[:, i - 1], gs * fw.slope_cross[:, i - 1]
     return Backward(**out, loss=expected_loss)
