@@ -7,21 +7,22 @@ import pytest
 from helpers import plain_statistics
 
 from sweep import kernel
+from sweep.kernel import reference
 from sweep.config import inits
 from sweep.model import layers, network, streams
 
-CASES = [  # activation, init, profile, spatial, kernel size, loss, bias std
-    ("relu", "fan_in", "constant", (8,), 3, "mse", 0.0),
-    ("relu", "fan_out", "alternating", (6, 6), 3, "mse", 0.3),
-    ("tanh", "fan_avg_uniform", "constant", (8,), 5, "projection", 0.2),
-    ("tanh", "orthogonal", "alternating", (4, 4), 3, "mse", 0.0),
-    ("gelu", "fan_in_truncated", "constant", (5, 5), 3, "mse", 0.1),
-    ("gelu", "delta_orthogonal", "constant", (8,), 3, "projection", 0.0),
+slow = pytest.mark.slow
+CASES = [  # activation, init, profile, spatial, kernel size, loss, bias std, common random numbers
+    ("relu", "fan_in", "constant", (8,), 3, "mse", 0.0, False),
+    pytest.param("relu", "fan_out", "alternating", (6, 6), 3, "mse", 0.3, True, marks=slow),
+    pytest.param("tanh", "fan_avg_uniform", "constant", (8,), 5, "projection", 0.2, False, marks=slow),
+    ("tanh", "orthogonal", "alternating", (4, 4), 3, "mse", 0.0, True),
+    pytest.param("gelu", "fan_in_truncated", "constant", (5, 5), 3, "mse", 0.1, False, marks=slow),
+    ("gelu", "delta_orthogonal", "constant", (8,), 3, "projection", 0.1, False),
 ]
 
 
-@pytest.mark.parametrize("activation, init, profile, spatial, k, loss, bias_std", CASES)
-@pytest.mark.parametrize("crn", [False, True])
+@pytest.mark.parametrize("activation, init, profile, spatial, k, loss, bias_std, crn", CASES)
 def test_conv_kernel_equals_plain_autodiff(activation, init, profile, spatial, k, loss, bias_std, crn):
     arch = network.Architecture.from_grid(activation, init, profile, 4, 6, network.Conv(k, spatial))
     probe = kernel.Probe(batch=3, loss=loss, outputs=3, precision="highest", jacobian=False,
@@ -116,5 +117,8 @@ def test_circular_convolution_transposes_are_exact_adjoints():
     lhs = jnp.sum(z * g)
     np.testing.assert_allclose(jnp.sum(h * layers.linear_transpose(g, w, hi)), lhs, rtol=1e-5)
     np.testing.assert_allclose(jnp.sum(w * layers.weight_gradient(h, g, w.shape, hi)), lhs, rtol=1e-5)
-    # circular: shifting the input shifts the output
+    # circular: shifting the input shifts the output; and it is XLA's convolution of the wrapped input
     np.testing.assert_allclose(layers.linear(jnp.roll(h, 2, axis=1), w, hi), jnp.roll(z, 2, axis=1), atol=1e-5)
+    np.testing.assert_allclose(z, reference.circular_conv(h, w, hi), rtol=1e-5, atol=1e-5)
+    w1 = jax.random.normal(keys[1], (5, 3, 4))
+    np.testing.assert_allclose(layers.linear(h[:, 0], w1, hi), reference.circular_conv(h[:, 0], w1, hi), rtol=1e-5, atol=1e-5)

@@ -11,7 +11,17 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.model import layers, network, streams
+from sweep.model import network, streams
+
+
+def circular_conv(h: jax.Array, w: jax.Array, precision) -> jax.Array:
+    """XLA's convolution of ``h`` ``(N, *spatial, c_in)``, padded around ("wrap"), with ``w`` ``(*taps, c_in, c_out)``."""
+    d = w.ndim - 2
+    pad = [(0, 0)] + [((k - 1) // 2, (k - 1) // 2) for k in w.shape[:d]] + [(0, 0)]
+    letters = "HW"[:d]
+    return jax.lax.conv_general_dilated(jnp.pad(h, pad, mode="wrap"), w, (1,) * d, "VALID",
+                                        dimension_numbers=(f"N{letters}C", f"{letters}IO", f"N{letters}C"),
+                                        precision=precision)
 
 
 def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.ndarray], float]:
@@ -36,7 +46,7 @@ def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.nda
     def mean_loss(weights, z_probes, x_probes):
         h, zs, xs = x0, [], []
         for (w, b), pz, px in zip(weights, z_probes, x_probes):
-            z = (jnp.matmul(h, w, precision=hi) if arch.conv is None else layers.linear(h, w, hi)) + b + pz
+            z = (jnp.matmul(h, w, precision=hi) if arch.conv is None else circular_conv(h, w, hi)) + b + pz
             h = arch.phi(z) + px
             zs.append(z)
             xs.append(h)
