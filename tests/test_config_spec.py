@@ -94,6 +94,23 @@ def test_defaults_are_he_init_for_relu():
         ({"grid": {"gain": ["big"]}}, "grid.gain"),
         ({"grid": {"bias_std": [0.1, 0.1]}}, "grid.bias_std"),
         ({"grid": "relu"}, "grid"),
+        ({"layer": "recurrent"}, "layer"),
+        ({"spatial": [16]}, "spatial"),
+        ({"grid": {"kernel_size": [3]}}, "grid.kernel_size"),
+        ({"grid": {"init": ["delta_orthogonal"]}}, "grid.init"),
+        ({"layer": "conv"}, "spatial"),
+        ({"layer": "conv", "spatial": []}, "spatial"),
+        ({"layer": "conv", "spatial": [8, 8, 8]}, "spatial"),
+        ({"layer": "conv", "spatial": [0]}, "spatial"),
+        ({"layer": "conv", "spatial": 16}, "spatial"),
+        ({"layer": "conv", "spatial": [8], "grid": {"kernel_size": [4]}}, "grid.kernel_size"),
+        ({"layer": "conv", "spatial": [8], "grid": {"kernel_size": [0]}}, "grid.kernel_size"),
+        ({"layer": "conv", "spatial": [8], "grid": {"kernel_size": [-3]}}, "grid.kernel_size"),
+        ({"layer": "conv", "spatial": [8, 4], "grid": {"kernel_size": [5]}}, "grid.kernel_size"),
+        ({"layer": "conv", "spatial": [8], "jacobian": True}, "jacobian"),
+        ({"layer": "conv", "spatial": [8], "grid": {"init": ["delta_orthogonal"], "profile": ["alternating"]}},
+         "grid.init"),
+        ({"layer": "conv", "spatial": [8], "grid": {"init": ["delta_orthogonal"], "profile": ["taper"]}}, "grid.init"),
     ],
 )
 def test_bad_fields_are_named(raw, field):
@@ -101,6 +118,17 @@ def test_bad_fields_are_named(raw, field):
         sweep.Spec.from_dict(raw)
     assert info.value.field == field
     assert "\n" not in str(info.value)
+
+
+def test_conv_specs_round_trip_and_dense_specs_read_as_before():
+    conv = sweep.Spec.from_dict({"layer": "conv", "spatial": [16, 16], "grid": {"kernel_size": [1, 3]}})
+    assert conv.conv and conv.spatial == (16, 16) and conv.grid.kernel_size == (1, 3)
+    assert conv.grid.axes == ("activation", "init", "profile", "depth", "width", "kernel_size", "gain", "bias_std")
+    assert sweep.Spec.from_json(conv.to_json()) == conv
+    assert sweep.Spec.from_dict({"layer": "conv", "spatial": [8]}).grid.kernel_size == (3,)  # the default
+    dense = sweep.Spec()
+    assert dense.grid.axes == sweep.config.GRID_AXES
+    assert not {"layer", "spatial"} & set(dense.to_dict()) and "kernel_size" not in dense.to_dict()["grid"]
 
 
 def test_a_file_that_is_not_toml_is_an_error(tmp_path):

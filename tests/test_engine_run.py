@@ -119,6 +119,12 @@ BAD_SPECS = [
     ("[grid]\ngain = {start = 0.5, stop = 2.5, num = 0}\n", "grid.gain.num: must be an integer >= 1"),
     ("seeds = 10000000\n[grid]\ndepth = [100000]\nwidth = [4]\n", "out: the result needs up to"),
     ("not toml at all = = \n", "spec: "),
+    ("layer = 'conv'\nspatial = [8]\n[grid]\nkernel_size = [2]\n", "grid.kernel_size: must be odd positive integers"),
+    ("layer = 'conv'\nspatial = [8]\n[grid]\nkernel_size = [9]\n", "grid.kernel_size: must be at most the smallest"),
+    ("spatial = [8]\n", 'spatial: is only for layer = "conv"'),
+    ("[grid]\nkernel_size = [3]\n", 'grid.kernel_size: is only for layer = "conv"'),
+    ("layer = 'conv'\nspatial = [8]\n[grid]\ninit = ['delta_orthogonal']\nprofile = ['alternating']\n",
+     "grid.init: delta_orthogonal needs fan_in <= fan_out"),
 ]
 
 

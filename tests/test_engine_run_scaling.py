@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from helpers import assert_identical
+from helpers import assert_same_store
 
 import sweep
 from sweep import cli
@@ -182,25 +182,6 @@ def reference(setup):
     result = python(setup, REFERENCE, setup["spec"], out, setup["memory"], legacy)
     assert result.returncode == 0, result.stderr
     return out, legacy
-
-
-def files(path: Path) -> dict:
-    """Every file of a store but its work record, by relative path."""
-    return {p.relative_to(path): p.read_bytes() for p in sorted(path.rglob("*"))
-            if p.is_file() and checkpoint.FOLDER not in p.relative_to(path).parts}
-
-
-def assert_same_store(a: Path, b: Path):
-    """Every chunk and array's metadata byte for byte; the attributes but when and on what."""
-    fa, fb = files(a), files(b)
-    assert sorted(fa) == sorted(fb)
-    own = {Path(".zattrs"), Path(".zmetadata")}
-    assert [k for k in fa if k not in own and fa[k] != fb[k]] == []
-    attrs_a, attrs_b = (json.loads(fa[Path(".zattrs")]), json.loads(fb[Path(".zattrs")]))
-    for key in ("created", "device_kind"):
-        attrs_a.pop(key), attrs_b.pop(key)
-    assert attrs_a == attrs_b
-    assert_identical(sweep.load(a).load(), sweep.load(b).load())
 
 
 def test_tiled_results_equal_the_engine_before_tiles(reference):

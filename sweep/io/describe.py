@@ -18,7 +18,8 @@ def describe(ds: xr.Dataset) -> str:
         lines.append(f"  training : {spec.dataset}, {spec.optimizer}, {spec.steps} steps of batch {spec.batch}")
     else:
         lines.append(f"  batch    : {spec.batch} inputs, loss {spec.loss}, precision {spec.precision}")
-    axes = GRID_AXES + (("learning_rate",) if spec.kind == "train" else ())
+        lines.append(f"  network  : {_family(spec)}")
+    axes = spec.grid.axes + (("learning_rate",) if spec.kind == "train" else ())
     for axis in axes:
         values = list(ds[axis].values)
         text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:8])
@@ -32,18 +33,28 @@ def describe(ds: xr.Dataset) -> str:
     lines.append("")
     lines.append("  last layer, median over seeds (first bias_std):")
     last = ds.isel(bias_std=0).sel(layer=ds["depth"])  # each network's own last layer
-    header = f"    {'activation':<16}{'init':<18}{'profile':<12}{'depth':>6}{'width':>6}{'gain':>8}"
+    conv = "kernel_size" in spec.grid.axes
+    header = f"    {'activation':<16}{'init':<18}{'profile':<12}{'depth':>6}{'width':>6}{'k'.rjust(4) if conv else ''}{'gain':>8}"
     header += f"{'preact_ms':>12}{'grad_w_ms':>12}"
     lines.append(header)
-    for point in _first_points(last, 12):
+    for point in _first_points(last, 12, spec.grid.axes):
         row = last.sel(point)
         z = float(row["preact_meansq"].median("seed"))
         w = float(row["grad_weight_meansq"].median("seed"))
+        k = f"{point['kernel_size']:>4}" if conv else ""
         lines.append(
             f"    {point['activation']:<16}{point['init']:<18}{point['profile']:<12}{point['depth']:>6}"
-            f"{point['width']:>6}{point['gain']:>8.3g}{z:>12.4g}{w:>12.4g}"
+            f"{point['width']:>6}{k}{point['gain']:>8.3g}{z:>12.4g}{w:>12.4g}"
         )
     return "\n".join(lines)
+
+
+def _family(spec) -> str:
+    """One line on the network family."""
+    if not spec.conv:
+        return "dense layers (width = units)"
+    return (f"circular conv, stride 1, {' x '.join(map(str, spec.spatial))} positions, width = channels, "
+            "global average pooling before the readout")
 
 
 def _describe_training(ds: xr.Dataset) -> list[str]:
@@ -63,8 +74,8 @@ def _describe_training(ds: xr.Dataset) -> list[str]:
     return lines
 
 
-def _first_points(ds: xr.Dataset, limit: int):
-    axes = [a for a in GRID_AXES if a != "bias_std"]
+def _first_points(ds: xr.Dataset, limit: int, grid_axes=GRID_AXES):
+    axes = [a for a in grid_axes if a != "bias_std"]
     stacked = ds["loss"].stack(point=axes).point.values[:limit]
     for values in stacked:
         yield {a: (v.item() if hasattr(v, "item") else v) for a, v in zip(axes, values)}
