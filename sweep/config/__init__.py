@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from sweep.config.spec import GRID_AXES, STATIC_AXES, Grid, Spec, read_toml
+from sweep.config.spec import ALL_GRID_AXES, GRID_AXES, STATIC_AXES, Grid, Spec, read_toml
 from sweep.config.train_spec import TRAIN_AXES, TrainGrid, TrainSpec
 from sweep.errors import SpecError
 
@@ -35,5 +35,5 @@ def load_spec(source: str | Path | dict[str, Any]) -> Spec | TrainSpec:
     return (TrainSpec if raw.get("kind") == "train" else Spec).from_dict(raw)
 
 
-__all__ = ["GRID_AXES", "STATIC_AXES", "TRAIN_AXES", "Grid", "Spec", "TrainGrid", "TrainSpec", "load_spec",
+__all__ = ["ALL_GRID_AXES", "GRID_AXES", "STATIC_AXES", "TRAIN_AXES", "Grid", "Spec", "TrainGrid", "TrainSpec", "load_spec",
            "read_toml"]

@@ -24,6 +24,9 @@ STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
 """The axes that set a dense network's architecture (``Grid.static_axes``); the others (and
 ``seed``) are ``vmap``-ed."""
 
+ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + ("kernel_size",) + GRID_AXES[5:]
+"""Every axis a statistics grid can have, in the order of the dataset's dims."""
+
 LAYERS = ("dense", "conv")
 """``layer``: fully connected layers, or circular convolutions over ``spatial`` positions."""
 

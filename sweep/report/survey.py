@@ -16,7 +16,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from sweep.config import GRID_AXES
+from sweep.config import ALL_GRID_AXES
 from sweep.errors import SpecError
 
 
@@ -56,15 +56,15 @@ def survey(ds: xr.Dataset) -> Survey:
     """Reads a store's layout from its coordinates and spec attribute."""
     spec = json.loads(ds.attrs["spec"])
     kind = spec.get("kind", "stats")
-    candidates = GRID_AXES + (("learning_rate",) if kind == "train" else ())
+    candidates = ALL_GRID_AXES + (("learning_rate",) if kind == "train" else ())
     axes = tuple(a for a in candidates if a in ds.dims)
     varying = tuple(a for a in axes if ds.sizes[a] > 1)
     return Survey(spec["name"], kind, ds, spec, axes, varying)
 
 
 def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
-    """Labels for the axes a figure does not show: largest depth and width, first profile
-    (``constant`` where present), smallest bias std, first learning rate.
+    """Labels for the axes a figure does not show: largest depth, width and kernel size, first
+    profile (``constant`` where present), smallest bias std, first learning rate.
 
     Args:
       s: the store.
@@ -77,6 +77,7 @@ def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
     rules = {
         "depth": lambda c: c.max(),
         "width": lambda c: c.max(),
+        "kernel_size": lambda c: c.max(),
         "profile": lambda c: "constant" if "constant" in c else c[0],
         "bias_std": lambda c: c.min(),
         "learning_rate": lambda c: c[0],
@@ -90,7 +91,7 @@ def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
 def at(ds: xr.Dataset, sel: dict) -> xr.Dataset:
     """``ds.sel(sel)`` with every grid axis of length one squeezed to a scalar coordinate."""
     one = ds.sel(sel)
-    axes = [a for a in GRID_AXES + ("learning_rate",) if a in one.dims and one.sizes[a] == 1]
+    axes = [a for a in ALL_GRID_AXES + ("learning_rate",) if a in one.dims and one.sizes[a] == 1]
     return one.squeeze(axes)
 
 
@@ -140,7 +141,7 @@ def parse_selection(ds: xr.Dataset, items: list[str]) -> dict:
         key, text = key.strip(), text.strip()
         if not eq or not key:
             raise SpecError("--sel", f"{item!r} is not key=value")
-        axes = [a for a in GRID_AXES + ("learning_rate",) if a in ds.dims]
+        axes = [a for a in ALL_GRID_AXES + ("learning_rate",) if a in ds.dims]
         if key not in axes:
             raise SpecError(f"--sel {key}", f"not an axis of this store; it has {', '.join(axes)}")
         labels = ds[key].values
