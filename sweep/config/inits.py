@@ -3,7 +3,9 @@
 An init name gives the fan that sets the variance and the distribution: ``fan_in``,
 ``fan_out``, ``fan_avg`` (normal), each also ``_uniform`` and ``_truncated`` (truncated normal
 rescaled to the same variance), ``orthogonal``, and for convolutions ``delta_orthogonal``
-(Xiao et al. 2018: an orthogonal matrix at the kernel's centre tap, zeros elsewhere). Weights
+(Xiao et al. 2018: an orthogonal matrix at the kernel's centre tap, zeros elsewhere), and for
+residual networks ``fixup`` (Zhang et al. 2019: ``fan_in`` normal weights, each branch's first
+layer scaled by L^{-1/2} and its last layer zero; ``sweep.model.network``). Weights
 are raw draws of the distribution (``sweep.model.streams.raw_weights``: N(0, 1), U(-1, 1),
 N(0, 1) truncated to [-2, 2], or a semi-orthogonal matrix) times the layer's ``scale`` and the
 gain, so that Var[W] = gain² / fan, as ``jax.nn.initializers.variance_scaling`` draws them.
@@ -29,7 +31,7 @@ _RAW_VARIANCE = {"normal": 1.0, "uniform": 1.0 / 3.0, "truncated_normal": 0.8796
                  "orthogonal": None, "delta_orthogonal": None}
 _DISTRIBUTIONS = {"": "normal", "_uniform": "uniform", "_truncated": "truncated_normal"}
 
-NAMES: tuple[str, ...] = tuple(f + s for f in FANS for s in _DISTRIBUTIONS) + ("orthogonal", "delta_orthogonal")
+NAMES: tuple[str, ...] = tuple(f + s for f in FANS for s in _DISTRIBUTIONS) + ("orthogonal", "delta_orthogonal", "fixup")
 
 
 def fans(shape: tuple[int, ...]) -> tuple[int, int]:
@@ -117,6 +119,8 @@ def get(name: str, field: str = "init") -> Init:
     """
     if name in ("orthogonal", "delta_orthogonal"):
         return Init(name, name, name)
+    if name == "fixup":
+        return Init(name, "fan_in", "normal")
     for fan in FANS:
         for suffix, distribution in _DISTRIBUTIONS.items():
             if name == fan + suffix:

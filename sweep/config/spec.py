@@ -24,10 +24,12 @@ STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
 """The axes that set a dense network's architecture (``Grid.static_axes``); the others (and
 ``seed``) are ``vmap``-ed."""
 
-ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + ("kernel_size",) + GRID_AXES[5:]
+ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + ("kernel_size", "branch_scale") + GRID_AXES[5:]
 """Every axis a statistics grid can have, in the order of the dataset's dims."""
 
 LAYERS = ("dense", "conv")
+BLOCKS = ("plain", "residual")
+"""``block``: layers one after another, or residual blocks x_l = x_{l-1} + α·F_l(x_{l-1})."""
 """``layer``: fully connected layers, or circular convolutions over ``spatial`` positions."""
 
 _INPUTS = ("gaussian",)
@@ -50,6 +52,7 @@ class Grid:
       bias_std: σ_b; biases are N(0, σ_b²).
       kernel_size: the convolutions' kernel sizes k (odd); empty for dense layers, whose
         grid has no such axis.
+      branch_scale: residual networks' branch multipliers α ≥ 0; empty for plain networks.
     """
 
     activation: tuple[str, ...] = ("relu",)
@@ -60,17 +63,19 @@ class Grid:
     gain: tuple[float, ...] = (math.sqrt(2.0),)
     bias_std: tuple[float, ...] = (0.0,)
     kernel_size: tuple[int, ...] = ()
+    branch_scale: tuple[float, ...] = ()
 
     @property
     def axes(self) -> tuple[str, ...]:
         """The grid's axes in the order of the dataset's dims: ``GRID_AXES``, with
-        ``kernel_size`` after ``width`` for convolutions."""
+        ``kernel_size`` (convolutions) and ``branch_scale`` (residual networks) after ``width``."""
         return self.static_axes + GRID_AXES[5:]
 
     @property
     def static_axes(self) -> tuple[str, ...]:
-        """The axes that set a network's architecture; the others (and ``seed``) are ``vmap``-ed."""
-        return STATIC_AXES + (("kernel_size",) if self.kernel_size else ())
+        """The axes that set a network's group (its architecture and branch scale); the others
+        (and ``seed``) are ``vmap``-ed."""
+        return STATIC_AXES + tuple(a for a in ("kernel_size", "branch_scale") if getattr(self, a))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -89,7 +94,7 @@ class Grid:
         Raises:
           SpecError: unknown axis, empty axis, wrong type or value out of range.
         """
-        validate.reject_unknown(raw, GRID_AXES + ("kernel_size",), "grid")
+        validate.reject_unknown(raw, ALL_GRID_AXES, "grid")
         values: dict[str, tuple] = {}
         for axis in ("activation", "init", "profile"):
             names = validate.string_list(raw.get(axis, getattr(cls, axis)), f"grid.{axis}")
@@ -115,6 +120,11 @@ class Grid:
             if any(k < 1 or k % 2 == 0 for k in sizes):
                 raise SpecError("grid.kernel_size", f"must be odd positive integers, got {sizes}")
             values["kernel_size"] = validate.unique(sizes, "grid.kernel_size")
+        if "branch_scale" in raw:
+            scales = validate.number_list(raw["branch_scale"], "grid.branch_scale", integer=False)
+            if any(not math.isfinite(v) or v < 0 for v in scales):
+                raise SpecError("grid.branch_scale", f"must be finite numbers >= 0, got {scales}")
+            values["branch_scale"] = validate.unique(scales, "grid.branch_scale")
         return cls(**values)
 
 
@@ -139,11 +149,13 @@ class SpecBase:
         when they differ from the dense default, so a dense spec reads as it always has.
         """
         raw = dataclasses.asdict(self)
-        raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k != "kernel_size" or v}
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in ("kernel_size", "branch_scale") or v}
         if raw.get("layer") == "dense":
             del raw["layer"], raw["spatial"]
         elif "spatial" in raw:
             raw["spatial"] = list(raw["spatial"])
+        if raw.get("block") == "plain":
+            del raw["block"], raw["branch_depth_exponent"]
         return raw
 
     @classmethod
@@ -201,6 +213,11 @@ class Spec(SpecBase):
         last layer over positions before the loss. A conv layer's fans are k^d times its
         channels, as He et al. (2015) count them.
       spatial: the conv inputs' spatial shape, ``(s,)`` or ``(s, s')`` (empty for dense).
+      block: ``"plain"`` or ``"residual"``: ``depth`` blocks x_l = x_{l-1} + α_eff·F_l(x_{l-1})
+        with the pre-activation branch F_l(x) = W_{l,2} φ(W_{l,1} φ(x) + b_{l,1}) + b_{l,2}
+        (He et al. 2016), stream width ``width``, inner width the profile's; α is the grid
+        axis ``branch_scale``.
+      branch_depth_exponent: residual networks' α_eff = α · depth^exponent (−0.5: the 1/√L rule).
       scaled_copies: with common random numbers, no biases (every bias std 0), positive
         gains and a positively homogeneous activation (relu, leaky relu, linear), the gains of
         a draw are scaled copies of one network: run it once at unit gain and rescale
@@ -223,12 +240,19 @@ class Spec(SpecBase):
     scaled_copies: bool = True
     layer: str = "dense"
     spatial: tuple[int, ...] = ()
+    block: str = "plain"
+    branch_depth_exponent: float = 0.0
     grid: Grid = dataclasses.field(default_factory=Grid)
 
     @property
     def conv(self) -> bool:
         """Whether the layers are convolutions."""
         return self.layer == "conv"
+
+    @property
+    def residual(self) -> bool:
+        """Whether the network is made of residual blocks."""
+        return self.block == "residual"
 
     @property
     def num_networks(self) -> int:
@@ -256,6 +280,8 @@ class Spec(SpecBase):
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
         kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
         kw["spatial"], kw["grid"] = _family(raw, kw["layer"], kw["grid"], kw["jacobian"])
+        kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
+        kw["branch_depth_exponent"], kw["grid"] = _blocks(raw, kw)
         return cls(**kw)
 
     @classmethod
@@ -301,6 +327,29 @@ def _family(raw: dict[str, Any], layer: str, grid: Grid, jacobian: bool) -> tupl
                         raise SpecError("grid.init", f"delta_orthogonal needs fan_in <= fan_out in every layer; profile "
                                                      f"{profile!r} at width {width} has a layer of {a} > {b} channels")
     return tuple(spatial), grid
+
+
+def _blocks(raw: dict[str, Any], kw: dict[str, Any]) -> tuple[float, Grid]:
+    """``branch_depth_exponent`` and the grid, checked against the block type (residual grids get
+    ``branch_scale = [1.0]`` by default)."""
+    grid = kw["grid"]
+    exponent = raw.get("branch_depth_exponent", 0.0)
+    if isinstance(exponent, bool) or not isinstance(exponent, (int, float)) or not math.isfinite(exponent):
+        raise SpecError("branch_depth_exponent", f"must be a number, got {exponent!r}")
+    if kw["block"] == "plain":
+        if grid.branch_scale:
+            raise SpecError("grid.branch_scale", "is only for block = \"residual\"")
+        if "branch_depth_exponent" in raw:
+            raise SpecError("branch_depth_exponent", "is only for block = \"residual\"")
+        if "fixup" in grid.init:
+            raise SpecError("grid.init", "fixup is only for block = \"residual\"")
+        return 0.0, grid
+    for key in ("common_random_numbers", "jacobian"):
+        if kw[key]:
+            raise SpecError(key, "is only for block = \"plain\"")
+    if not grid.branch_scale:
+        grid = dataclasses.replace(grid, branch_scale=(1.0,))
+    return float(exponent), grid
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

@@ -37,6 +37,8 @@ def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.nda
       ``(stats, loss)``: each per-layer statistic as ``(L,)`` float64 (the dead fraction
       aside), and the batch-mean loss.
     """
+    if arch.is_residual:
+        return _plain_residual_statistics(arch, probe, key, gain, bias_std)
     params = network.draw_params(key, arch, gain, bias_std)
     weights = network.layer_list(params)
     x0 = network.inputs(key, arch, probe.batch)
@@ -75,3 +77,60 @@ def plain_statistics(arch, probe, key, gain, bias_std) -> tuple[dict[str, np.nda
         "grad_weight_meansq": [jnp.mean(g[0] ** 2) for g in dw],
     }
     return {k: np.array(v, np.float64) for k, v in out.items()}, float(loss)
+
+
+def _plain_residual_statistics(arch, probe, key, gain, bias_std):
+    """``plain_statistics`` of a residual network: per weight layer ``(L, 2)``, and the stream's ``(L,)``."""
+    params = network.draw_params(key, arch, gain, bias_std)
+    order = [None] * arch.depth  # blocks by index: segments hold block positions, each stacked over repeats
+    for segment, seg in zip(params, network.segments(arch.shapes)):
+        period = len(seg.block)
+        for j, position in enumerate(segment):
+            for r in range(position[0][0].shape[0]):
+                order[seg.start + j + period * r] = jax.tree.map(lambda a, r=r: a[r], position)
+    x0 = network.inputs(key, arch, probe.batch)
+    hi = jax.lax.Precision.HIGHEST
+    conv = (lambda h, w: circular_conv(h, w, hi)) if arch.conv else (lambda h, w: jnp.matmul(h, w, precision=hi))
+    alpha = arch.residual
+
+    def mean_loss(weights, probes):
+        x, record = x0, []
+        for ((w1, b1), (w2, b2)), (p1, ph, p2, px) in zip(weights, probes):
+            z1 = conv(arch.phi(x), w1) + b1 + p1
+            h = arch.phi(z1) + ph
+            z2 = conv(h, w2) + b2 + p2
+            x = x + alpha * z2 + px
+            record.append((z1, h, z2, x))
+        pooled = jnp.mean(x, axis=tuple(range(1, x.ndim - 1))) if arch.conv else x
+        if probe.loss == "mse":
+            readout = streams.readout(key, arch.widths[0], probe.outputs)
+            target = streams.targets(key, probe.batch, probe.outputs)
+            per_example = 0.5 * jnp.sum(jnp.square(jnp.matmul(pooled, readout, precision=hi) - target), -1)
+        else:
+            per_example = pooled @ streams.projection(key, arch.widths[0])
+        return jnp.mean(per_example), record
+
+    spatial = arch.conv.spatial if arch.conv else ()
+    zeros = lambda n: jnp.zeros((probe.batch, *spatial, n))
+    probes = [(zeros(w1.shape[-1]), zeros(w1.shape[-1]), zeros(arch.widths[0]), zeros(arch.widths[0]))
+              for (w1, _), _ in order]
+    (dw, dp), record = jax.grad(mean_loss, argnums=(0, 1), has_aux=True)(order, probes)
+    loss = mean_loss(order, probes)[0]
+    b = probe.batch
+    pair = lambda f1, f2: np.array([[f1(l), f2(l)] for l in range(arch.depth)], np.float64)
+    nan = lambda l: np.nan
+    out = {
+        "preact_mean": pair(lambda l: jnp.mean(record[l][0]), lambda l: jnp.mean(record[l][2])),
+        "preact_meansq": pair(lambda l: jnp.mean(record[l][0] ** 2), lambda l: jnp.mean(record[l][2] ** 2)),
+        "preact_var": pair(lambda l: jnp.var(record[l][0]), lambda l: jnp.var(record[l][2])),
+        "act_mean": pair(lambda l: jnp.mean(record[l][1]), nan),
+        "act_meansq": pair(lambda l: jnp.mean(record[l][1] ** 2), nan),
+        "act_var": pair(lambda l: jnp.var(record[l][1]), nan),
+        "grad_preact_meansq": pair(lambda l: jnp.mean((dp[l][0] * b) ** 2), lambda l: jnp.mean((dp[l][2] * b) ** 2)),
+        "grad_act_meansq": pair(lambda l: jnp.mean((dp[l][1] * b) ** 2), nan),
+        "grad_weight_meansq": pair(lambda l: jnp.mean(dw[l][0][0] ** 2), lambda l: jnp.mean(dw[l][1][0] ** 2)),
+        "stream_mean": np.array([jnp.mean(record[l][3]) for l in range(arch.depth)], np.float64),
+        "stream_meansq": np.array([jnp.mean(record[l][3] ** 2) for l in range(arch.depth)], np.float64),
+        "grad_stream_meansq": np.array([jnp.mean((dp[l][3] * b) ** 2) for l in range(arch.depth)], np.float64),
+    }
+    return out, float(loss)

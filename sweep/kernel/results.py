@@ -47,6 +47,26 @@ class BackwardStats(NamedTuple):
     exp_grad: jax.Array
 
 
+class StreamStats(NamedTuple):
+    """Per-block statistics of a residual network's stream x_l and its cotangent, each ``(..., L)``.
+
+    x_l = 2^``exp_stream`` · (scaled), ∂ℓ/∂x_l = 2^``exp_grad_stream`` · (scaled), int32.
+    """
+
+    stream_mean: jax.Array
+    stream_meansq: jax.Array
+    grad_stream_meansq: jax.Array
+    exp_stream: jax.Array
+    exp_grad_stream: jax.Array
+
+
+STREAM_STATS: tuple[str, ...] = StreamStats._fields[:3]
+"""A residual network's per-block stream statistics, named as stored."""
+RESIDUAL_UNDEFINED: tuple[str, ...] = ("act_mean", "act_meansq", "act_var", "dead_fraction", "grad_act_meansq")
+"""The statistics a residual branch's second layer does not have: its output z_2 joins the stream
+with no activation of its own (NaN in the store)."""
+
+
 class NetworkStats(NamedTuple):
     """Everything the kernel measures of one network (a leading network axis when batched).
 
@@ -57,12 +77,15 @@ class NetworkStats(NamedTuple):
       jacobian: ``None``, or the input-output Jacobian's singular values ``(min(n_0, n_L),)``,
         or (``Probe.jacobian_on_host``) the Jacobian itself ``(n_L, n_0)``, as ``Scaled``
         with a scalar exponent.
+      stream: residual networks' ``StreamStats`` (their forward and backward statistics are
+        then per weight layer, ``(..., 2L)``: block l's branch layers at 2l − 2 and 2l − 1).
     """
 
     forward: ForwardStats
     backward: BackwardStats
     loss: Scaled
     jacobian: Scaled | None
+    stream: StreamStats | None = None
 
 
 FORWARD_STATS: tuple[str, ...] = ForwardStats._fields[:7]
@@ -94,8 +117,12 @@ def finish(raw: NetworkStats, depth: int | None = None) -> dict[str, np.ndarray]
     Returns:
       ``LAYER_STATS`` as ``(C, L)`` float64, ``overflow`` ``(C, L)`` bool (a statistic of
       that layer is not finite: float32, or float64 after rescaling, was exceeded), ``loss``
-      ``(C,)`` and, if measured, ``jacobian_singular_values`` ``(C, k)``.
+      ``(C,)`` and, if measured, ``jacobian_singular_values`` ``(C, k)``. For residual networks
+      ``LAYER_STATS`` are ``(C, L, 2)`` (block, branch layer; ``RESIDUAL_UNDEFINED`` NaN at
+      branch layer 2), ``STREAM_STATS`` ``(C, L)``, and ``overflow`` marks the block.
     """
+    if raw.stream is not None:
+        return _finish_residual(raw, depth)
     raw = jax.tree.map(np.asarray, raw)
     layers = lambda stats: type(stats)(*(a[..., :depth] for a in stats))
     fwd, back = layers(raw.forward), layers(raw.backward)
@@ -117,4 +144,23 @@ def finish(raw: NetworkStats, depth: int | None = None) -> dict[str, np.ndarray]
                 values = jacobian_singular_values(values)
             out["jacobian_singular_values"] = np.ldexp(
                 values.astype(np.float64), raw.jacobian.exponent.astype(np.int64)[:, None])
+    return out
+
+
+def _finish_residual(raw: NetworkStats, depth: int | None) -> dict[str, np.ndarray]:
+    out = finish(raw._replace(stream=None), None if depth is None else 2 * depth)
+    blocks = lambda a: a.reshape(a.shape[:-1] + (-1, 2))
+    for name in LAYER_STATS:
+        out[name] = blocks(out[name])
+    overflow = blocks(out.pop("overflow"))
+    stream = jax.tree.map(np.asarray, raw.stream)
+    stream = type(stream)(*(a[..., :depth] for a in stream))
+    e, f = stream.exp_stream.astype(np.int64), stream.exp_grad_stream.astype(np.int64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, k in (("stream_mean", e), ("stream_meansq", 2 * e), ("grad_stream_meansq", 2 * f)):
+            out[name] = np.ldexp(getattr(stream, name).astype(np.float64), k)
+        out["overflow"] = (overflow[..., 0] | overflow[..., 1]
+                           | ~np.all([np.isfinite(out[k]) for k in STREAM_STATS], axis=0))
+    for name in RESIDUAL_UNDEFINED:
+        out[name][..., 1] = np.nan
     return out

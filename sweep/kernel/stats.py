@@ -30,7 +30,7 @@ import functools
 import jax
 import jax.numpy as jnp
 
-from sweep.kernel import passes, scaled_copies
+from sweep.kernel import passes, residual, scaled_copies
 from sweep.kernel.batching import micro_batched
 from sweep.kernel.passes import Readout
 from sweep.kernel.results import NetworkStats
@@ -61,6 +61,9 @@ def network_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array
       ``NetworkStats`` of one network: per layer ``(L_max,)``, zeros beyond its depth;
       ``jacobian`` as ``probe.jacobian`` and ``probe.jacobian_on_host`` say.
     """
+    if program.is_residual:
+        return residual.network_stats(program, probe, prefix, key, gain, bias_std,
+                                      draw_readout(key, probe, program.last_width))
     precision, depth = probe.lax_precision, prefix.depth
     params = network.draw_params(key, program, gain, bias_std, prefix)
     x = network.inputs(key, program, probe.batch)

@@ -49,19 +49,29 @@ class Conv(NamedTuple):
         return math.prod(self.spatial)
 
 
+def _weight_layers(arch) -> tuple[tuple[int, int], ...]:
+    if not arch.is_residual:
+        return arch.shapes
+    return tuple(shape for n, m in arch.shapes for shape in ((n, m), (m, n)))
+
+
 def _layered(cls):
     """Adds what both ``Architecture`` and ``Program`` derive from their activation and widths."""
-    cls.depth = property(lambda self: len(self.widths) - 1, doc="L, the number of layers (a program's L_max).")
-    cls.shapes = property(lambda self: tuple(zip(self.widths[:-1], self.widths[1:])),
-                          doc="``(n_{l-1}, n_l)`` for l = 1..L.")
+    cls.depth = property(lambda self: len(self.widths) - 1,
+                         doc="L, the number of layers, or of residual blocks (a program's L_max).")
+    cls.shapes = property(
+        lambda self: (tuple((self.widths[0], m) for m in self.widths[1:]) if self.is_residual
+                      else tuple(zip(self.widths[:-1], self.widths[1:]))),
+        doc="``(n_{l-1}, n_l)`` for l = 1..L; for residual blocks ``(n, m_l)``, stream and inner width.")
     cls.phi = property(lambda self: activations.get(self.activation).fn, doc="The activation function.")
     cls.homogeneous = property(lambda self: activations.get(self.activation).homogeneous,
                                doc="Whether φ(cz) = cφ(z) for c > 0 (``sweep.config.activations``).")
     cls.slope_from_output = property(lambda self: activations.get(self.activation).slope_from_output,
                                      doc="Whether φ' can be taken at the layer's scaled output.")
     cls.weight_shapes = property(
-        lambda self: tuple((self.conv.taps if self.conv else ()) + shape for shape in self.shapes),
-        doc="Each layer's weight shape: ``(n_{l-1}, n_l)``, or ``(*taps, c_{l-1}, c_l)`` for convolutions.")
+        lambda self: tuple((self.conv.taps if self.conv else ()) + shape for shape in _weight_layers(self)),
+        doc="Each weight layer's shape: ``(n_{l-1}, n_l)``, or ``(*taps, c_{l-1}, c_l)`` for convolutions; "
+            "residual blocks have two, ``(n, m_l)`` then ``(m_l, n)``.")
     cls.positions = property(lambda self: self.conv.positions if self.conv else 1,
                              doc="P, the spatial positions of every layer (1 for dense layers).")
     return cls
@@ -77,18 +87,26 @@ class Architecture(NamedTuple):
       widths: ``(n_0, n_1, ..., n_L)``, the input dimension then the hidden widths (channels
         for convolutions).
       conv: ``None`` for dense layers, else the convolutions' ``Conv``.
+      residual: ``None`` for plain networks; for residual ones α_eff, the branch multiplier:
+        block l is x_l = x_{l-1} + α_eff·F_l(x_{l-1}), F_l(x) = W_{l,2} φ(W_{l,1} φ(x) + b_{l,1}) + b_{l,2},
+        of stream width ``widths[0]`` and inner width ``widths[l]``.
     """
 
     activation: str
     init: str
     widths: tuple[int, ...]
     conv: Conv | None = None
+    residual: float | None = None
+
+    @property
+    def is_residual(self) -> bool:
+        return self.residual is not None
 
     @classmethod
     def from_grid(cls, activation: str, init: str, profile: str, depth: int, width: int,
-                  conv: Conv | None = None) -> Architecture:
+                  conv: Conv | None = None, residual: float | None = None) -> Architecture:
         """The architecture at one point of a grid."""
-        return cls(activation, init, profiles.widths(profile, width, depth), conv)
+        return cls(activation, init, profiles.widths(profile, width, depth), conv, residual)
 
     @property
     def distribution(self) -> str:
@@ -98,19 +116,23 @@ class Architecture(NamedTuple):
     def layer_scales(self) -> np.ndarray:
         """``(L,)`` float32: layer l's weights are gain · scale_l · a raw draw (``Init.scale``)."""
         init = inits.get(self.init)
-        return np.asarray([init.kernel_scale(shape) for shape in self.weight_shapes], np.float32)
+        scales = np.asarray([init.kernel_scale(shape) for shape in self.weight_shapes], np.float32)
+        if self.init == "fixup":  # each branch's first layer scaled by L^{-1/2}, its last zero
+            scales = (scales.reshape(-1, 2) * np.asarray([self.depth ** -0.5, 0.0], np.float32)).reshape(-1)
+        return scales
 
     def program(self) -> Program:
         """The program of this network alone."""
-        return Program(self.activation, self.distribution, self.widths, self.widths[-1], self.conv)
+        last = self.widths[0] if self.is_residual else self.widths[-1]  # the stream is read out
+        return Program(self.activation, self.distribution, self.widths, last, self.conv, self.is_residual)
 
     def prefix(self, program: Program) -> Prefix:
         """Where this network sits in ``program``: its depth and its layers' scales, padded."""
-        if self.widths != program.widths[: self.depth + 1] or self.widths[-1] != program.last_width:
+        if self.widths != program.widths[: self.depth + 1] or self.program().last_width != program.last_width:
             raise ValueError(f"{self} is not a prefix of {program}")
-        scales = np.ones(program.depth, np.float32)
-        scales[: self.depth] = self.layer_scales
-        return Prefix(np.int32(self.depth), scales)
+        scales = np.ones(len(program.weight_shapes), np.float32)
+        scales[: len(self.weight_shapes)] = self.layer_scales
+        return Prefix(np.int32(self.depth), scales, np.float32(self.residual or 0.0))
 
 
 @_layered
@@ -127,6 +149,7 @@ class Program(NamedTuple):
       widths: ``(n_0, ..., n_{L_max})`` of the deepest network.
       last_width: the output width of every network in the program (so the readout's shape).
       conv: as ``Architecture.conv``.
+      is_residual: whether it runs residual blocks (their α is the ``Prefix``'s).
     """
 
     activation: str
@@ -134,10 +157,13 @@ class Program(NamedTuple):
     widths: tuple[int, ...]
     last_width: int
     conv: Conv | None = None
+    is_residual: bool = False
 
     def describe(self) -> str:
         """E.g. ``relu normal 64 > 64 x16 (out 64)``, or ``... conv k=3 16x16`` for convolutions."""
         conv = "" if self.conv is None else f" conv k={self.conv.kernel_size} {'x'.join(map(str, self.conv.spatial))}"
+        if self.is_residual:
+            return f"{self.activation} {self.distribution} residual {self.widths[0]} x{self.depth} (inner {describe_widths(self.widths)}){conv}"
         return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width}){conv}"
 
 
@@ -156,11 +182,13 @@ class Prefix(NamedTuple):
 
     Attributes:
       depth: L, an int32 scalar, 1 <= L <= L_max.
-      scales: ``(L_max,)`` float32, ``Init.scale`` of each layer (those beyond L unused).
+      scales: float32, the scale of each weight layer (``Init.kernel_scale``; those beyond L unused).
+      branch_scale: a residual network's α_eff, a float32 scalar (0 for plain networks).
     """
 
     depth: jax.Array
     scales: jax.Array
+    branch_scale: jax.Array | float = 0.0
 
 
 def programs(archs) -> dict[Architecture, Program]:
@@ -179,8 +207,10 @@ def programs(archs) -> dict[Architecture, Program]:
     out, made = {}, []
     for arch in sorted(set(archs), key=lambda a: -a.depth):
         for program in made:
-            if (program.activation, program.distribution, program.last_width, program.conv) == (
-                    arch.activation, arch.distribution, arch.widths[-1], arch.conv) and program.widths[: arch.depth + 1] == arch.widths:
+            # Residual blocks run at their own depth only.
+            prefix_of = program.widths == arch.widths if arch.is_residual else program.widths[: arch.depth + 1] == arch.widths
+            if (program.activation, program.distribution, program.last_width, program.conv, program.is_residual) == (
+                    arch.activation, arch.distribution, arch.widths[-1], arch.conv, arch.is_residual) and prefix_of:
                 out[arch] = program
                 break
         else:
@@ -238,28 +268,41 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
 
     Returns:
       For each segment, for each block position j, ``(W, b)`` stacked over repeats:
-      ``W`` of shape ``(repeats, *taps, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``.
+      ``W`` of shape ``(repeats, *taps, n_in_j, n_out_j)``, ``b`` of shape ``(repeats, n_out_j)``;
+      for residual blocks ``((W_1, b_1), (W_2, b_2))``, the branch's two layers. Weight layer i
+      (1-based; block l's are 2l − 1 and 2l) is drawn from ``streams.layer_key(key, i)``.
       Layer l (1-based) is ``streams.layer`` from ``streams.layer_key(key, l)``, scaled by
       gain · scale_l.
     """
     if prefix is None:
         program, prefix = program.program(), Prefix(None, jnp.asarray(program.layer_scales))
+    taps = program.conv.taps if program.conv else ()
+    per_block = 2 if program.is_residual else 1
     params = []
     for seg in segments(program.shapes):
         period = len(seg.block)
         block = []
         for j, shape in enumerate(seg.block):
-            layers = seg.start + 1 + j + period * jnp.arange(seg.repeats)
+            blocks = seg.start + 1 + j + period * jnp.arange(seg.repeats)
 
-            def one(l, shape=(program.conv.taps if program.conv else ()) + shape):
-                draw = lambda: streams.layer(streams.layer_key(key, l), shape, program.distribution,
-                                             gain * prefix.scales[l - 1], bias_std)
-                if prefix.depth is None:
-                    return draw()
-                zeros = lambda: (jnp.zeros(shape), jnp.zeros(shape[-1:]))
-                return jax.lax.cond(l <= prefix.depth, draw, zeros)
+            def one(l, shape=shape):
+                # block l's weight layers are per_block·(l-1) + 1, ...: layer l of a plain network
+                shapes = ((shape, shape[::-1]) if per_block == 2 else (shape,))
+                draws = []
+                for i, s in enumerate(shapes):
+                    index = per_block * (l - 1) + 1 + i
+                    kernel = taps + s
+                    draw = lambda index=index, kernel=kernel: streams.layer(
+                        streams.layer_key(key, index), kernel, program.distribution,
+                        gain * prefix.scales[index - 1], bias_std)
+                    if prefix.depth is None or per_block == 2:
+                        draws.append(draw())
+                    else:
+                        zeros = lambda kernel=kernel: (jnp.zeros(kernel), jnp.zeros(kernel[-1:]))
+                        draws.append(jax.lax.cond(l <= prefix.depth, draw, zeros))
+                return draws[0] if per_block == 1 else tuple(draws)
 
-            block.append(jax.lax.map(one, layers))
+            block.append(jax.lax.map(one, blocks))
         params.append(tuple(block))
     return tuple(params)
 
