@@ -33,15 +33,18 @@ def describe(ds: xr.Dataset) -> str:
     lines.append("")
     lines.append("  last layer, median over seeds (first bias_std):")
     last = ds.isel(bias_std=0).sel(layer=ds["depth"])  # each network's own last layer
-    conv = "kernel_size" in spec.grid.axes
-    header = f"    {'activation':<16}{'init':<18}{'profile':<12}{'depth':>6}{'width':>6}{'k'.rjust(4) if conv else ''}{'gain':>8}"
-    header += f"{'preact_ms':>12}{'grad_w_ms':>12}"
+    extra = [(axis, label) for axis, label in (("kernel_size", "k"), ("branch_scale", "α")) if axis in spec.grid.axes]
+    header = f"    {'activation':<16}{'init':<18}{'profile':<12}{'depth':>6}{'width':>6}"
+    header += "".join(label.rjust(6) for _, label in extra) + f"{'gain':>8}"
+    residual = "branch_layer" in ds.dims
+    header += f"{'stream_ms' if residual else 'preact_ms':>12}{'grad_w2_ms' if residual else 'grad_w_ms':>12}"
     lines.append(header)
     for point in _first_points(last, 12, spec.grid.axes):
         row = last.sel(point)
-        z = float(row["preact_meansq"].median("seed"))
-        w = float(row["grad_weight_meansq"].median("seed"))
-        k = f"{point['kernel_size']:>4}" if conv else ""
+        z = float(row["stream_meansq" if residual else "preact_meansq"].median("seed"))
+        w = row["grad_weight_meansq"]
+        w = float((w.sel(branch_layer=2) if residual else w).median("seed"))
+        k = "".join(f"{point[axis]:>6.3g}" for axis, _ in extra)
         lines.append(
             f"    {point['activation']:<16}{point['init']:<18}{point['profile']:<12}{point['depth']:>6}"
             f"{point['width']:>6}{k}{point['gain']:>8.3g}{z:>12.4g}{w:>12.4g}"
@@ -51,10 +54,9 @@ def describe(ds: xr.Dataset) -> str:
 
 def _family(spec) -> str:
     """One line on the network family."""
-    if not spec.conv:
-        return "dense layers (width = units)"
-    return (f"circular conv, stride 1, {' x '.join(map(str, spec.spatial))} positions, width = channels, "
-            "global average pooling before the readout")
+    from sweep.io.schema import network_family
+
+    return network_family(spec)
 
 
 def _describe_training(ds: xr.Dataset) -> list[str]:

@@ -62,6 +62,17 @@ _CONV_STATS: dict[str, tuple[str, str]] = {
 }
 """``STATS`` as a conv net defines them: a unit is a (channel, position); z_l = W_l ⋆ x_{l-1} + b_l."""
 
+_BRANCH = ("in a residual network, of block l's branch layer j (dim branch_layer): z_1 = W_1 φ(x_{l-1}) + b_1, "
+           "z_2 = W_2 φ(z_1) + b_2; activation statistics are of φ(z_1) (NaN at j = 2, whose output z_2 joins the "
+           "stream)")
+STREAM: dict[str, tuple[str, str]] = {
+    "stream_mean": ("mean of the residual stream", "mean over units and batch of x_l = x_{l-1} + α_eff z_2, block l's output"),
+    "stream_meansq": ("residual stream second moment", "mean over units and batch of x_l², block l's output"),
+    "grad_stream_meansq": ("residual stream gradient second moment",
+                           "mean over units and batch of (∂ℓ/∂x_l)², ℓ each example's own loss"),
+}
+"""A residual network's per-block statistics of its stream."""
+
 _OTHER: dict[str, tuple[str, str]] = {
     "overflow": ("overflow", "a statistic of this layer exceeded the float range and is not finite"),
     "loss": ("loss", "batch-mean loss C at initialisation"),
@@ -91,6 +102,8 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "width": ("base width n (input dimension)", "1"), "gain": ("weight gain σ_w", "1"),
     "bias_std": ("bias standard deviation σ_b", "1"), "seed": ("network seed", "1"),
     "kernel_size": ("convolution kernel size k (taps per spatial dim)", "1"),
+    "branch_scale": ("residual branch multiplier α (before the depth factor depth^branch_depth_exponent)", "1"),
+    "branch_layer": ("weight layer j of a residual block's branch", "1"),
     "layer": ("hidden layer l", "1"), "singular_value": ("singular value rank", "1"),
     "learning_rate": ("learning rate", "1"), "step": ("optimizer step (updates before it)", "step"),
     "eval_step": ("updates before the evaluation", "step"),
@@ -118,11 +131,26 @@ def _attrs(long_name: str, definition: str, units: str = "1") -> dict:
     return {"long_name": long_name, "units": units, "definition": definition}
 
 
+def network_family(spec: Spec) -> str:
+    """One line on a statistics sweep's network family."""
+    layers = "dense layers (width = units)"
+    if spec.conv:
+        layers = (f"circular convolutions of stride 1 over {' x '.join(map(str, spec.spatial))} positions "
+                  "(width = channels), global average pooling before the readout")
+    if not spec.residual:
+        return layers
+    exponent = "" if spec.branch_depth_exponent == 0 else f" · depth^{spec.branch_depth_exponent:g}"
+    return (f"residual blocks x_l = x_(l-1) + α{exponent} · (W_2 φ(W_1 φ(x_(l-1)) + b_1) + b_2), stream width = width, "
+            f"inner width = the profile's; {layers}")
+
+
 def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
     """The length of every dim of a sweep's dataset."""
     g = spec.grid
     out = {axis: len(getattr(g, axis)) for axis in g.axes}
     out.update(seed=spec.seeds, layer=max(g.depth))
+    if isinstance(spec, Spec) and spec.residual:
+        out["branch_layer"] = 2
     if isinstance(spec, TrainSpec):
         out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps))
     elif spec.jacobian:
@@ -137,7 +165,12 @@ def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
     dims = network_dims(spec)
     layer = dims + ("layer",)
     stats = {**STATS, **_CONV_STATS} if spec.conv else STATS
-    out = {name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in stats.items()}
+    if spec.residual:
+        stats = {name: (long_name, f"{definition}; {_BRANCH}") for name, (long_name, definition) in stats.items()}
+    per_layer = layer + (("branch_layer",) if spec.residual else ())
+    out = {name: Variable(per_layer, np.float64, np.nan, _attrs(*text)) for name, text in stats.items()}
+    if spec.residual:
+        out.update({name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in STREAM.items()})
     out["overflow"] = Variable(layer, np.bool_, False, _attrs(*_OTHER["overflow"]))
     out["loss"] = Variable(dims, np.float64, np.nan, _attrs(*_OTHER["loss"]))
     if spec.jacobian:
@@ -178,6 +211,8 @@ def coordinates(spec: Spec | TrainSpec) -> dict[str, np.ndarray | list]:
     coords = {axis: list(getattr(g, axis)) for axis in g.axes}
     coords["seed"] = np.arange(spec.seeds)
     coords["layer"] = np.arange(1, max(g.depth) + 1)
+    if isinstance(spec, Spec) and spec.residual:
+        coords["branch_layer"] = np.arange(1, 3)
     if isinstance(spec, TrainSpec):
         coords["learning_rate"] = list(g.learning_rate)
         coords["step"] = np.asarray(spec.log_steps)
@@ -219,9 +254,8 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
     if isinstance(spec, TrainSpec):
         ds["width"].attrs.update(long_name="base width n of the hidden layers")
     ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
-    if isinstance(spec, Spec) and spec.conv:
-        ds.attrs["network"] = (f"circular convolutions of stride 1 over {' x '.join(map(str, spec.spatial))} positions, "
-                               "width = channels; readout after global average pooling")
+    if isinstance(spec, Spec) and (spec.conv or spec.residual):
+        ds.attrs["network"] = network_family(spec)
     ds.attrs.update(attrs or {})
     return ds
 

@@ -268,13 +268,15 @@ def architecture(spec: Spec | TrainSpec, values: Sequence) -> Architecture:
     otherwise only layer 1's shape differs, and since each layer is drawn from its own key,
     layers 2..L are still the statistics network's.
     """
-    activation, init, profile, depth, width, *kernel_size = values
+    activation, init, profile, depth, width, *family = values
     widths = profiles.widths(profile, width, depth)
     if isinstance(spec, TrainSpec):
         widths = (DATASET_SHAPES[spec.dataset].features,) + widths[1:]
         return Architecture(activation, init, widths)
-    conv = network.Conv(kernel_size[0], spec.spatial) if spec.conv else None
-    return Architecture(activation, init, widths, conv)
+    point = dict(zip(spec.grid.static_axes[5:], family))
+    conv = network.Conv(point["kernel_size"], spec.spatial) if spec.conv else None
+    alpha = point["branch_scale"] * depth ** spec.branch_depth_exponent if spec.residual else None
+    return Architecture(activation, init, widths, conv, alpha)
 
 
 def stats_probe(spec: Spec, platform_name: str | None = None) -> Probe:

@@ -22,7 +22,7 @@ import numpy as np
 import xarray as xr
 
 from sweep.config import Spec, activations, inits, profiles
-from sweep.theory import finite_width, recursion
+from sweep.theory import finite_width, recursion, residual
 from sweep.theory.precision import float64
 
 LAYER_STATS = (
@@ -91,6 +91,8 @@ def predict(spec: Spec) -> xr.Dataset:
       ``theory_loss`` (dims ``GRID_AXES``) and the ``LOG_NORM_STATS`` (with ``layer``), all
       float64, NaN beyond each depth and where a law does not apply.
     """
+    if spec.residual:
+        return _with_attrs(_predict_residual(spec), spec)
     g = spec.grid
     shape = g.shape
     layers = max(g.depth)
@@ -136,9 +138,52 @@ def predict(spec: Spec) -> xr.Dataset:
     ds_coords = coords(spec)
     data = {f"theory_{k}": (g.axes + ("layer",), v, _attrs(k, spec.conv)) for k, v in out.items()}
     data["theory_loss"] = (g.axes, loss, _attrs("loss", spec.conv))
-    ds = xr.Dataset(data, coords=ds_coords)
+    return _with_attrs(xr.Dataset(data, coords=ds_coords), spec)
+
+
+def _with_attrs(ds: xr.Dataset, spec: Spec) -> xr.Dataset:
     ds.attrs.update(title=f"sweep theory: {spec.name}", spec=spec.to_json())
     return ds
+
+
+def _predict_residual(spec: Spec) -> xr.Dataset:
+    """``predict`` of a residual sweep (``sweep.theory.residual``)."""
+    g = spec.grid
+    layers = max(g.depth)
+    stream_stats = ("stream_mean", "stream_meansq", "grad_stream_meansq")
+    out = {k: np.full(g.shape + (layers, 2), np.nan) for k in LAYER_STATS}
+    out.update({k: np.full(g.shape + (layers,), np.nan) for k in stream_stats})
+    loss = np.full(g.shape, np.nan)
+    gains, biases = (a.ravel() for a in np.meshgrid(np.asarray(g.gain, np.float64), np.asarray(g.bias_std, np.float64),
+                                                    indexing="ij"))
+    static = g.static_axes
+    positions = int(np.prod(spec.spatial)) if spec.conv else 1
+    for index in itertools.product(*(range(len(getattr(g, a))) for a in static)):
+        point = {a: getattr(g, a)[i] for a, i in zip(static, index)}
+        depth, width = point["depth"], point["width"]
+        taps = (point["kernel_size"],) * len(spec.spatial) if spec.conv else ()
+        widths = profiles.widths(point["profile"], width, depth)
+        init = inits.get(point["init"])
+        shapes = [(taps + (width, m), taps + (m, width)) for m in widths[1:]]
+        forward = np.array([[init.ratios(s)[0] for s in pair] for pair in shapes])
+        backward = np.array([[init.ratios(s)[1] for s in pair] for pair in shapes])
+        variances = np.ones((depth, 2))
+        if point["init"] == "fixup":
+            variances[:, 0], variances[:, 1] = 1.0 / depth, 0.0
+        alpha = point["branch_scale"] * depth ** spec.branch_depth_exponent
+        values = residual.predict(point["activation"], gains, biases, alpha, variances, forward, backward, width,
+                                  spec.loss, spec.outputs, spec.batch, positions)
+        rows = (len(g.gain), len(g.bias_std))
+        for key in LAYER_STATS:
+            out[key][index][..., :depth, :] = values[key].reshape(rows + (depth, 2))
+        for key in stream_stats:
+            out[key][index][..., :depth] = values[key].reshape(rows + (depth,))
+        loss[index] = values["loss"].reshape(rows)
+    ds_coords = {**coords(spec), "branch_layer": np.arange(1, 3)}
+    data = {f"theory_{k}": (g.axes + ("layer", "branch_layer"), out[k], _attrs(k, spec.conv, True)) for k in LAYER_STATS}
+    data.update({f"theory_{k}": (g.axes + ("layer",), out[k], _attrs(k, spec.conv, True)) for k in stream_stats})
+    data["theory_loss"] = (g.axes, loss, _attrs("loss", spec.conv, True))
+    return xr.Dataset(data, coords=ds_coords)
 
 
 def _forward_unique(name: str, gains: np.ndarray, biases: np.ndarray, ratio: np.ndarray, batch: int) -> recursion.Forward:
@@ -171,7 +216,11 @@ def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gai
                 out[key][index][k, b, :depth] = v
 
 
-def _attrs(stat: str, conv: bool = False) -> dict:
+def _attrs(stat: str, conv: bool = False, residual: bool = False) -> dict:
+    if residual:
+        definition = ("the mean-field recursion of residual blocks (see sweep.theory.residual)"
+                      + ("; per (channel, position), fans counting the k^d taps" if conv else ""))
+        return {"long_name": f"theory: {stat}", "units": "1", "definition": definition}
     definition = _DEFINITIONS[stat]
     if conv:
         definition = _CONV_DEFINITIONS.get(stat, definition + "; per (channel, position), fans counting the k^d taps")
