@@ -37,6 +37,23 @@ kernel_size = [3]
 gain = [0.9, 1.5]
 bias_std = [0.0, 0.2]
 """,
+    # Two branch scales and two fan modes of one program, 1-D conv branches, the 1/sqrt(L) rule.
+    "residual": """name = "residual-family"
+seeds = 8
+batch = 3
+block = "residual"
+branch_depth_exponent = -0.5
+layer = "conv"
+spatial = [6]
+[grid]
+activation = ["relu"]
+init = ["fan_in", "fixup"]
+depth = [3]
+width = [4]
+branch_scale = [0.5, 1.0]
+gain = [0.9, 1.5]
+bias_std = [0.0, 0.2]
+""",
 }
 
 # Runs the CLI with --resume, killed by SIGKILL right after the k-th tile is stored and logged.
