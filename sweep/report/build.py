@@ -119,7 +119,10 @@ def _markdown(prose, stores, skipped, results, figure_files) -> str:
         networks = s.ds.sizes.get("seed", 0) * _grid_size(s)
         parts += [f"## Store `{s.name}`", "",
                   f"A {'training' if s.kind == 'train' else 'statistics'} store of {networks} networks; "
-                  f"axes swept: {grid}.", ""]
+                  f"axes swept: {grid}."
+                  + (" Its network family: " + s.ds.attrs["network"] + "; per-layer points show each block's "
+                     "first branch layer (branch_layer = 1)." if "branch_layer" in s.ds.coords else
+                     " Its network family: " + s.ds.attrs["network"] + "." if "network" in s.ds.attrs else ""), ""]
         for section in found:
             parts += _section(section, "###", figure_files)
     if skipped:

@@ -53,9 +53,15 @@ class Survey(NamedTuple):
 
 
 def survey(ds: xr.Dataset) -> Survey:
-    """Reads a store's layout from its coordinates and spec attribute."""
+    """Reads a store's layout from its coordinates and spec attribute.
+
+    Of a residual store the per-layer points see block l's first branch layer (``branch_layer``
+    1, whose statistics are all defined); the stream's variables stay as they are.
+    """
     spec = json.loads(ds.attrs["spec"])
     kind = spec.get("kind", "stats")
+    if "branch_layer" in ds.dims:  # residual: the layer points read each block's first branch layer
+        ds = ds.sel(branch_layer=1)
     candidates = ALL_GRID_AXES + (("learning_rate",) if kind == "train" else ())
     axes = tuple(a for a in candidates if a in ds.dims)
     varying = tuple(a for a in axes if ds.sizes[a] > 1)
@@ -63,7 +69,7 @@ def survey(ds: xr.Dataset) -> Survey:
 
 
 def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
-    """Labels for the axes a figure does not show: largest depth, width and kernel size, first
+    """Labels for the axes a figure does not show: largest depth, width, kernel size and branch scale, first
     profile (``constant`` where present), smallest bias std, first learning rate.
 
     Args:
@@ -78,6 +84,7 @@ def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
         "depth": lambda c: c.max(),
         "width": lambda c: c.max(),
         "kernel_size": lambda c: c.max(),
+        "branch_scale": lambda c: c.max(),
         "profile": lambda c: "constant" if "constant" in c else c[0],
         "bias_std": lambda c: c.min(),
         "learning_rate": lambda c: c[0],
