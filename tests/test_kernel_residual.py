@@ -12,7 +12,7 @@ from sweep.model import network, streams
 slow = pytest.mark.slow
 CASES = [  # activation, init, profile, conv, loss, bias std
     ("relu", "fan_in", "constant", None, "mse", 0.0),
-    ("tanh", "fan_out", "alternating", None, "projection", 0.2),
+    pytest.param("tanh", "fan_out", "alternating", None, "projection", 0.2, marks=slow),
     pytest.param("gelu", "fan_avg_uniform", "constant", None, "mse", 0.1, marks=slow),
     ("gelu", "fixup", "constant", network.Conv(3, (5,)), "mse", 0.1),
     pytest.param("relu", "fan_in", "alternating", network.Conv(3, (4, 4)), "projection", 0.3, marks=slow),

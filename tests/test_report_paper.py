@@ -1,4 +1,4 @@
-"""On stores named as the paper's experiments, `sweep report` also writes the paper's seven points."""
+"""On stores named as the paper's experiments, `sweep report` also writes the paper's points."""
 
 import math
 import re
@@ -19,6 +19,12 @@ TINY = {
                   grid=dict(activation=["relu", "tanh"], depth=[2, 4], width=[8], gain=[0.8, 1.4, 2.0], bias_std=[0.0])),
     "jacobian": dict(seeds=4, batch=2, jacobian=True,
                      grid=dict(activation=["relu", "tanh"], init=["fan_in"], depth=[3], width=[8], gain=[1.0, SQRT2])),
+    "conv": dict(seeds=4, batch=2, loss="projection", layer="conv", spatial=[6, 6],
+                 grid=dict(init=["fan_in", "fan_out"], profile=["constant", "alternating"], depth=[3], width=[4],
+                           kernel_size=[3], gain=[SQRT2, 3 * SQRT2])),
+    "residual": dict(seeds=4, batch=2, loss="projection", block="residual",
+                     grid=dict(init=["fan_in", "fixup"], depth=[4], width=[8], branch_scale=[0.0, 0.5, 1.0],
+                               gain=[SQRT2])),
 }
 
 
@@ -39,11 +45,11 @@ def test_report_has_every_figure_and_answer_within_a_minute(stores, tmp_path):
     assert cli.main(["report", *map(str, stores), "--out", str(tmp_path / "report")]) == 0
     assert time.perf_counter() - start < 60
     text = (tmp_path / "report" / "report.md").read_text()
-    for name in ("forward", "backward", "weight_gradients", "finite_width", "phase", "jacobian"):
+    for name in ("forward", "backward", "weight_gradients", "finite_width", "phase", "jacobian", "conv", "residual"):
         assert (tmp_path / "report" / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (tmp_path / "report" / "figures" / f"{name}.pdf").exists()
         assert f"figures/{name}.png" in text
-    for number in ("1.", "2.", "3.", "4.", "5.", "7."):
+    for number in ("1.", "2.", "3.", "4.", "5.", "7.", "8."):
         assert f"## {number}" in text
     assert "±" in text and "Provenance" in text
     html = (tmp_path / "report" / "report.html").read_text()
@@ -62,3 +68,20 @@ def test_report_numbers_follow_the_data(stores, tmp_path):
     assert before != after
     level = lambda t: float(re.search(r"\| √2 \| [^|]+\| [^|]+\| ([0-9.e+-]+)", t).group(1))
     assert level(after) == pytest.approx(2 * level(before), rel=1e-2)
+
+
+@pytest.mark.slow
+def test_the_families_point_follows_the_data(stores):
+    """Doubling the residual stream's last block doubles the reported growth: nothing is typed in."""
+    from sweep.report import load_results, paper
+
+    results = load_results(stores)
+    before = paper.families(results).text
+    last = results["residual"].stream_meansq.layer.max()
+    doubled = results["residual"].stream_meansq.where(results["residual"].layer != last,
+                                                      2 * results["residual"].stream_meansq)
+    results["residual"] = results["residual"].assign(stream_meansq=doubled)
+    after = paper.families(results).text
+    assert before != after
+    growth = lambda t: float(re.search(r"\| fan_in \| 1 \| ([0-9.e+-]+)", t).group(1))
+    assert growth(after) == pytest.approx(2 * growth(before), rel=2e-2)

@@ -339,25 +339,17 @@ def families(results: dict) -> Section | None:
         text.append(
             f"Conv nets: relu, {k}×{k} kernels, {width} channels (alternating {width}, {2 * width}, …) on "
             f"{' × '.join(map(str, _spec_value(conv, 'spatial')))} images with circular padding, depth {depth}, "
-            f"{conv.sizes['seed']} networks per setting.
-
-"
+            f"{conv.sizes['seed']} networks per setting.\n\n"
             f"- With He's fan k²c (fan_in, σ_w = √2) E[z_l²] changes by **{factor(flat)}** per layer (theory 1); "
             f"with the fan taken as the channels alone (σ_w = {fmt(channels_only)}, {k}² times the variance) by "
             f"**{factor(grow)}** per layer (theory "
             f"{fmt(float((th_grow.theory_preact_meansq.sel(layer=depth) / th_grow.theory_preact_meansq.sel(layer=1)) ** (1 / (depth - 1))))}). "
-            "The taps are part of the fan.
-"
-            "- With unequal channels, forward E[z_L²]/E[z_1²] and backward E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:
-
-"
+            "The taps are part of the fan.\n"
+            "- With unequal channels, forward E[z_L²]/E[z_1²] and backward E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
             + table(["init", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
-            + "
-
-  fan_in = k²c_in keeps the forward signal (He's eq. 10), fan_out = k²c_out the backward one "
+            + "\n\n  fan_in = k²c_in keeps the forward signal (He's eq. 10), fan_out = k²c_out the backward one "
             f"(eq. 14). Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
-            "mean-field theory.
-")
+            "mean-field theory.\n")
         panels = [[{"profile": "constant", "gain": he}, {"profile": "constant", "gain": channels_only},
                    {"profile": "alternating", "gain": he}]]
         shown = conv.sel(base)
@@ -383,20 +375,15 @@ def families(results: dict) -> Section | None:
         text.append(
             f"Residual nets: relu, {depth} blocks x_l = x_(l−1) + α (W₂ φ(W₁ φ(x_(l−1)))), stream width {width}, "
             f"He branches (fan_in, σ_w = √2) or Fixup, {res.sizes['seed']} networks per setting. Stream growth over "
-            f"the blocks, E[x_L²]/E[x_1²], and the stream gradient's E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:
-
-"
+            f"the blocks, E[x_L²]/E[x_1²], and the stream gradient's E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
             + table(["init", "α", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
-            + f"
-
-Under He branches each block multiplies the stream's second moment by 1 + α² (each of the "
+            + f"\n\nUnder He branches each block multiplies the stream's second moment by 1 + α² (each of the "
             "branch's two relus halves it): fan-in scaling of the branches does not make the network stable, the "
             "branch scale must. α = 1/√L keeps the growth to (1 + 1/L)^L ≈ e over the whole depth, Fixup starts "
             "every branch at zero and α = 0 is the identity. Every stream statistic is within "
             f"{fmt(worst, 2)} standard errors of the mean-field recursion. Whether the deep residual net trains "
             "where the plain one of the same depth does not is not measured here yet: training conv and residual "
-            "networks is still to come.
-")
+            "networks is still to come.\n")
         panels = [[{"init": "fan_in"}, {"init": "fixup"}]]
         lines = [{"branch_scale": float(a)} for a in res.branch_scale.values]
         figures.append(("residual", plots.per_layer(res.sel(activation="relu", depth=depth), "stream_meansq", panels,
