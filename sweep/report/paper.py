@@ -324,12 +324,13 @@ def families(results: dict) -> Section | None:
         flat = _one(conv, **base, init="fan_in", profile="constant", gain=he)
         grow = _one(conv, **base, init="fan_in", profile="constant", gain=channels_only)
         th_grow = _one(_theory_of(conv), **base, init="fan_in", profile="constant", gain=channels_only)
-        rows = []
+        rows, backward = [], {}
         for init in ("fan_in", "fan_out"):
             net = _one(conv, **base, init=init, profile="alternating", gain=he)
             t = _one(_theory_of(conv), **base, init=init, profile="alternating", gain=he)
             fwd = ratio(mean_se(net.preact_meansq.sel(layer=depth)), mean_se(net.preact_meansq.sel(layer=1)))
             bwd = ratio(mean_se(net.grad_act_meansq.sel(layer=1)), mean_se(net.grad_act_meansq.sel(layer=depth)))
+            backward[init] = (bwd, float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))
             rows.append([init, str(fwd), fmt(float(t.theory_preact_meansq.sel(layer=depth) / t.theory_preact_meansq.sel(layer=1))),
                          str(bwd), fmt(float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))])
         dev = theory.deviation(conv, _theory_of(conv))
@@ -348,7 +349,11 @@ def families(results: dict) -> Section | None:
             "- With unequal channels, forward E[z_L²]/E[z_1²] and backward E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
             + table(["init", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
             + "\n\n  fan_in = k²c_in keeps the forward signal (He's eq. 10), fan_out = k²c_out the backward one "
-            f"(eq. 14). Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
+            f"(eq. 14): the two fans' backward ratios differ by {fmt(backward['fan_in'][0].value / backward['fan_out'][0].value)} "
+            f"(theory {fmt(backward['fan_in'][1] / backward['fan_out'][1])}), and both exceed their infinite-width values, "
+            f"by {fmt(backward['fan_in'][0].value / backward['fan_in'][1])} and "
+            f"{fmt(backward['fan_out'][0].value / backward['fan_out'][1])}: a finite-width effect at {width} channels "
+            "that the per-position, infinite-width theory leaves out. Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
             "mean-field theory.\n")
         panels = [[{"profile": "constant", "gain": he}, {"profile": "constant", "gain": channels_only},
                    {"profile": "alternating", "gain": he}]]
@@ -379,7 +384,7 @@ def families(results: dict) -> Section | None:
             + table(["init", "α", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
             + f"\n\nUnder He branches each block multiplies the stream's second moment by 1 + α² (each of the "
             "branch's two relus halves it): fan-in scaling of the branches does not make the network stable, the "
-            "branch scale must. α = 1/√L keeps the growth to (1 + 1/L)^L ≈ e over the whole depth, Fixup starts "
+            "branch scale must. α = 1/√L keeps the growth below (1 + 1/L)^L < e over the whole depth, Fixup starts "
             "every branch at zero and α = 0 is the identity. Every stream statistic is within "
             f"{fmt(worst, 2)} standard errors of the mean-field recursion. Whether the deep residual net trains "
             "where the plain one of the same depth does not is not measured here yet: training conv and residual "
