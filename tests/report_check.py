@@ -16,7 +16,8 @@ import xarray as xr
 
 from sweep import theory
 
-GRID = ("activation", "init", "profile", "depth", "width", "gain", "bias_std", "learning_rate")
+GRID = ("activation", "init", "profile", "depth", "width", "kernel_size", "branch_scale", "gain", "bias_std",
+        "learning_rate")
 
 
 def tables(markdown: str) -> list[tuple[dict, list[str], list[list[str]]]]:
@@ -49,6 +50,8 @@ def within_rounding(text: str, value: float) -> bool:
 def estimate_ok(text: str, mean: float, se: float) -> bool:
     if text == "n/a":
         return not np.isfinite(mean)
+    if "±" not in text:  # an exact value: every network agrees
+        return se == 0 and within_rounding(text, mean)
     a, b = (t.strip() for t in text.split("±"))
     return within_rounding(a, mean) and within_rounding(b, se)
 
@@ -56,6 +59,8 @@ def estimate_ok(text: str, mean: float, se: float) -> bool:
 def select(ds: xr.Dataset, labels: dict) -> xr.Dataset:
     """Label selection; a printed float selects the nearest label, which must round to it."""
     exact, nearest = {}, {}
+    if "branch_layer" in ds.dims:  # a residual store's layer tables are of each block's first branch layer
+        ds = ds.sel(branch_layer=1)
     for key, value in labels.items():
         if key not in ds.dims:
             continue
@@ -95,7 +100,8 @@ def _agreement(ds, selection, header, cells, n_rows):
     variable, layer = cells["variable"], int(cells["layer"])
     mean, se = seed_stats(one[variable].sel(layer=layer).values)
     t = float(one[f"theory_{variable}"].sel(layer=layer))
-    dev = (mean - t) / se
+    with np.errstate(divide="ignore", invalid="ignore"):
+        dev = float(np.float64(mean - t) / np.float64(se))  # n/a where a statistic is exactly zero
     threshold = statistics.NormalDist().inv_cdf(1 - 0.05 / (2 * n_rows))
     out = []
     if not estimate_ok(cells["measured"], mean, se):

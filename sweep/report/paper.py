@@ -353,7 +353,7 @@ def families(results: dict) -> Section | None:
             f"(theory {fmt(backward['fan_in'][1] / backward['fan_out'][1])}), and both exceed their infinite-width values, "
             f"by {fmt(backward['fan_in'][0].value / backward['fan_in'][1])} and "
             f"{fmt(backward['fan_out'][0].value / backward['fan_out'][1])}: a finite-width effect at {width} channels "
-            "that the per-position, infinite-width theory leaves out. Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
+            f"that the per-position, infinite-width theory leaves out. Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
             "mean-field theory.\n")
         panels = [[{"profile": "constant", "gain": he}, {"profile": "constant", "gain": channels_only},
                    {"profile": "alternating", "gain": he}]]
