@@ -7,8 +7,8 @@ import pytest
 from helpers import plain_statistics
 
 from sweep import kernel
-from sweep.kernel import reference
 from sweep.config import inits
+from sweep.kernel import reference
 from sweep.model import layers, network, streams
 
 slow = pytest.mark.slow

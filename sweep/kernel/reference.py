@@ -1,7 +1,8 @@
 """The kernel's statistics by plain float32 autodiff, one network at a time: the reference it is checked against.
 
 No scale tracking, no fused backward, no Gram matrices: the network of ``sweep.model`` run
-forward with ``jnp.matmul`` (or ``lax.conv_general_dilated`` on circularly padded images), and its gradients from ``jax.grad`` with zero probes added to
+forward with ``jnp.matmul`` (or ``lax.conv_general_dilated`` on circularly padded images),
+and its gradients from ``jax.grad`` with zero probes added to
 every pre-activation and activation. Used by the tests and by ``scripts/accelerator_check.py``.
 """
 

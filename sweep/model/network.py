@@ -163,7 +163,8 @@ class Program(NamedTuple):
         """E.g. ``relu normal 64 > 64 x16 (out 64)``, or ``... conv k=3 16x16`` for convolutions."""
         conv = "" if self.conv is None else f" conv k={self.conv.kernel_size} {'x'.join(map(str, self.conv.spatial))}"
         if self.is_residual:
-            return f"{self.activation} {self.distribution} residual {self.widths[0]} x{self.depth} (inner {describe_widths(self.widths)}){conv}"
+            inner = describe_widths(self.widths)
+            return f"{self.activation} {self.distribution} residual {self.widths[0]} x{self.depth} (inner {inner}){conv}"
         return f"{self.activation} {self.distribution} {describe_widths(self.widths)} (out {self.last_width}){conv}"
 
 

@@ -324,6 +324,7 @@ def families(results: dict) -> Section | None:
         flat = _one(conv, **base, init="fan_in", profile="constant", gain=he)
         grow = _one(conv, **base, init="fan_in", profile="constant", gain=channels_only)
         th_grow = _one(_theory_of(conv), **base, init="fan_in", profile="constant", gain=channels_only)
+        theory_growth = float(th_grow.theory_preact_meansq.sel(layer=depth) / th_grow.theory_preact_meansq.sel(layer=1))
         rows, backward = [], {}
         for init in ("fan_in", "fan_out"):
             net = _one(conv, **base, init=init, profile="alternating", gain=he)
@@ -331,7 +332,8 @@ def families(results: dict) -> Section | None:
             fwd = ratio(mean_se(net.preact_meansq.sel(layer=depth)), mean_se(net.preact_meansq.sel(layer=1)))
             bwd = ratio(mean_se(net.grad_act_meansq.sel(layer=1)), mean_se(net.grad_act_meansq.sel(layer=depth)))
             backward[init] = (bwd, float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))
-            rows.append([init, str(fwd), fmt(float(t.theory_preact_meansq.sel(layer=depth) / t.theory_preact_meansq.sel(layer=1))),
+            t_fwd = float(t.theory_preact_meansq.sel(layer=depth) / t.theory_preact_meansq.sel(layer=1))
+            rows.append([init, str(fwd), fmt(t_fwd),
                          str(bwd), fmt(float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))])
         dev = theory.deviation(conv, _theory_of(conv))
         worst = _max_dev(dev, ["preact_meansq", "act_meansq", "grad_act_meansq", "grad_preact_meansq",
@@ -344,16 +346,18 @@ def families(results: dict) -> Section | None:
             f"- With He's fan k²c (fan_in, σ_w = √2) E[z_l²] changes by **{factor(flat)}** per layer (theory 1); "
             f"with the fan taken as the channels alone (σ_w = {fmt(channels_only)}, {k}² times the variance) by "
             f"**{factor(grow)}** per layer (theory "
-            f"{fmt(float((th_grow.theory_preact_meansq.sel(layer=depth) / th_grow.theory_preact_meansq.sel(layer=1)) ** (1 / (depth - 1))))}). "
+            f"{fmt(theory_growth ** (1 / (depth - 1)))}). "
             "The taps are part of the fan.\n"
             "- With unequal channels, forward E[z_L²]/E[z_1²] and backward E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
             + table(["init", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
             + "\n\n  fan_in = k²c_in keeps the forward signal (He's eq. 10), fan_out = k²c_out the backward one "
-            f"(eq. 14): the two fans' backward ratios differ by {fmt(backward['fan_in'][0].value / backward['fan_out'][0].value)} "
+            "(eq. 14): the two fans' backward ratios differ by "
+            f"{fmt(backward['fan_in'][0].value / backward['fan_out'][0].value)} "
             f"(theory {fmt(backward['fan_in'][1] / backward['fan_out'][1])}), and both exceed their infinite-width values, "
             f"by {fmt(backward['fan_in'][0].value / backward['fan_in'][1])} and "
             f"{fmt(backward['fan_out'][0].value / backward['fan_out'][1])}: a finite-width effect at {width} channels "
-            f"that the per-position, infinite-width theory leaves out. Every conv statistic is within {fmt(worst, 2)} standard errors of the per-position "
+            "that the per-position, infinite-width theory leaves out. Every conv statistic is within "
+            f"{fmt(worst, 2)} standard errors of the per-position "
             "mean-field theory.\n")
         panels = [[{"profile": "constant", "gain": he}, {"profile": "constant", "gain": channels_only},
                    {"profile": "alternating", "gain": he}]]
