@@ -74,6 +74,9 @@ def test_eval_steps_end_at_the_last_step_and_logs_subsample():
 
 @pytest.mark.parametrize("raw, field", [
     ({"kind": "train", "epochs": 3}, "epochs"),
+    ({"kind": "train", "layer": "conv"}, "layer"),
+    ({"kind": "train", "block": "residual"}, "block"),
+    ({"kind": "train", "grid": {"kernel_size": [3]}}, "grid.kernel_size"),
     ({"kind": "train", "grid": {"lr": [0.1]}}, "grid.lr"),
     ({"kind": "train", "grid": {"learning_rate": [0.0]}}, "grid.learning_rate"),
     ({"kind": "train", "grid": {"learning_rate": [0.1, 0.1]}}, "grid.learning_rate"),

@@ -163,6 +163,12 @@ class TrainSpec(SpecBase):
         Raises:
           SpecError: naming the first offending field.
         """
+        if isinstance(raw, dict):
+            family = [k for k in ("layer", "spatial", "block", "branch_depth_exponent") if k in raw]
+            family += [f"grid.{k}" for k in ("kernel_size", "branch_scale") if k in (raw.get("grid") or {})]
+            if family:
+                raise SpecError(family[0], "training runs are of plain dense networks so far; conv and residual "
+                                           "networks have statistics sweeps (kind = \"stats\")")
         kw = cls._common_fields(raw, ("train",))
         for key in ("steps", "eval_every", "log_every"):
             kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
