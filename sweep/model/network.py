@@ -1,7 +1,9 @@
-"""The network family: one definition of how a random MLP or conv net is drawn and run.
+"""The network family: one definition of how a random network is drawn and run.
 
-A network is fixed by its ``Architecture`` (static: activation, init, widths, and for a conv
-net its ``Conv``: kernel size and spatial shape) and drawn from
+Plain networks of dense or circular conv layers, and residual networks of pre-activation
+blocks over either. A network is fixed by its ``Architecture`` (static: activation, init,
+widths, for a conv net its ``Conv`` (kernel size and spatial shape), for a residual one its
+branch multiplier) and drawn from
 its key, gain and bias std (dynamic: these are ``vmap``-ed over). Its random numbers come
 from ``sweep.model.streams``, so a network is the same whether it is drawn alone, in a chunk
 of thousands, by the statistics kernel or by the trainer.
