@@ -25,7 +25,7 @@ def spatial_rank(w: jax.Array) -> int:
 
 
 def _patches(h: jax.Array, taps: tuple[int, ...]) -> jax.Array:
-    """Each position's receptive field: ``h`` ``(N, *spatial, c)`` -> ``(N, *spatial, prod(taps)·c)``.
+    """Each position's receptive field: ``h`` ``(..., *spatial, c)`` -> ``(..., *spatial, prod(taps)·c)``.
 
     Tap ``j`` (in C order over ``taps``) of position p is h at p + j − (k − 1)/2, wrapped
     around, so that contracting with the kernel reshaped to ``(prod(taps)·c_in, c_out)`` is
@@ -34,24 +34,16 @@ def _patches(h: jax.Array, taps: tuple[int, ...]) -> jax.Array:
     kernel's layer scans, XLA's CPU convolutions of the weight gradient ran 20 times slower
     than this product (measured).
     """
-    axes = tuple(range(1, len(taps) + 1))
+    axes = tuple(range(h.ndim - len(taps) - 1, h.ndim - 1))
     offsets = itertools.product(*(range(-(k // 2), k // 2 + 1) for k in taps))
     return jnp.concatenate([jnp.roll(h, tuple(-o for o in offset), axis=axes) for offset in offsets], axis=-1)
 
 
-def _conv(h: jax.Array, w: jax.Array, precision) -> jax.Array:
-    """Circular convolution of ``h`` ``(N, *spatial, c_in)`` with ``w`` ``(*taps, c_in, c_out)``."""
-    taps = w.shape[:-2]
-    patches = _patches(h, taps)
-    out = jax.lax.dot_general(patches.reshape(-1, patches.shape[-1]), w.reshape(-1, w.shape[-1]),
-                              (((1,), (0,)), ((), ())), precision=precision)
-    return out.reshape(h.shape[:-1] + (w.shape[-1],))
-
-
-def _rows(h: jax.Array, d: int) -> tuple[jax.Array, tuple[int, ...]]:
-    """``h`` with its leading dims folded into one, and those dims."""
-    lead = h.shape[: h.ndim - d - 1]
-    return h.reshape((-1,) + h.shape[h.ndim - d - 1:]), lead
+def _rows_times(h: jax.Array, w: jax.Array, contract: int, precision) -> jax.Array:
+    """``h`` ``(..., n)`` times the matrix ``w``, contracting its axis ``contract``, as one ``dot_general``
+    over the rows of ``h`` (``h @ w.T`` would lower to a copy of the transposed weights on CPU)."""
+    out = jax.lax.dot_general(h.reshape(-1, h.shape[-1]), w, (((1,), (contract,)), ((), ())), precision=precision)
+    return out.reshape(h.shape[:-1] + (out.shape[-1],))
 
 
 def linear(h: jax.Array, w: jax.Array, precision) -> jax.Array:
@@ -65,14 +57,9 @@ def linear(h: jax.Array, w: jax.Array, precision) -> jax.Array:
     Returns:
       ``(..., n_out)``, or ``(..., *spatial, c_out)``.
     """
-    d = spatial_rank(w)
-    if d == 0:
-        rows = h.reshape(-1, h.shape[-1])
-        out = jax.lax.dot_general(rows, w, (((1,), (0,)), ((), ())), precision=precision)
-        return out.reshape(h.shape[:-1] + (out.shape[-1],))
-    images, lead = _rows(h, d)
-    out = _conv(images, w, precision)
-    return out.reshape(lead + out.shape[1:])
+    if spatial_rank(w) == 0:
+        return _rows_times(h, w, 0, precision)
+    return _rows_times(_patches(h, w.shape[:-2]), w.reshape(-1, w.shape[-1]), 0, precision)
 
 
 def linear_transpose(g: jax.Array, w: jax.Array, precision) -> jax.Array:
@@ -86,17 +73,11 @@ def linear_transpose(g: jax.Array, w: jax.Array, precision) -> jax.Array:
     Returns:
       ``(..., n_in)``, or ``(..., *spatial, c_in)``.
     """
-    d = spatial_rank(w)
-    if d == 0:
-        # One dot_general contracting w's second axis: ``g @ w.T`` would lower to a copy of
-        # the transposed weights on CPU.
-        rows = g.reshape(-1, g.shape[-1])
-        out = jax.lax.dot_general(rows, w, (((1,), (1,)), ((), ())), precision=precision)
-        return out.reshape(g.shape[:-1] + (out.shape[-1],))
-    images, lead = _rows(g, d)
-    like = jax.ShapeDtypeStruct(images.shape[:-1] + (w.shape[-2],), images.dtype)
-    (out,) = jax.linear_transpose(lambda h: _conv(h, w, precision), like)(images)
-    return out.reshape(lead + out.shape[1:])
+    if spatial_rank(w) == 0:
+        return _rows_times(g, w, 1, precision)
+    like = jax.ShapeDtypeStruct(g.shape[:-1] + (w.shape[-2],), g.dtype)
+    (out,) = jax.linear_transpose(lambda h: linear(h, w, precision), like)(g)
+    return out
 
 
 def weight_gradient(h: jax.Array, delta: jax.Array, w_shape: tuple[int, ...], precision) -> jax.Array:

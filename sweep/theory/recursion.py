@@ -194,24 +194,26 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
     Returns:
       ``Backward`` with ``(P, L)`` arrays and ``(P,)`` loss.
     """
-    if positions > 1:
-        return _conv_backward(fw, gain, ratio, last_width, loss, outputs, batch, positions)
-    depth = fw.q.shape[1]
+    depth, p = fw.q.shape[1], positions
     n = np.asarray(last_width, np.float64)
     m, k = fw.meansq[:, -1], fw.cross[:, -1]
-    if loss == "mse":
+    slope, slope_x = fw.slope_sq[:, -1], fw.slope_cross[:, -1]
+    g, gx, gs, expected_loss = readout_cotangent(m, k, n, loss, outputs, p)
+    if loss == "mse" and p == 1:
         scale, extra = outputs / n, (outputs + 1) / n
-        g = scale * (1 + m * (1 + extra))
-        gx = scale * k * (1 + extra)
-        d = scale * ((1 + m) * fw.slope_sq[:, -1] + extra * fw.square_slope_sq[:, -1])
-        dx = scale * (k * fw.slope_cross[:, -1] + extra * fw.square_slope_cross[:, -1])
-        expected_loss = outputs / 2 * (m + 1)
-    elif loss == "projection":
-        g = gx = 1 / n
-        d, dx = fw.slope_sq[:, -1] / n, fw.slope_cross[:, -1] / n
-        expected_loss = np.zeros_like(n)
+        d = scale * ((1 + m) * slope + extra * fw.square_slope_sq[:, -1])
+        dx = scale * (k * slope_x + extra * fw.square_slope_cross[:, -1])
+    elif loss == "mse":
+        scale, extra, pooled = outputs / n / p**2, (outputs + 1) / n, m / p + (1 - 1 / p) * k
+        coupled = fw.square_slope_sq[:, -1] / p**2 + (pooled - m / p**2) * slope
+        d = scale * ((1 + pooled) * slope + extra * coupled)
+        coupled_x = fw.square_slope_cross[:, -1] / p**2 + k * (1 - 1 / p**2) * slope_x
+        dx = scale * (k * slope_x + extra * coupled_x)
+    elif p == 1:
+        d, dx = slope / n, slope_x / n
     else:
-        raise ValueError(f"unknown loss {loss!r}")
+        d, dx = slope * g, slope_x * g
+    ds = gs * slope_x
     out = {key: np.empty_like(fw.q) for key in ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")}
     gain_sq = np.asarray(gain, np.float64) ** 2
     for l in range(depth, 0, -1):  # 1-based layer l is column l - 1
@@ -220,47 +222,48 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
         previous_cross = fw.cross[:, i - 1] if l > 1 else 0.0
         out["grad_act_meansq"][:, i] = g
         out["grad_preact_meansq"][:, i] = d
-        out["grad_weight_meansq"][:, i] = previous_meansq * d / batch + (1 - 1 / batch) * previous_cross * dx
-        if l > 1:
-            g, gx = gain_sq * ratio[:, i] * d, gain_sq * ratio[:, i] * dx
-            d, dx = g * fw.slope_sq[:, i - 1], gx * fw.slope_cross[:, i - 1]
-    return Backward(**out, loss=expected_loss)
-
-
-def _conv_backward(fw: Forward, gain, ratio, last_width, loss: str, outputs: int, batch: int, positions: int) -> Backward:
-    """``backward`` of a conv net with ``positions`` > 1 positions (see the module doc)."""
-    depth, p = fw.q.shape[1], float(positions)
-    n = np.asarray(last_width, np.float64)
-    m, k = fw.meansq[:, -1], fw.cross[:, -1]
-    pooled = m / p + (1 - 1 / p) * k  # E[x̄²]
-    if loss == "mse":
-        scale, extra = outputs / n / p**2, (outputs + 1) / n
-        g = gs = scale * (1 + pooled * (1 + extra))
-        gx = scale * k * (1 + extra)
-        coupled = fw.square_slope_sq[:, -1] / p**2 + (pooled - m / p**2) * fw.slope_sq[:, -1]
-        d = scale * ((1 + pooled) * fw.slope_sq[:, -1] + extra * coupled)
-        ds = scale * (1 + pooled * (1 + extra)) * fw.slope_cross[:, -1]
-        coupled_x = fw.square_slope_cross[:, -1] / p**2 + k * (1 - 1 / p**2) * fw.slope_cross[:, -1]
-        dx = scale * (k * fw.slope_cross[:, -1] + extra * coupled_x)
-        expected_loss = outputs / 2 * (pooled + 1)
-    elif loss == "projection":
-        g = gx = gs = 1 / n / p**2
-        d, dx = fw.slope_sq[:, -1] * g, fw.slope_cross[:, -1] * g
-        ds = dx
-        expected_loss = np.zeros_like(n)
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
-    out = {key: np.empty_like(fw.q) for key in ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")}
-    gain_sq = np.asarray(gain, np.float64) ** 2
-    for l in range(depth, 0, -1):  # 1-based layer l is column l - 1
-        i = l - 1
-        previous_meansq = fw.meansq[:, i - 1] if l > 1 else 1.0
-        previous_cross = fw.cross[:, i - 1] if l > 1 else 0.0
-        out["grad_act_meansq"][:, i] = g
-        out["grad_preact_meansq"][:, i] = d
-        out["grad_weight_meansq"][:, i] = (p * previous_meansq * d + p * (p - 1) * previous_cross * ds) / batch \
-            + (1 - 1 / batch) * p**2 * previous_cross * dx
+        out["grad_weight_meansq"][:, i] = weight_meansq(previous_meansq, previous_cross, d, dx, ds, batch, p)
         if l > 1:
             g, gx, gs = (gain_sq * ratio[:, i] * v for v in (d, dx, ds))
             d, dx, ds = g * fw.slope_sq[:, i - 1], gx * fw.slope_cross[:, i - 1], gs * fw.slope_cross[:, i - 1]
     return Backward(**out, loss=expected_loss)
+
+
+def readout_cotangent(m, k, width, loss: str, outputs: int, positions: int = 1):
+    """The cotangent at the last layer, from the readout (see the module doc).
+
+    Args:
+      m, k: E[x_L²] and the cross covariance E[x_L x'_L] per point, ``(P,)``.
+      width: n_L, ``(P,)``.
+      loss, outputs: the probe's.
+      positions: spatial positions of a conv net, 1 for dense layers.
+
+    Returns:
+      ``(G_L, G×_L, G°_L, E[C])``: per unit, between two examples, between two positions of one
+      example (= G_L: the pooled readout sends one cotangent to every position), and the loss.
+    """
+    n, p = np.asarray(width, np.float64), positions
+    if loss == "mse":
+        scale, extra = outputs / n, (outputs + 1) / n
+        pooled = m  # E[x̄²], the pooled features'
+        if p > 1:
+            scale, pooled = scale / p**2, m / p + (1 - 1 / p) * k
+        g = scale * (1 + pooled * (1 + extra))
+        return g, scale * k * (1 + extra), g, outputs / 2 * (pooled + 1)
+    if loss == "projection":
+        g = 1 / n if p == 1 else 1 / n / p**2
+        return g, g, g, np.zeros_like(n)
+    raise ValueError(f"unknown loss {loss!r}")
+
+
+def weight_meansq(previous_meansq, previous_cross, d, dx, ds, batch: int, positions: int = 1):
+    """E[(∂C/∂W_l)²] from the layer's input moments and its cotangents' (see the module doc).
+
+    ``ds``, the product of the cotangents at two positions of one example, enters only for conv
+    nets (``positions`` > 1).
+    """
+    if positions == 1:
+        return previous_meansq * d / batch + (1 - 1 / batch) * previous_cross * dx
+    p = float(positions)
+    return (p * previous_meansq * d + p * (p - 1) * previous_cross * ds) / batch \
+        + (1 - 1 / batch) * p**2 * previous_cross * dx

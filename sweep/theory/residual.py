@@ -97,21 +97,11 @@ def predict(name: str, gain: np.ndarray, bias_std: np.ndarray, alpha: float, var
         s, k = s + alpha**2 * q2, k + alpha**2 * c2
         stream["stream_meansq"][:, l] = s
 
-    p, n = float(positions), float(width)
-    pooled = s / p + (1 - 1 / p) * k
-    if loss == "mse":
-        scale, extra = outputs / n / p**2, (outputs + 1) / n
-        g = gs = scale * (1 + pooled * (1 + extra))
-        gx = scale * k * (1 + extra)
-        expected_loss = outputs / 2 * (pooled + 1)
-    elif loss == "projection":
-        g = gx = gs = np.full(n_points, 1 / n / p**2)
-        expected_loss = np.zeros(n_points)
-    else:
-        raise ValueError(f"unknown loss {loss!r}")
+    g, gx, gs, expected_loss = recursion.readout_cotangent(s, k, np.full(n_points, float(width)), loss, outputs,
+                                                           positions)
 
     def weight(meansq, cross, d, dx, ds):
-        return (p * meansq * d + p * (p - 1) * cross * ds) / batch + (1 - 1 / batch) * p**2 * cross * dx
+        return recursion.weight_meansq(meansq, cross, d, dx, ds, batch, positions)
 
     for l in range(depth - 1, -1, -1):
         x_meansq, x_cross, x_slope, x_slope_cross, h_meansq, h_cross, h_slope, h_slope_cross = saved[l]
