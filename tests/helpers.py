@@ -44,3 +44,10 @@ def assert_same_store(a: Path, b: Path):
         attrs_a.pop(key), attrs_b.pop(key)
     assert attrs_a == attrs_b
     assert_identical(sweep.load(a).load(), sweep.load(b).load())
+
+
+def z_threshold(tests: int, alpha: float = 1e-3) -> float:
+    """The two-sided z beyond which one of ``tests`` comparisons fails, family-wise error ``alpha`` (Bonferroni)."""
+    from scipy import stats
+
+    return float(stats.norm.isf(alpha / (2 * tests)))

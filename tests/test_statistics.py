@@ -8,15 +8,12 @@ import math
 
 import numpy as np
 import pytest
+from helpers import z_threshold
 from scipy import special, stats
 
 import sweep
 
 ALPHA = 1e-3
-
-
-def z_threshold(tests: int) -> float:
-    return float(stats.norm.isf(ALPHA / (2 * tests)))
 
 
 def relu_spec(init, gain, width, depth, seeds, batch):

@@ -10,18 +10,14 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from helpers import z_threshold
 
 import sweep
 
 pytestmark = pytest.mark.slow
-ALPHA, DEPTH, SEEDS, K = 1e-3, 20, 48, 3
+DEPTH, SEEDS, K = 20, 48, 3
 HE = math.sqrt(2.0)
 CHANNELS_ONLY = HE * K  # Var[W] = 2/c: the fan taken as the channels alone, k² = 9 times He's
-
-
-def z_threshold(tests: int) -> float:
-    return float(stats.norm.isf(ALPHA / (2 * tests)))
 
 
 @pytest.fixture(scope="module")

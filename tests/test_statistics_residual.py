@@ -10,17 +10,13 @@ import math
 
 import numpy as np
 import pytest
-from scipy import stats
+from helpers import z_threshold
 
 import sweep
 
 pytestmark = pytest.mark.slow
-ALPHA, DEPTH, SEEDS = 1e-3, 8, 32
+DEPTH, SEEDS = 8, 32
 SCALES = (1.0, 0.5, 1 / math.sqrt(DEPTH))
-
-
-def z_threshold(tests: int) -> float:
-    return float(stats.norm.isf(ALPHA / (2 * tests)))
 
 
 @pytest.fixture(scope="module")
