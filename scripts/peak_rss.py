@@ -6,6 +6,7 @@ alone, the peak does not grow with the number of networks beyond the result the 
 
 usage:
   python scripts/peak_rss.py [--networks 10000,100000] [--width 64] [--depth 20] [--memory 1GB]
+                             [--sampler conditional]
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ print(json.dumps({{"seconds": time.perf_counter() - start,
 def measure(networks: int, args) -> dict:
     gains = 8
     spec = {"name": "rss", "seeds": max(1, networks // gains), "batch": args.batch,
-            "common_random_numbers": args.common_random_numbers,
+            "common_random_numbers": args.common_random_numbers, "sampler": args.sampler,
             "grid": {"activation": ["relu"], "init": ["fan_in"], "depth": [args.depth], "width": [args.width],
                      "gain": {"start": 0.5, "stop": 2.5, "num": gains}, "bias_std": [0.0]}}
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,6 +56,7 @@ def main(argv=None) -> int:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--memory", default="1GB", help="the engine's memory budget")
     p.add_argument("--common-random-numbers", action="store_true")
+    p.add_argument("--sampler", default="direct", choices=("direct", "conditional"))
     p.add_argument("--out", help="also write the measurements as JSON")
     args = p.parse_args(argv)
     rows = []

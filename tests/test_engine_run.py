@@ -122,6 +122,8 @@ BAD_SPECS = [
     ("layer = 'conv'\nspatial = [8]\n[grid]\nkernel_size = [2]\n", "grid.kernel_size: must be odd positive integers"),
     ("layer = 'conv'\nspatial = [8]\n[grid]\nkernel_size = [9]\n", "grid.kernel_size: must be at most the smallest"),
     ("spatial = [8]\n", 'spatial: is only for layer = "conv"'),
+    ("sampler = 'exact'\n", "sampler: must be one of 'direct', 'conditional', got 'exact'"),
+    ("sampler = 'conditional'\nlayer = 'conv'\nspatial = [8]\n", 'sampler: "conditional" is only for layer = "dense"'),
     ("[grid]\nkernel_size = [3]\n", 'grid.kernel_size: is only for layer = "conv"'),
     ("layer = 'conv'\nspatial = [8]\n[grid]\ninit = ['delta_orthogonal']\nprofile = ['alternating']\n",
      "grid.init: delta_orthogonal needs fan_in <= fan_out"),

@@ -28,6 +28,7 @@ ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + ("kernel_size", "branch_scale")
 """Every axis a statistics grid can have, in the order of the dataset's dims."""
 
 LAYERS = ("dense", "conv")
+SAMPLERS = ("direct", "conditional")
 BLOCKS = ("plain", "residual")
 """``block``: layers one after another, or residual blocks x_l = x_{l-1} + α·F_l(x_{l-1})."""
 """``layer``: fully connected layers, or circular convolutions over ``spatial`` positions."""
@@ -145,8 +146,8 @@ class SpecBase:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded).
 
-        The keys of the network family (``layer``, ``spatial``, ``kernel_size``) appear only
-        when they differ from the dense default, so a dense spec reads as it always has.
+        The keys of the network family (``layer``, ``spatial``, ``kernel_size``) and ``sampler``
+        appear only when they differ from their defaults, so a dense spec reads as it always has.
         """
         raw = dataclasses.asdict(self)
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in ("kernel_size", "branch_scale") or v}
@@ -156,6 +157,8 @@ class SpecBase:
             raw["spatial"] = list(raw["spatial"])
         if raw.get("block") == "plain":
             del raw["block"], raw["branch_depth_exponent"]
+        if raw.get("sampler") == "direct":
+            del raw["sampler"]
         return raw
 
     @classmethod
@@ -218,6 +221,12 @@ class Spec(SpecBase):
         (He et al. 2016), stream width ``width``, inner width the profile's; α is the grid
         axis ``branch_scale``.
       branch_depth_exponent: residual networks' α_eff = α · depth^exponent (−0.5: the 1/√L rule).
+      sampler: ``"direct"`` draws every weight matrix; ``"conditional"`` samples each Gaussian
+        dense layer with more inputs than ``batch`` from its exact conditional law given the
+        batch (``sweep.model.conditional``): the same joint law of every statistic at a cost
+        linear in the width. Layers it does not apply to (non-Gaussian inits, n_in <= batch,
+        and every layer when ``jacobian`` is set) are drawn; the store's ``sampler_layers``
+        attribute says which ran how.
       scaled_copies: with common random numbers, no biases (every bias std 0), positive
         gains and a positively homogeneous activation (relu, leaky relu, linear), the gains of
         a draw are scaled copies of one network: run it once at unit gain and rescale
@@ -238,6 +247,7 @@ class Spec(SpecBase):
     jacobian: bool = False
     common_random_numbers: bool = False
     scaled_copies: bool = True
+    sampler: str = "direct"
     layer: str = "dense"
     spatial: tuple[int, ...] = ()
     block: str = "plain"
@@ -282,6 +292,9 @@ class Spec(SpecBase):
         kw["spatial"], kw["grid"] = _family(raw, kw["layer"], kw["grid"], kw["jacobian"])
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
         kw["branch_depth_exponent"], kw["grid"] = _blocks(raw, kw)
+        kw["sampler"] = validate.choice(raw.get("sampler", cls.sampler), "sampler", SAMPLERS)
+        if kw["sampler"] == "conditional" and (kw["layer"] != "dense" or kw["block"] != "plain"):
+            raise SpecError("sampler", "\"conditional\" is only for layer = \"dense\", block = \"plain\"")
         return cls(**kw)
 
     @classmethod

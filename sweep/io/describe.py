@@ -19,6 +19,8 @@ def describe(ds: xr.Dataset) -> str:
     else:
         lines.append(f"  batch    : {spec.batch} inputs, loss {spec.loss}, precision {spec.precision}")
         lines.append(f"  network  : {_family(spec)}")
+        if spec.sampler != "direct":
+            lines.append(f"  sampler  : {spec.sampler} ({ds.attrs.get('sampler_layers', '?')})")
     axes = spec.grid.axes + (("learning_rate",) if spec.kind == "train" else ())
     for axis in axes:
         values = list(ds[axis].values)

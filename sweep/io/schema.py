@@ -21,7 +21,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from sweep.config import profiles
+from sweep.config import inits, profiles
 from sweep.config.spec import GRID_AXES, Spec
 from sweep.config.train_spec import TrainSpec
 
@@ -144,6 +144,41 @@ def network_family(spec: Spec) -> str:
             f"inner width = the profile's; {layers}")
 
 
+def sampler_layers(spec: Spec) -> str:
+    """Which layers of a ``sampler = "conditional"`` sweep ran conditionally, and which were drawn.
+
+    One clause per init, profile and width (of the deepest network; shallower ones are its
+    first layers), e.g. ``fan_in constant 256: conditional 1-30``; ``drawn`` lists the rest.
+    """
+    from sweep.model import conditional
+
+    if spec.jacobian:
+        return "every layer drawn: the Jacobian needs the weight matrices"
+    clauses = []
+    for init in spec.grid.init:
+        distribution = inits.get(init).distribution
+        for profile in spec.grid.profile:
+            for width in spec.grid.width:
+                widths = profiles.widths(profile, width, max(spec.grid.depth))
+                runs = [conditional.applies(distribution, n_in, spec.batch) for n_in in widths[:-1]]
+                parts = [f"{kind} {_ranges([i + 1 for i, r in enumerate(runs) if r == want])}"
+                         for kind, want in (("conditional", True), ("drawn", False)) if want in runs]
+                clauses.append(f"{init} {profile} {width}: {', '.join(parts)}")
+    return f"batch {spec.batch}; " + "; ".join(clauses)
+
+
+def _ranges(layers: list[int]) -> str:
+    """``[1, 2, 3, 5]`` -> ``1-3,5``."""
+    out, start = [], None
+    for i, l in enumerate(layers):
+        if start is None:
+            start = l
+        if i + 1 == len(layers) or layers[i + 1] != l + 1:
+            out.append(str(start) if start == l else f"{start}-{l}")
+            start = None
+    return ",".join(out)
+
+
 def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
     """The length of every dim of a sweep's dataset."""
     g = spec.grid
@@ -256,6 +291,8 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
     ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
     if isinstance(spec, Spec) and (spec.conv or spec.residual):
         ds.attrs["network"] = network_family(spec)
+    if isinstance(spec, Spec) and spec.sampler == "conditional":
+        ds.attrs.update(sampler=spec.sampler, sampler_layers=sampler_layers(spec))
     ds.attrs.update(attrs or {})
     return ds
 

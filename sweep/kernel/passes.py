@@ -28,7 +28,7 @@ import numpy as np
 
 from sweep.kernel.results import BackwardStats, ForwardStats
 from sweep.kernel.scale import Scaled, ldexp, normalise, pow2, rms_exponent
-from sweep.model import layers, network
+from sweep.model import conditional, layers, network
 
 
 class ForwardPass(NamedTuple):
@@ -37,8 +37,9 @@ class ForwardPass(NamedTuple):
     Attributes:
       x_last: the last activations ``(batch, n_L)``, scaled: ``Scaled(x̃_L, E_L)``.
       stats: per-layer ``ForwardStats``.
-      residuals: per segment and block position, the stacked ``(x_{l-1}, z_l)`` the backward
-        pass needs (only ``(x_{l-1},)`` when ``arch.slope_from_output``: φ' is taken at x_l).
+      residuals: per segment and block position, the stacked ``(x_{l-1}, z_l, extra)`` the
+        backward pass needs (z_l is ``None`` when ``arch.slope_from_output``: φ' is taken at
+        x_l; ``extra`` is a conditional layer's, see ``layer_forward``).
     """
 
     x_last: Scaled
@@ -98,8 +99,33 @@ def gemm(h: jax.Array, w: jax.Array, precision, gains, transpose: bool = False) 
       ``(..., batch, m)``.
     """
     # With gains: one GEMM of G·batch rows instead of G small ones; the gains scale the rows.
-    out = (layers.linear_transpose if transpose else layers.linear)(h, w, precision)
+    return _gained((layers.linear_transpose if transpose else layers.linear)(h, w, precision), gains)
+
+
+def _gained(out: jax.Array, gains) -> jax.Array:
+    """``out`` ``(G, ...)`` with row block g times gains[g]; ``out`` itself without gains."""
     return out if gains is None else gains.reshape(gains.shape + (1,) * (out.ndim - 1)) * out
+
+
+def layer_forward(h: jax.Array, w, n_out: int, precision, gains) -> tuple[jax.Array, tuple | None]:
+    """``gemm(h, w)``, or for a ``conditional.ConditionalLayer`` its product in law.
+
+    Returns:
+      ``(h W, extra)``: ``extra`` is what the conditional layer's backward pass needs
+      (``None`` for a drawn weight).
+    """
+    if isinstance(w, conditional.ConditionalLayer):
+        hw, extra = conditional.forward(h, w, n_out, precision)
+        return _gained(hw, gains), extra
+    return gemm(h, w, precision, gains), None
+
+
+def layer_backward(delta: jax.Array, w, extra, precision, gains) -> jax.Array:
+    """``gemm(delta, w, transpose=True)``, or for a conditional layer its product in law given
+    the forward pass's ``extra`` (``layer_forward``)."""
+    if isinstance(w, conditional.ConditionalLayer):
+        return _gained(conditional.backward(delta, w, extra, precision), gains)
+    return gemm(delta, w, precision, gains, transpose=True)
 
 
 def _each(fn, gains, in_axes=0):
@@ -119,7 +145,7 @@ def gram_is_cheaper(batch: int, n_in: int, n_out: int) -> bool:
 
 
 def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None,
-                       taps: tuple[int, ...] = ()) -> jax.Array:
+                       taps: tuple[int, ...] = (), gram_h: jax.Array | None = None) -> jax.Array:
     """Mean square of the entries of ∂C/∂W = hᵀδ / B, C the batch-mean loss.
 
     Args:
@@ -130,6 +156,8 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
         n_in × n_out gradient itself; ``None``: whichever is cheaper (``gram_is_cheaper``).
         A conv layer's gradient is always computed itself.
       taps: a conv kernel's spatial shape; ``()`` for a dense layer.
+      gram_h: h hᵀ ``(B, B)`` when it is known already (a conditional layer's); the Gram
+        path then uses it.
 
     Returns:
       A float32 scalar.
@@ -140,11 +168,11 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
     batch, n_in = h.shape
     n_out = delta.shape[-1]
     if gram is None:
-        gram = gram_is_cheaper(batch, n_in, n_out)
+        gram = gram_h is not None or gram_is_cheaper(batch, n_in, n_out)
     if not gram:
         dw = jnp.matmul(h.T, delta, precision=precision) / batch
         return jnp.mean(jnp.square(dw))
-    hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
+    hh = jnp.einsum("bi,ci->bc", h, h, precision=precision) if gram_h is None else gram_h
     dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision)
     return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
 
@@ -184,9 +212,10 @@ def forward(params, arch, x: jax.Array, precision, gains=None, depth=None):
         return u, e + k, z, stats
 
     def real(h, e, w, b):
-        u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(gemm(h, w, precision, gains), e, b)
+        hw, extra = layer_forward(h, w, b.shape[-1], precision, gains)
+        u, e_out, z, stats = _each(after_gemm, gains, (0, 0, None))(hw, e, b)
         # The backward pass takes φ' at z, or at the layer's output, which is the next layer's h.
-        return (u, e_out), stats, (h,) if arch.slope_from_output else (h, z)
+        return (u, e_out), stats, (h, None if arch.slope_from_output else z, extra)
 
     def layer(carry, w, b, l):
         h, e, last = carry
@@ -194,7 +223,7 @@ def forward(params, arch, x: jax.Array, precision, gains=None, depth=None):
             out, stats, residual = real(h, e, w, b)
             return (*out, None), stats, residual
         out, stats, residual = _when(l <= depth, real, h, e, w, b)
-        if w.shape[-1] == arch.last_width:  # only such a layer can be a network's last
+        if b.shape[-1] == arch.last_width:  # only such a layer can be a network's last
             last = _where(l == depth, out, last)
         return (*out, last), stats, residual
 
@@ -256,18 +285,21 @@ def backward(params, arch, residuals, g: jax.Array, x_last: jax.Array, precision
     """
     phi = arch.phi
 
-    def before_gemm(g, h, z, taps):
+    def before_gemm(g, h, z, gram_h, taps):
         delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see forward)
         moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)),
-                   grad_weight_meansq(h, delta, precision, taps=taps))
+                   grad_weight_meansq(h, delta, precision, taps=taps, gram_h=gram_h))
         return delta, moments
 
     def real(carry, w, residual):
         g, f, output = carry
-        h, z = (residual[0], output) if arch.slope_from_output else residual
-        delta, moments = _each(functools.partial(before_gemm, taps=w.shape[:-2]), gains)(g, h, z)
+        h, z, extra = residual
+        z = output if arch.slope_from_output else z
+        lazy = isinstance(w, conditional.ConditionalLayer)
+        taps, gram_h = ((), conditional.input_gram(extra)) if lazy else (w.shape[:-2], None)
+        delta, moments = _each(functools.partial(before_gemm, taps=taps), gains)(g, h, z, gram_h)
         stats = BackwardStats(*moments, f)
-        g_prev, m = _each(normalise, gains)(gemm(delta, w, precision, gains, transpose=True))
+        g_prev, m = _each(normalise, gains)(layer_backward(delta, w, extra, precision, gains))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
     start = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
@@ -335,15 +367,19 @@ def backward_streams(params, arch, residuals, cotangents: jax.Array, x_last: jax
 
     def real(carry, w, residual):
         g, f, output = carry  # g: the cotangent at x_l, 2^f · g, not yet rescaled
-        h, z = (residual[0], output) if arch.slope_from_output else residual
+        h, z, extra = residual
+        z = output if arch.slope_from_output else z
+        taps = () if isinstance(w, conditional.ConditionalLayer) else w.shape[:-2]
         products = mean_products(g)
         # Within float32's normal exponents, so that 2^-shift is one exact multiplication.
         shift = jnp.clip(rms_exponent(jnp.diagonal(products)), -126, 126)
         pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
         delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * pow2(-shift).reshape(shift.shape + (1,) * (g.ndim - 1))
         stats = StreamProducts(ldexp(products, -(shift[:, None] + shift[None, :])), mean_products(delta),
-                               grad_weight_products(h, delta, precision, w.shape[:-2]), f + shift)
-        g_prev = gemm(delta, w, precision, None, transpose=True)
+                               grad_weight_products(h, delta, precision, taps), f + shift)
+        # A conditional layer's K streams share its W̃, so they go through it stacked.
+        stacked = layer_backward(delta.reshape((-1,) + delta.shape[2:]), w, extra, precision, None)
+        g_prev = stacked.reshape(delta.shape[:2] + stacked.shape[1:])
         return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 
     start = (cotangents, jnp.zeros(cotangents.shape[:1], jnp.int32), x_last if arch.slope_from_output else None)
@@ -390,18 +426,18 @@ def _reverse_layers(real, params, residuals, start, arch, depth):
       The stats (a pytree), each leaf ``(..., L)``, in layer order.
     """
 
-    def layer(carry, w, residual, l):
+    def layer(carry, w, n_out, residual, l):
         if depth is None:
             return real(carry, w, residual)
-        if w.shape[-1] == arch.last_width:  # the layers where a network can end
+        if n_out == arch.last_width:  # the layers where a network can end
             carry = _where(l == depth, start, carry)
         return _when(l <= depth, real, carry, w, residual)
 
     def block_step(carry, xs):
         block, res, first = xs
         outs = []
-        for j, ((w, _), residual) in reversed(tuple(enumerate(zip(block, res)))):
-            carry, stats = layer(carry, w, residual, first + j)
+        for j, ((w, b), residual) in reversed(tuple(enumerate(zip(block, res)))):
+            carry, stats = layer(carry, w, b.shape[-1], residual, first + j)
             outs.append(stats)
         return carry, _stack_block(outs[::-1])
 

@@ -65,7 +65,7 @@ def network_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array
         return residual.network_stats(program, probe, prefix, key, gain, bias_std,
                                       draw_readout(key, probe, program.last_width))
     precision, depth = probe.lax_precision, prefix.depth
-    params = network.draw_params(key, program, gain, bias_std, prefix)
+    params = network.draw_params(key, program, gain, bias_std, prefix, probe.conditional_batch)
     x = network.inputs(key, program, probe.batch)
     fwd = passes.forward(params, program, x, precision, depth=depth)
     loss, g = passes.loss_and_cotangent(fwd.x_last, draw_readout(key, probe, program.last_width), precision)
@@ -98,7 +98,7 @@ def draw_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array, g
       ``NetworkStats``, each array with a leading axis G.
     """
     precision, depth = probe.lax_precision, prefix.depth
-    params = network.draw_params(key, program, 1.0, bias_std, prefix)
+    params = network.draw_params(key, program, 1.0, bias_std, prefix, probe.conditional_batch)
     x = network.inputs(key, program, probe.batch)
     xs = jnp.broadcast_to(x, gains.shape + x.shape)
     fwd = passes.forward(params, program, xs, precision, gains, depth)
@@ -123,7 +123,7 @@ def scaled_copy_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.A
 
     ``bias_std`` is 0: the draw's biases are its multiple of zero, drawn all the same.
     """
-    params = network.draw_params(key, program, 1.0, bias_std, prefix)
+    params = network.draw_params(key, program, 1.0, bias_std, prefix, probe.conditional_batch)
     x = network.inputs(key, program, probe.batch)
     readout = draw_readout(key, probe, program.last_width)
     return scaled_copies.stats(program, probe, prefix.depth, params, x, readout, gains)

@@ -94,15 +94,18 @@ def orthogonal_from_gaussian(gaussian: jax.Array, shape: tuple[int, int]) -> jax
     return q.T if shape[0] < shape[1] else q
 
 
-def cholesky(g: jax.Array) -> jax.Array:
-    """The lower Cholesky factor L of a symmetric positive definite matrix, g = L Lᵀ.
+def cholesky(g: jax.Array, tolerance: float = 0.0) -> jax.Array:
+    """The lower Cholesky factor L of a symmetric positive semi-definite matrix, g = L Lᵀ.
 
-    Column by column (left-looking). A pivot that is not positive (g singular to float
-    precision) gives a zero column instead of NaN, so that the caller can treat that
+    Column by column (left-looking). A pivot at most ``tolerance`` times the largest
+    its column's own diagonal entry (that column is, to this precision, a combination of the
+    columns before it) gives a zero column instead of NaN, so that the caller can treat that
     direction as absent.
 
     Args:
       g: ``(n, n)``, symmetric positive (semi-)definite.
+      tolerance: the relative pivot below which a column is left out (0: only pivots that
+        are not positive).
 
     Returns:
       ``(n, n)`` lower triangular.
@@ -115,8 +118,9 @@ def cholesky(g: jax.Array) -> jax.Array:
         g_j = jax.lax.dynamic_index_in_dim(g, j, axis=1, keepdims=False)
         c = g_j - jnp.matmul(factor, row_j, precision=_HIGHEST)
         pivot = c[j]
-        d = jnp.sqrt(jnp.where(pivot > 0, pivot, 1.0))
-        col = jnp.where((rows >= j) & (pivot > 0), c / d, 0.0)
+        kept = (pivot > 0) & (pivot > tolerance * g_j[j])
+        d = jnp.sqrt(jnp.where(kept, pivot, 1.0))
+        col = jnp.where((rows >= j) & kept, c / d, 0.0)
         return jax.lax.dynamic_update_index_in_dim(factor, col[:, None], j, axis=1)
 
     return jax.lax.fori_loop(0, n, column, jnp.zeros_like(g))
@@ -145,3 +149,36 @@ def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
         return jax.lax.dynamic_update_index_in_dim(x, x_i, i, axis=0)
 
     return jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
+
+
+def lower_inverse(factor: jax.Array) -> jax.Array:
+    """L⁺ for a lower triangular L from ``cholesky``: its inverse, with a zero row for each
+    left-out (zero) column, ``(n, n)``."""
+    return solve_lower(factor, jnp.eye(factor.shape[0], dtype=factor.dtype))
+
+
+def row_basis(x: jax.Array, tolerance: float, passes: int = 2) -> jax.Array:
+    """Orthonormal rows spanning the rows of a wide matrix, by Cholesky-QR repeated ``passes`` times.
+
+    Each pass replaces the rows y by L⁺ y, with L the ``cholesky`` factor of their Gram matrix
+    y yᵀ (``tolerance`` leaves out the directions it cannot resolve). One pass leaves rows
+    orthonormal only to about u·κ(x)², u float32's unit roundoff; the second pass starts from
+    rows that are already nearly orthonormal, and ends within a few u of it (Yamamoto et al.
+    2015, "Roundoff error analysis of the CholeskyQR2 algorithm"). The passes only ever
+    combine rows of x, so the result stays in x's row space; a direction of x that a pass
+    leaves out (a pivot below ``tolerance`` times its row's square norm) is one that x's
+    Gram matrix cannot resolve, and ``x − (x yᵀ) y`` measures what is lost.
+
+    Args:
+      x: ``(k, n)`` with k <= n.
+      tolerance: the relative pivot of ``cholesky``.
+      passes: Cholesky-QR passes.
+
+    Returns:
+      ``(k, n)``, with orthonormal or zero rows.
+    """
+    y = x
+    for _ in range(passes):
+        factor = cholesky(jnp.matmul(y, y.T, precision=_HIGHEST), tolerance)
+        y = jnp.matmul(lower_inverse(factor), y, precision=_HIGHEST)
+    return y

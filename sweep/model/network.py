@@ -24,7 +24,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from sweep.config import activations, inits, profiles
-from sweep.model import layers, streams
+from sweep.model import conditional, layers, streams
 
 Params = tuple  # per segment: a tuple over block positions of (W (r, *taps, n_in, n_out), b (r, n_out))
 
@@ -259,7 +259,8 @@ def segments(shapes: tuple[tuple[int, int], ...], max_period: int = 4) -> tuple[
     return tuple(out)
 
 
-def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std, prefix: Prefix | None = None) -> Params:
+def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std, prefix: Prefix | None = None,
+                conditional_batch: int | None = None) -> Params:
     """Draws all layers of one network, stacked by segment.
 
     Args:
@@ -268,6 +269,9 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
       gain, bias_std: scalars.
       prefix: the network's place in ``program``; its layers beyond ``prefix.depth`` are not
         drawn and hold zeros.
+      conditional_batch: ``None``; or the batch B of the conditional sampler: every layer where
+        ``conditional.applies`` holds at B (of a plain dense program) gets a
+        ``conditional.ConditionalLayer`` in place of its weights, its biases drawn as usual.
 
     Returns:
       For each segment, for each block position j, ``(W, b)`` stacked over repeats:
@@ -287,6 +291,14 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
         block = []
         for j, shape in enumerate(seg.block):
             blocks = seg.start + 1 + j + period * jnp.arange(seg.repeats)
+            if conditional_batch is not None and conditional_layer(program, shape, conditional_batch):
+                def lazy(l):
+                    layer_key = streams.layer_key(key, l)
+                    scale = gain * prefix.scales[l - 1]
+                    return conditional.ConditionalLayer(layer_key, scale), streams.bias(layer_key, shape[1], bias_std)
+
+                block.append(jax.lax.map(lazy, blocks))
+                continue
 
             def one(l, shape=shape):
                 # block l's weight layers are per_block·(l-1) + 1, ...: layer l of a plain network
@@ -308,6 +320,14 @@ def draw_params(key: jax.Array, program: Architecture | Program, gain, bias_std,
             block.append(jax.lax.map(one, blocks))
         params.append(tuple(block))
     return tuple(params)
+
+
+def conditional_layer(program: Architecture | Program, shape: tuple[int, int], batch: int) -> bool:
+    """Whether the conditional sampler runs the dense layer of ``shape`` ``(n_in, n_out)`` of
+    ``program`` at ``batch`` (plain dense programs only)."""
+    if program.conv is not None or program.is_residual:
+        return False
+    return conditional.applies(program.distribution, shape[0], batch)
 
 
 def inputs(key: jax.Array, program: Architecture | Program, batch: int) -> jax.Array:

@@ -5,7 +5,9 @@ the grid axes and ``seed``, in C order) has the key ``fold_in(key(rng_seed), i)`
 each kind of draw has a stream of its own, selected by ``fold_in`` with a tag:
 
 * ``LAYER_STREAM``: layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``;
-  its weights from ``fold_in(that, 0)``, its biases from ``fold_in(that, 1)``.
+  its weights from ``fold_in(that, 0)``, its biases from ``fold_in(that, 1)``; with the
+  conditional sampler (``sweep.model.conditional``), a Gaussian dense layer's G from
+  ``fold_in(that, 2)`` and H from ``fold_in(that, 3)`` instead of its weights.
 * ``INPUT_STREAM``: the batch of inputs, i.i.d. N(0, 1).
 * ``TARGET_STREAM``: the ``"mse"`` probe's targets, i.i.d. N(0, 1).
 * ``READOUT_STREAM``: the readout, N(0, 1/n_L): the ``"mse"`` probe's and the trained
@@ -80,9 +82,24 @@ def layer(key: jax.Array, shape: tuple[int, int], distribution: str, scale, bias
     Returns:
       ``(W, b)`` of shapes ``shape`` and ``(n_out,)``.
     """
-    w = scale * raw_weights(jax.random.fold_in(key, 0), shape, distribution)
-    b = bias_std * jax.random.normal(jax.random.fold_in(key, 1), shape[-1:])
-    return w, b
+    return scale * raw_weights(jax.random.fold_in(key, 0), shape, distribution), bias(key, shape[-1], bias_std)
+
+
+def bias(key: jax.Array, n_out: int, bias_std) -> jax.Array:
+    """The layer's biases ``(n_out,)``, N(0, σ_b²); ``key`` is the layer's."""
+    return bias_std * jax.random.normal(jax.random.fold_in(key, 1), (n_out,))
+
+
+def conditional_forward(key: jax.Array, batch: int, n_out: int) -> jax.Array:
+    """A conditionally sampled layer's G ``(batch, n_out)``, i.i.d. N(0, 1); ``key`` is the
+    layer's (``layer_key``)."""
+    return jax.random.normal(jax.random.fold_in(key, 2), (batch, n_out))
+
+
+def conditional_backward(key: jax.Array, rows: int, n_in: int) -> jax.Array:
+    """A conditionally sampled layer's H ``(rows, n_in)``, i.i.d. N(0, 1): ``rows`` is the batch,
+    or K times it for K cotangents backpropagated together."""
+    return jax.random.normal(jax.random.fold_in(key, 3), (rows, n_in))
 
 
 def inputs(key: jax.Array, batch: int, n_in: int, spatial: tuple[int, ...] = ()) -> jax.Array:

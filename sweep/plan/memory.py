@@ -49,7 +49,7 @@ def platform(name: str | None = None) -> str:
     return name
 
 
-def fitting_power_of_two(bytes_each: int, most: int, platform_name: str | None = None) -> int:
+def fitting_power_of_two(bytes_each: int, most: int, platform_name: str | None = None, reference_factor: int = 1) -> int:
     """The largest power of two of items, at most ``most``, that fit the platform's reference size.
 
     The reference (64 MiB on a CPU, 2 GiB on an accelerator) sizes micro-batches from what
@@ -60,8 +60,10 @@ def fitting_power_of_two(bytes_each: int, most: int, platform_name: str | None =
       bytes_each: memory of one item.
       most: the most items.
       platform_name: the JAX backend (default: the current one).
+      reference_factor: a multiple of the platform's reference, for kernels whose per-item
+        loops gain from more items at once.
     """
-    reference = _MICRO_BATCH_BYTES.get(platform(platform_name), _ACCELERATOR_BYTES)
+    reference = reference_factor * _MICRO_BATCH_BYTES.get(platform(platform_name), _ACCELERATOR_BYTES)
     fits = max(1, reference // bytes_each)
     return 2 ** int(math.log2(min(most, fits)))
 

@@ -24,6 +24,10 @@ class Probe(NamedTuple):
       jacobian_on_host: with ``jacobian``, the kernel returns the Jacobian and the host takes
         its singular values (for CPUs, where jaxlib's SVD inside a program can deadlock XLA's
         thread pool; see ``sweep.model.linalg``); else the kernel returns them.
+      sampler: ``"direct"`` (every weight drawn) or ``"conditional"``: Gaussian dense layers
+        with more inputs than the batch are sampled from their conditional law
+        (``sweep.model.conditional``); with ``jacobian``, which needs the matrices, every
+        layer is drawn.
     """
 
     batch: int
@@ -34,6 +38,12 @@ class Probe(NamedTuple):
     gains_per_draw: int = 1
     scaled_copies: bool = False
     jacobian_on_host: bool = False
+    sampler: str = "direct"
+
+    @property
+    def conditional_batch(self) -> int | None:
+        """The batch at which ``network.draw_params`` makes layers conditional, or ``None``."""
+        return self.batch if self.sampler == "conditional" and not self.jacobian else None
 
     def runs_scaled_copies(self, arch) -> bool:
         """Whether the networks of a draw of ``arch`` run as scaled copies of one."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 
+from sweep.model import network
 from sweep.model.network import Architecture
 
 WORKSPACE_FACTOR = 2.0  # XLA's temporaries beside the arrays counted
@@ -29,9 +30,13 @@ def stats_bytes(arch: Architecture, probe) -> int:
     """
     shapes, b = arch.shapes, probe.batch * arch.positions  # a conv net's rows: every position of the batch
     taps = math.prod(arch.weight_shapes[0][:-2])
-    weights = sum(taps * i * o + o for i, o in shapes)
-    residuals = b * sum(i + o for i, o in shapes)
-    temporaries = taps * max(i * o for i, o in shapes) + 6 * b * max(arch.widths) + b * probe.outputs
+    # A conditional layer keeps no weights but its basis and draw G (``sweep.model.conditional``).
+    lazy = [probe.conditional_batch is not None and network.conditional_layer(arch, shape, probe.conditional_batch)
+            for shape in shapes]
+    weights = sum(o + (0 if c else taps * i * o) for (i, o), c in zip(shapes, lazy))
+    residuals = b * sum((i + o) * (2 if c else 1) for (i, o), c in zip(shapes, lazy))
+    drawn = [taps * i * o for (i, o), c in zip(shapes, lazy) if not c]
+    temporaries = max(drawn, default=0) + 6 * b * max(arch.widths) + b * probe.outputs + (4 * b * b if any(lazy) else 0)
     jacobian = 0
     if probe.jacobian:
         n0, widest = arch.widths[0], max(arch.widths)
@@ -45,11 +50,15 @@ def stats_bytes(arch: Architecture, probe) -> int:
 
 def stats_flops(arch: Architecture, probe) -> float:
     """The GEMM FLOPs of one network: forward, backward and weight gradient, and the Jacobian's tangents
-    (a conv layer's at every position)."""
-    taps = math.prod(arch.weight_shapes[0][:-2])
+    (a conv layer's at every position); a conditional layer's B × B × n products instead of its GEMMs."""
+    taps, b = math.prod(arch.weight_shapes[0][:-2]), probe.batch
+    if probe.conditional_batch is not None:  # about ten B × B × n products per conditional layer
+        lazy = sum(20 * b * b * (i + o) for i, o in arch.shapes if network.conditional_layer(arch, (i, o), b))
+        drawn = sum(2 * taps * i * o for i, o in arch.shapes if not network.conditional_layer(arch, (i, o), b))
+        return float(3 * b * arch.positions * drawn + lazy)
     layer = sum(2 * taps * i * o for i, o in arch.shapes)
     jacobian = arch.widths[0] * layer if probe.jacobian else 0
-    return float(3 * probe.batch * arch.positions * layer + jacobian)
+    return float(3 * b * arch.positions * layer + jacobian)
 
 
 def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE) -> int:

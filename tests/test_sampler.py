@@ -1,0 +1,196 @@
+"""The conditional sampler gives every stored statistic the law it has with the weights drawn.
+
+Laws are compared by two-sample Kolmogorov–Smirnov tests of every per-layer statistic and the
+loss, between independent sweeps (different ``rng_seed``) with ``sampler = "direct"`` and
+``"conditional"``, at a family-wise error rate of 1e-3 with a Bonferroni correction over every
+statistic and layer. The same tests reject a sampler that leaves out the projection
+(I − YᵀY) of the backward noise, so they have power.
+"""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy import stats
+
+import sweep
+from sweep.kernel import devices
+from sweep.kernel import stats as kernel_stats
+from sweep.model import conditional, streams
+
+ALPHA = 1e-3
+U = 2.0**-24
+_rng = np.random.default_rng(0)
+_B, _N = 128, 1024
+_common = np.outer(np.ones(_B), _rng.standard_normal(_N))
+MATRICES = {
+    # name: (rows, the largest ‖x − c y‖ / ‖x‖ allowed: float32 rounding, or the stated bound)
+    "gaussian": (_rng.standard_normal((_B, _N)), 1e-5),
+    "relu-like": (np.maximum(_rng.standard_normal((_B, _N)), 0), 1e-5),
+    "common row + 1e-2": (_common + 1e-2 * _rng.standard_normal((_B, _N)), 1e-5),
+    "common row + 1e-4": (_common + 1e-4 * _rng.standard_normal((_B, _N)), 1e-5),
+    "common row + 1e-6": (_common + 1e-6 * _rng.standard_normal((_B, _N)), 1e-5),
+    "repeated rows": (np.repeat(_rng.standard_normal((_B // 4, _N)), 4, axis=0), 1e-5),
+    "six decades": (_rng.standard_normal((_B, _B)) @ (np.logspace(0, -6, _B)[:, None] * _rng.standard_normal((_B, _N))),
+                    1e-3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(MATRICES))
+def test_the_basis_is_orthonormal_and_spans_the_rows(name):
+    x, bound = MATRICES[name]
+    x = np.asarray(x, np.float32)
+    y, c = jax.jit(conditional.basis)(jnp.asarray(x))
+    y, c, x = (np.asarray(a, np.float64) for a in (y, c, x))
+    kept = np.linalg.norm(y, axis=1) > 0.5
+    assert np.all(np.isfinite(y)) and np.all((np.linalg.norm(y, axis=1) < 1e-6) | kept)
+    assert np.abs(y[kept] @ y[kept].T - np.eye(kept.sum())).max() < 16 * _B * U
+    assert np.linalg.norm(x - c @ y) / np.linalg.norm(x) < bound
+
+
+def test_a_layer_is_exact_in_law_given_its_inputs():
+    """Given X, the columns of X W are N(0, s² X Xᵀ): a moment test of the sampled products
+    over many layer keys, against the exact covariance, and of Δ Wᵀ's covariance given Δ
+    and X W averaged over G (that of Δ W for independent W: s² ‖δ_b·δ_c‖ ⊗ I)."""
+    batch, n_in, n_out, draws, s = 4, 12, 6, 4000, 0.7
+    x = np.random.default_rng(1).standard_normal((batch, n_in)).astype(np.float32)
+    x[1] = x[0] + 1e-3 * x[1]  # nearly repeated rows
+    delta = np.random.default_rng(2).standard_normal((batch, n_out)).astype(np.float32)
+
+    def one(key):
+        layer = conditional.ConditionalLayer(key, jnp.float32(s))
+        z, residual = conditional.forward(jnp.asarray(x), layer, n_out, jax.lax.Precision.HIGHEST)
+        return z, conditional.backward(jnp.asarray(delta), layer, residual, jax.lax.Precision.HIGHEST)
+
+    keys = jax.vmap(lambda i: streams.layer_key(jax.random.key(3), i))(jnp.arange(draws))
+    z, back = (np.asarray(a, np.float64) for a in jax.jit(jax.vmap(one))(keys))
+    # Second moments entry by entry, each a mean over draws and columns with its standard error.
+    tests = []
+    for sample, exact in ((np.einsum("dbo,dco->dbc", z, z) / n_out, s**2 * x.astype(np.float64) @ x.T),
+                          (np.einsum("dbi,dci->dbc", back, back) / n_in, s**2 * delta.astype(np.float64) @ delta.T)):
+        mean, se = sample.mean(0), sample.std(0, ddof=1) / np.sqrt(draws)
+        tests.append((mean, exact, se))
+    threshold = stats.norm.isf(ALPHA / (2 * sum(t[0].size for t in tests)))
+    for mean, exact, se in tests:
+        assert np.all(np.abs(mean - exact) < threshold * se + 1e-6 * np.abs(exact).max())
+
+
+def law_spec(sampler, rng_seed, seeds, activation="relu", init="fan_in", profile="constant", depth=6, width=64,
+             batch=16, gain=1.4142135, bias_std=0.0, loss="mse", **extra):
+    return sweep.Spec.from_dict({
+        "name": "sampler-law", "seeds": seeds, "batch": batch, "rng_seed": rng_seed, "loss": loss,
+        "sampler": sampler, **extra,
+        "grid": {"activation": [activation], "init": [init], "profile": [profile], "depth": [depth],
+                 "width": [width], "gain": [gain], "bias_std": [bias_std]}})
+
+
+def ks_pvalues(a, b) -> dict:
+    """Two-sample KS p-value of every statistic and layer of two one-point sweeps (per gain)."""
+    out = {}
+    for name, var in a.data_vars.items():
+        if "seed" not in var.dims or name == "overflow" or var.dtype.kind != "f":
+            continue
+        x = var.squeeze(drop=True).transpose("seed", ...).values
+        y = b[name].squeeze(drop=True).transpose("seed", ...).values
+        x, y = x.reshape(len(x), -1), y.reshape(len(y), -1)
+        for j in range(x.shape[1]):
+            if np.all(np.isnan(x[:, j])) or np.ptp(x[:, j]) == 0 == np.ptp(y[:, j]):
+                continue  # beyond the depth, or a constant (a first layer's zero dead fraction)
+            out[name, j] = stats.ks_2samp(x[:, j], y[:, j]).pvalue
+    return out
+
+
+def assert_same_law(a, b):
+    p = ks_pvalues(a, b)
+    worst = min(p, key=p.get)
+    assert p[worst] > ALPHA / len(p), (worst, p[worst], len(p))
+
+
+def assert_different_law(a, b):
+    p = ks_pvalues(a, b)
+    assert min(p.values()) < ALPHA / len(p)
+
+
+def without_projection(delta, layer, residual, precision):
+    """The wrong backward pass: Δ Gᵀ Y + F, its noise F not projected off Y's rows."""
+    y, _, g = residual
+    h = streams.conditional_backward(layer.key, delta.shape[-2], y.shape[-1])
+    f = jnp.matmul(conditional._gram_root(delta), h, precision=precision)
+    return layer.scale * (jnp.matmul(jnp.matmul(delta, g.T, precision=precision), y, precision=precision) + f)
+
+
+@pytest.fixture
+def wrong_sampler(monkeypatch):
+    """``without_projection`` in place of the backward pass, in kernels compiled afresh (and
+    dropped again afterwards, so that no other test meets them)."""
+    def clear():
+        kernel_stats.make_kernel.cache_clear()
+        devices.make_kernel.cache_clear()
+
+    clear()
+    monkeypatch.setattr(conditional, "backward", without_projection)
+    yield
+    clear()
+
+
+@pytest.fixture(scope="module")
+def small_law():
+    seeds = 1024
+    return (sweep.run(law_spec("direct", 1, seeds), progress=False),
+            sweep.run(law_spec("conditional", 2, seeds), progress=False))
+
+
+def test_every_statistic_has_the_direct_law(small_law):
+    assert_same_law(*small_law)
+
+
+def test_a_sampler_without_the_projection_is_rejected(small_law, wrong_sampler):
+    wrong = sweep.run(law_spec("conditional", 2, 1024), progress=False)
+    assert_different_law(small_law[0], wrong)
+
+
+@pytest.mark.parametrize("activation, bias_std, scaled", [("relu", 0.0, True), ("tanh", 0.1, False)])
+def test_common_random_numbers_keep_each_gains_law(activation, bias_std, scaled):
+    """With common random numbers (scaled copies for relu without biases, every gain's passes
+    for tanh with biases), each gain's networks still have the direct law."""
+    seeds, gains = 512, [0.9, 1.6]
+
+    def spec(sampler, rng_seed, crn):
+        raw = law_spec(sampler, rng_seed, seeds, activation=activation, bias_std=bias_std,
+                       common_random_numbers=crn).to_dict()
+        raw["grid"]["gain"] = gains
+        return sweep.Spec.from_dict(raw)
+
+    direct = sweep.run(spec("direct", 3, False), progress=False)
+    shared = sweep.run(spec("conditional", 4, True), progress=False)
+    for gain in gains:
+        assert_same_law(direct.sel(gain=gain, drop=False), shared.sel(gain=gain, drop=False))
+
+
+def test_the_store_says_which_layers_ran_conditionally():
+    spec = law_spec("conditional", 0, 2, profile="alternating", width=16, batch=20, depth=4)
+    ds = sweep.run(spec, progress=False)
+    # alternating widths 16, 16, 32, 16, 32: only layer 3 has more inputs than the batch of 20
+    assert ds.attrs["sampler"] == "conditional"
+    assert ds.attrs["sampler_layers"] == "batch 20; fan_in alternating 16: conditional 3, drawn 1-2,4"
+    assert "sampler" not in sweep.run(law_spec("direct", 0, 2), progress=False).attrs
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", [
+    dict(activation="relu", depth=30, width=256, batch=64),  # He, mse
+    dict(activation="tanh", gain=0.8, bias_std=0.05, depth=50, width=256, batch=32),  # ordered phase
+    dict(activation="gelu", gain=1.2, bias_std=0.1, profile="alternating", depth=20, width=128, batch=32),
+    dict(activation="relu", init="fan_avg", profile="taper", depth=12, width=512, batch=32, loss="projection"),
+], ids=["relu-he", "tanh-ordered", "gelu-alternating", "fan-avg-taper"])
+def test_every_statistic_has_the_direct_law_in_the_issues_cases(case):
+    seeds = 2048
+    assert_same_law(sweep.run(law_spec("direct", 11, seeds, **case), progress=False),
+                    sweep.run(law_spec("conditional", 12, seeds, **case), progress=False))
+
+
+@pytest.mark.slow
+def test_the_relu_he_case_rejects_a_sampler_without_the_projection(wrong_sampler):
+    case = dict(activation="relu", depth=30, width=256, batch=64)
+    direct = sweep.run(law_spec("direct", 11, 512, **case), progress=False)
+    assert_different_law(direct, sweep.run(law_spec("conditional", 12, 512, **case), progress=False))
