@@ -14,8 +14,9 @@ On whatever JAX's default backend is (GPU, TPU, or the CPU), in one run:
   * precision ``default`` recorded in the store's attributes, and how far it moves the
     numbers from ``highest`` (TF32 on recent GPUs, bfloat16 passes on TPUs);
 (b) throughput: ``scripts/bench.py`` (widths 32, 256, 1024, 4096; independent and common
-    draws; against the device's float32 GEMM peak; no PyTorch baseline off the CPU) and
-    ``scripts/bench_train.py``;
+    draws; against the device's float32 GEMM peak; no PyTorch baseline off the CPU),
+    ``scripts/bench_sampler.py`` (the conditional sampler against drawn weights, widths 1024
+    to 16384) and ``scripts/bench_train.py``;
 (c) writes ``check.json`` and ``check.md`` (a Markdown table) under ``--out``.
 
 ``--quick`` runs the same on a CPU in a few minutes (width 32 and short benchmarks), so that
@@ -112,6 +113,7 @@ def markdown(report: dict) -> str:
         lines.append(f"| {key.replace('_', ' ')} | {value:.3g} |" if isinstance(value, float) else
                      f"| {key.replace('_', ' ')} | {value} |")
     lines += ["", "## statistics kernel throughput (scripts/bench.py)", "", report["bench"]["table"],
+              "", "## conditional sampler (scripts/bench_sampler.py)", "", report["bench_sampler"]["table"],
               "", "## training throughput (scripts/bench_train.py)", "", report["bench_train"]["table"],
               "", f"total {report['seconds']:.0f} s"]
     return "\n".join(lines) + "\n"
@@ -131,13 +133,17 @@ def main(argv=None) -> int:
         report["store"] = check_store(width, Path(tmp))
     if args.quick:
         bench_args = ["--widths", "32", "--depth", "6", "--seconds", "1", "--repeats", "1", "--no-torch"]
+        sampler_args = ["--widths", "256,512", "--depth", "4", "--seconds", "1", "--repeats", "1", "--no-torch"]
         train_args = ["--configs", "2x8x8", "--networks", "32", "--steps", "20", "--repeats", "1"]
     else:
         bench_args = ["--widths", "32,256,1024,4096", "--seconds", "5", "--repeats", "3"]
+        sampler_args = ["--widths", "1024,4096,16384", "--seconds", "5", "--repeats", "3", "--memory", "16GB"]
         if device.platform != "cpu":
             bench_args.append("--no-torch")
+            sampler_args.append("--no-torch")
         train_args = ["--repeats", "3"]
     report["bench"] = run_script("bench.py", *bench_args)
+    report["bench_sampler"] = run_script("bench_sampler.py", *sampler_args)
     report["bench_train"] = run_script("bench_train.py", *train_args)
     report["seconds"] = time.perf_counter() - start
     args.out.mkdir(parents=True, exist_ok=True)

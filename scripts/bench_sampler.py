@@ -49,7 +49,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seconds", type=float, default=10.0, help="target duration of one timed run")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--memory", default="2GB", help="the engine's memory budget")
+    p.add_argument("--memory", default="4GB", help="the engine's memory budget (direct draws at width 4096 need 3 GB)")
     p.add_argument("--threads", default=f"{os.cpu_count()},1", help="torch thread counts to try")
     p.add_argument("--torch-loop", default=os.environ.get("SWEEP_TORCH_LOOP", str(ROOT.parent / "shared/bench/torch_loop.py")))
     p.add_argument("--no-torch", action="store_true")

@@ -1,5 +1,5 @@
-"""Every network family keeps the engine's guarantees: the same store, bit for bit, whatever the
-memory budget, on 1 or 4 devices, and after kill -9 and ``--resume``.
+"""Every network family, and the conditional sampler, keeps the engine's guarantees: the same
+store, bit for bit, whatever the memory budget, on 1 or 4 devices, and after kill -9 and ``--resume``.
 
 Each run is a subprocess (the device count is fixed when JAX starts) sharing one persistent
 compilation cache; stores are compared chunk by chunk (``helpers.assert_same_store``).
