@@ -14,9 +14,10 @@ import pytest
 from scipy import stats
 
 import sweep
+from sweep.io.describe import describe
 from sweep.kernel import devices
 from sweep.kernel import stats as kernel_stats
-from sweep.model import conditional, streams
+from sweep.model import conditional, network, streams
 
 ALPHA = 1e-3
 U = 2.0**-24
@@ -48,14 +49,23 @@ def test_the_basis_is_orthonormal_and_spans_the_rows(name):
     assert np.linalg.norm(x - c @ y) / np.linalg.norm(x) < bound
 
 
-def test_a_layer_is_exact_in_law_given_its_inputs():
+def _collinear(batch, n, rng):
+    """Rows that are multiples of one row plus 1e-6 of noise: the cotangents of a deep backward pass."""
+    return np.outer(rng.standard_normal(batch), rng.standard_normal(n)) + 1e-6 * rng.standard_normal((batch, n))
+
+
+@pytest.mark.parametrize("cotangents", ["independent", "nearly collinear"])
+def test_a_layer_is_exact_in_law_given_its_inputs(cotangents):
     """Given X, the columns of X W are N(0, s² X Xᵀ): a moment test of the sampled products
     over many layer keys, against the exact covariance, and of Δ Wᵀ's covariance given Δ
-    and X W averaged over G (that of Δ W for independent W: s² ‖δ_b·δ_c‖ ⊗ I)."""
-    batch, n_in, n_out, draws, s = 4, 12, 6, 4000, 0.7
-    x = np.random.default_rng(1).standard_normal((batch, n_in)).astype(np.float32)
+    (that of Δ Wᵀ for independent W: s² Δ Δᵀ per column), for independent and for nearly
+    collinear cotangents."""
+    batch, n_in, n_out, draws, s = 8, 24, 12, 4000, 0.7
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((batch, n_in)).astype(np.float32)
     x[1] = x[0] + 1e-3 * x[1]  # nearly repeated rows
-    delta = np.random.default_rng(2).standard_normal((batch, n_out)).astype(np.float32)
+    delta = (rng.standard_normal((batch, n_out)) if cotangents == "independent"
+             else _collinear(batch, n_out, rng)).astype(np.float32)
 
     def one(key):
         layer = conditional.ConditionalLayer(key, jnp.float32(s))
@@ -173,6 +183,7 @@ def test_the_store_says_which_layers_ran_conditionally():
     # alternating widths 16, 16, 32, 16, 32: only layer 3 has more inputs than the batch of 20
     assert ds.attrs["sampler"] == "conditional"
     assert ds.attrs["sampler_layers"] == "batch 20; fan_in alternating 16: conditional 3, drawn 1-2,4"
+    assert "  sampler  : conditional (batch 20; fan_in alternating 16: conditional 3, drawn 1-2,4)" in describe(ds)
     assert "sampler" not in sweep.run(law_spec("direct", 0, 2), progress=False).attrs
 
 
@@ -194,3 +205,42 @@ def test_the_relu_he_case_rejects_a_sampler_without_the_projection(wrong_sampler
     case = dict(activation="relu", depth=30, width=256, batch=64)
     direct = sweep.run(law_spec("direct", 11, 512, **case), progress=False)
     assert_different_law(direct, sweep.run(law_spec("conditional", 12, 512, **case), progress=False))
+
+
+def _root_errors(key):
+    """‖L Lᵀ − Δ Δᵀ‖_max / ‖Δ Δᵀ‖_max of ``_gram_root`` for the cotangents of every layer of a
+    conditionally sampled tanh network in the ordered phase (σ_w = 0.8, σ_b = 0.05, depth 50)."""
+    from sweep.kernel import passes
+    from sweep.kernel.stats import draw_readout
+
+    arch = network.Architecture.from_grid("tanh", "fan_in", "constant", 50, 256)
+    program = arch.program()
+    prefix = jax.tree.map(jnp.asarray, arch.prefix(program))
+    probe = sweep.kernel.Probe(batch=32, loss="mse", outputs=10, precision="highest", jacobian=False,
+                               sampler="conditional")
+    hi = jax.lax.Precision.HIGHEST
+    params = network.draw_params(key, program, 0.8, 0.05, prefix, probe.batch)
+    fwd = passes.forward(params, program, network.inputs(key, program, probe.batch), hi, depth=prefix.depth)
+    _, g = passes.loss_and_cotangent(fwd.x_last, draw_readout(key, probe, 256), hi)
+    ((h, z, extra),) = fwd.residuals[0]
+    ((w, _),) = params[0]
+    g, errors = g.mantissa, []
+    for l in reversed(range(50)):
+        delta = (1 - jnp.tanh(z[l]) ** 2) * g
+        delta = delta / jnp.sqrt(jnp.mean(jnp.square(delta)))
+        root, d = (np.asarray(a, np.float64) for a in (conditional._gram_root(delta), delta))
+        errors.append(np.abs(root @ root.T - d @ d.T).max() / np.abs(d @ d.T).max())
+        layer = conditional.ConditionalLayer(w.key[l], w.scale[l])
+        g = conditional.backward(delta, layer, jax.tree.map(lambda a: a[l], extra), hi)
+    return np.asarray(errors)
+
+
+@pytest.mark.slow
+def test_the_cotangents_covariance_root_holds_deep_in_an_ordered_backward_pass(monkeypatch):
+    """Deep backward passes make the cotangents of a batch nearly dependent (one singular value
+    10⁻⁵ to 10⁻⁷ of the largest here); the root of their Gram matrix must still reproduce it.
+    Without the pivot floor it is off by more than the Gram matrix itself (this network: 2.8×)."""
+    key = streams.network_key(12, 19)
+    assert _root_errors(key).max() < 1e-4
+    monkeypatch.setattr(conditional, "ROOT_TOLERANCE", 0.0)
+    assert _root_errors(key).max() > 1e-2
