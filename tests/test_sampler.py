@@ -150,15 +150,18 @@ def small_law():
             sweep.run(law_spec("conditional", 2, seeds), progress=False))
 
 
+@pytest.mark.slow
 def test_every_statistic_has_the_direct_law(small_law):
     assert_same_law(*small_law)
 
 
+@pytest.mark.slow
 def test_a_sampler_without_the_projection_is_rejected(small_law, wrong_sampler):
     wrong = sweep.run(law_spec("conditional", 2, 1024), progress=False)
     assert_different_law(small_law[0], wrong)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("activation, bias_std, scaled", [("relu", 0.0, True), ("tanh", 0.1, False)])
 def test_common_random_numbers_keep_each_gains_law(activation, bias_std, scaled):
     """With common random numbers (scaled copies for relu without biases, every gain's passes
