@@ -152,12 +152,12 @@ def backward(delta: jax.Array, layer: ConditionalLayer, residual: tuple, precisi
       Δ Wᵀ ``(..., R, n_in)``: (Δ Gᵀ − L (H yᵀ)) y + L H, L = ``_gram_root(Δ)``.
     """
     y, _, g = residual
-    h = streams.conditional_backward(layer.key, delta.shape[-2], y.shape[-1])
+    noise = streams.conditional_backward(layer.key, delta.shape[-2], y.shape[-1])  # H
 
     def one(delta, y):
         root = _gram_root(delta)
-        projected = jnp.matmul(root, jnp.matmul(h, y.T, precision=precision), precision=precision)
+        projected = jnp.matmul(root, jnp.matmul(noise, y.T, precision=precision), precision=precision)
         coefficients = jnp.matmul(delta, g.T, precision=precision) - projected
-        return jnp.matmul(coefficients, y, precision=precision) + jnp.matmul(root, h, precision=precision)
+        return jnp.matmul(coefficients, y, precision=precision) + jnp.matmul(root, noise, precision=precision)
 
     return layer.scale * jnp.vectorize(one, signature="(r,o),(b,n)->(r,n)")(delta, y)

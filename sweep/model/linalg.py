@@ -97,10 +97,10 @@ def orthogonal_from_gaussian(gaussian: jax.Array, shape: tuple[int, int]) -> jax
 def cholesky(g: jax.Array, tolerance: float = 0.0) -> jax.Array:
     """The lower Cholesky factor L of a symmetric positive semi-definite matrix, g = L Lᵀ.
 
-    Column by column (left-looking). A pivot at most ``tolerance`` times the largest
-    its column's own diagonal entry (that column is, to this precision, a combination of the
-    columns before it) gives a zero column instead of NaN, so that the caller can treat that
-    direction as absent.
+    Column by column (left-looking). A pivot that is not positive, or at most ``tolerance``
+    times its column's own diagonal entry (that column is, to this precision, a combination of
+    the columns before it), gives a zero column instead of NaN, so that the caller can treat
+    that direction as absent.
 
     Args:
       g: ``(n, n)``, symmetric positive (semi-)definite.

@@ -301,9 +301,7 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
     if micro is None:
         per_draw = probe.gains_per_draw
         # Conditional layers run B-step factorisation loops, which gain from more networks at once.
-        conditional = probe.conditional_batch is not None and any(
-            network.conditional_layer(program, shape, probe.batch) for shape in program.shapes)
-        factor = _CONDITIONAL_REFERENCE_FACTOR if conditional else 1
+        factor = _CONDITIONAL_REFERENCE_FACTOR if any(sizing.conditional_layers(program, probe)) else 1
         micro = per_draw * fitting_power_of_two(per_draw * need, max(1, _MAX_MICRO_BATCH["stats"][None] // per_draw),
                                                 reference_factor=factor)
     return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program)

@@ -18,6 +18,13 @@ EVAL_SLICE = 512
 """The most examples a trained network evaluates at once (the evaluation loops over slices)."""
 
 
+def conditional_layers(arch: Architecture, probe) -> list[bool]:
+    """For each layer of ``arch`` (an architecture or program), whether ``probe`` runs it
+    conditionally (``network.conditional_layer`` at the probe's ``conditional_batch``)."""
+    batch = probe.conditional_batch
+    return [batch is not None and network.conditional_layer(arch, shape, batch) for shape in arch.shapes]
+
+
 def stats_bytes(arch: Architecture, probe) -> int:
     """An upper estimate of the device memory one network needs inside the statistics kernel.
 
@@ -31,8 +38,7 @@ def stats_bytes(arch: Architecture, probe) -> int:
     shapes, b = arch.shapes, probe.batch * arch.positions  # a conv net's rows: every position of the batch
     taps = math.prod(arch.weight_shapes[0][:-2])
     # A conditional layer keeps no weights but its basis and draw G (``sweep.model.conditional``).
-    lazy = [probe.conditional_batch is not None and network.conditional_layer(arch, shape, probe.conditional_batch)
-            for shape in shapes]
+    lazy = conditional_layers(arch, probe)
     weights = sum(o + (0 if c else taps * i * o) for (i, o), c in zip(shapes, lazy))
     residuals = b * sum((i + o) * (2 if c else 1) for (i, o), c in zip(shapes, lazy))
     drawn = [taps * i * o for (i, o), c in zip(shapes, lazy) if not c]
@@ -53,8 +59,9 @@ def stats_flops(arch: Architecture, probe) -> float:
     (a conv layer's at every position); a conditional layer's B × B × n products instead of its GEMMs."""
     taps, b = math.prod(arch.weight_shapes[0][:-2]), probe.batch
     if probe.conditional_batch is not None:  # about ten B × B × n products per conditional layer
-        lazy = sum(20 * b * b * (i + o) for i, o in arch.shapes if network.conditional_layer(arch, (i, o), b))
-        drawn = sum(2 * taps * i * o for i, o in arch.shapes if not network.conditional_layer(arch, (i, o), b))
+        shapes = list(zip(arch.shapes, conditional_layers(arch, probe)))
+        lazy = sum(20 * b * b * (i + o) for (i, o), c in shapes if c)
+        drawn = sum(2 * taps * i * o for (i, o), c in shapes if not c)
         return float(3 * b * arch.positions * drawn + lazy)
     layer = sum(2 * taps * i * o for i, o in arch.shapes)
     jacobian = arch.widths[0] * layer if probe.jacobian else 0
