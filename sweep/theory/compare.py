@@ -13,9 +13,11 @@ def deviation(ds: xr.Dataset, theory: xr.Dataset | None = None) -> xr.Dataset:
 
     For every statistic ``s`` with both ``ds[s]`` and ``theory["theory_" + s]``: the mean
     over the seeds whose value is finite (overflowed networks are left out), minus the
-    theory, divided by std/√count (std with ddof = 1). At batch 1 also ``log_act_norm_mean``
-    and ``log_act_norm_var``, from y = log act_meansq over the seeds with act_meansq > 0
-    (alive networks, as the law is conditioned): the sample variance's standard error is
+    theory, divided by std/√count (std with ddof = 1); ``fw_<s>`` the same against the exact
+    finite-width ``theory_fw_<s>``. At batch 1 also ``log_act_norm_mean`` and
+    ``log_act_norm_var``, from y = log act_meansq over the seeds with act_meansq > 0 (alive
+    networks, as the law is conditioned), and ``log_grad_weight_norm_mean`` / ``_var`` from
+    y = log grad_weight_meansq (per layer): the sample variance's standard error is
     √((m₄ − s⁴)/count), m₄ the fourth central moment.
 
     Args:
@@ -36,28 +38,38 @@ def deviation(ds: xr.Dataset, theory: xr.Dataset | None = None) -> xr.Dataset:
     out = {}
     with np.errstate(divide="ignore", invalid="ignore"):
         for name in theory.data_vars:
-            stat = str(name).removeprefix("theory_")
+            key = str(name).removeprefix("theory_")
+            stat = key.removeprefix("fw_")
             if stat in ds.data_vars and "seed" in ds[stat].dims:
                 x = ds[stat]
                 x = x.where(np.isfinite(x))
                 count = x.count("seed")
                 se = x.std("seed", ddof=1) / np.sqrt(count)
-                out[stat] = _wrap((x.mean("seed") - theory[name]) / se, stat, "mean")
+                out[key] = _wrap((x.mean("seed") - theory[name]) / se, key, "mean")
         spec = Spec.from_json(ds.attrs["spec"]) if "spec" in ds.attrs else None
-        if spec is not None and spec.batch == 1 and "act_meansq" in ds and "theory_log_act_norm_mean" in theory:
-            y = np.log(ds["act_meansq"].where(ds["act_meansq"] > 0))
-            y = y.where(np.isfinite(y))
-            count = y.count("seed")
-            mean = y.mean("seed")
-            var = y.var("seed", ddof=1)
-            out["log_act_norm_mean"] = _wrap((mean - theory["theory_log_act_norm_mean"]) / np.sqrt(var / count),
-                                             "log_act_norm_mean", "mean of log act_meansq")
-            m4 = ((y - mean) ** 4).mean("seed")
-            out["log_act_norm_var"] = _wrap((var - theory["theory_log_act_norm_var"]) / np.sqrt((m4 - var**2) / count),
-                                            "log_act_norm_var", "variance of log act_meansq")
+        if spec is not None and spec.batch == 1:
+            for stat, law in (("act_meansq", "log_act_norm"), ("grad_weight_meansq", "log_grad_weight_norm")):
+                if stat in ds and f"theory_{law}_mean" in theory:
+                    out.update(_log_law(ds[stat], theory, law, stat))
     result = xr.Dataset(out)
     result.attrs.update(title="deviation from theory in standard errors")
     return result
+
+
+def _log_law(x: xr.DataArray, theory: xr.Dataset, law: str, stat: str) -> dict:
+    """Deviations of the mean and variance of log ``x`` over its positive seeds from ``theory_<law>_mean/_var``."""
+    y = np.log(x.where(x > 0))
+    y = y.where(np.isfinite(y))
+    count = y.count("seed")
+    mean = y.mean("seed")
+    var = y.var("seed", ddof=1)
+    m4 = ((y - mean) ** 4).mean("seed")
+    return {
+        f"{law}_mean": _wrap((mean - theory[f"theory_{law}_mean"]) / np.sqrt(var / count), f"{law}_mean",
+                             f"mean of log {stat}"),
+        f"{law}_var": _wrap((var - theory[f"theory_{law}_var"]) / np.sqrt((m4 - var**2) / count), f"{law}_var",
+                            f"variance of log {stat}"),
+    }
 
 
 def _wrap(da: xr.DataArray, stat: str, what: str) -> xr.DataArray:
