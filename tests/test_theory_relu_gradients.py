@@ -6,10 +6,17 @@ the comparisons a test makes at family-wise error 1e-3 (``helpers.z_threshold``)
 layers × grid points. Power: where the infinite-width recursion is not exact (the mse loss's
 gradients, β = Σ 1/n_l ≥ 0.25), the same tests reject it at the same limit.
 
+Power where β ≥ 0.25: every grid point rejects the infinite-width means of the mse gradients,
+grad_weight_meansq itself where β ≤ 0.5; at β = 1 and 2 its mean, carried by rare networks, is
+rejected through grad_act_meansq and grad_preact_meansq (12 and 6 standard errors at width 16).
+
 Where the mean is not testable. A network's weight-gradient level is close to log-normal with
 log-variance ≈ 5β + ψ'(O/2); at β = 2 (width 16, depth 32) the mean is carried by networks rarer
-than one in a million, so a sample mean of thousands falls far below it. Means are compared where
-β ≤ 1; the law of the logarithm, which has no such tail, is compared everywhere, its prediction's
+than one in a million, so a sample mean of thousands falls far below it, and already at β ≈ 0.5 a
+mean of 4096 is skewed enough (skewness of the mean ≈ 6 for mse at width 64, depth 32, estimated from
+exact draws) that its z exceeds the normal tail far more often than the limit assumes. Means are
+compared where β ≤ 0.5, with 2^15–2^16 networks for mse (skewness of the mean ≲ 2); the law of the
+logarithm, which has no such tail, is compared everywhere, its prediction's
 Monte Carlo error (2^18 exact draws) added to the sample's.
 """
 
@@ -99,19 +106,26 @@ def test_the_engine_has_the_exact_means_at_batch_one_and_rejects_the_infinite_wi
 @pytest.mark.slow
 @pytest.mark.parametrize("loss", ["mse", "projection"])
 def test_every_gradient_mean_and_the_log_law_hold_over_the_issue_grid(loss):
-    """Widths 16 / 64 / 256, depths 8 / 16 / 32, batch 1: 2^16 networks at width 16, 4096 above."""
+    """Widths 16 / 64 / 256, depths 8 / 16 / 32, batch 1: 2^16 networks at width 16; above, 2^15 (mse)
+    or 4096 (projection, whose tails are lighter). Means are compared where β ≤ 0.5 (see the module
+    docstring), the law of the logarithm everywhere."""
     narrow, narrow_dev = batch_one(loss, [16], [8, 16, 32], 2**16)
-    wide, wide_dev = batch_one(loss, [64, 256], [8, 16, 32], 4096, sampler="conditional")
+    wide, wide_dev = batch_one(loss, [64, 256], [8, 16, 32], 2**15 if loss == "mse" else 4096, sampler="conditional")
     layer_points = 3 * (8 + 16 + 32)
     limit = z_threshold(layer_points * (len(GRADIENTS) + 2) + 9)  # fw means, log mean and variance; loss
     for ds, dev in ((narrow, narrow_dev), (wide, wide_dev)):
-        testable = beta(ds) <= 1
+        testable = beta(ds) <= 0.5
         for stat in GRADIENTS:
             fw = abs(dev[f"fw_{stat}"]).where(testable)
             assert float(fw.max()) < limit, (loss, stat, fw.max("layer").values)
-            if loss == "mse":
-                powered = abs(dev[stat]).where(beta(ds) >= 0.25).max("layer")
-                assert bool((powered.where(beta(ds) >= 0.25, np.inf) > limit).all()), (stat, powered.values)
+        if loss == "mse":
+            infinite = {stat: abs(dev[stat]).max("layer").squeeze() for stat in GRADIENTS}
+            strongest = np.maximum(np.maximum(infinite["grad_act_meansq"], infinite["grad_preact_meansq"]),
+                                   infinite["grad_weight_meansq"])
+            sq_beta = beta(ds).broadcast_like(strongest)
+            assert bool((strongest.where(sq_beta >= 0.25, np.inf) > limit).all()), strongest.values
+            weight = infinite["grad_weight_meansq"].where((sq_beta >= 0.25) & (sq_beta <= 0.5), np.inf)
+            assert bool((weight > limit).all()), weight.values
         assert float(abs(dev.fw_loss.where(testable)).max()) < limit
         for part, z in log_law_deviation(ds, loss).items():
             assert float(np.max(np.abs(z))) < limit, (loss, part, z)
