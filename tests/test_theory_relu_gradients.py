@@ -35,10 +35,11 @@ GRADIENTS = ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")
 HE = math.sqrt(2.0)
 
 
-def batch_one(loss: str, widths: list[int], depths: list[int], seeds: int, sampler: str = "direct"):
+def batch_one(loss: str, widths: list[int], depths: list[int], seeds: int, sampler: str = "direct",
+              activation: str = "relu", gain: float = HE):
     spec = sweep.load_spec({
         "name": "fw", "seeds": seeds, "batch": 1, "loss": loss, "sampler": sampler,
-        "grid": {"activation": ["relu"], "init": ["fan_in"], "depth": depths, "width": widths, "gain": [HE],
+        "grid": {"activation": [activation], "init": ["fan_in"], "depth": depths, "width": widths, "gain": [gain],
                  "bias_std": [0.0]}})
     ds = sweep.run(spec)
     return ds, theory.deviation(ds, theory.predict(spec))
@@ -49,17 +50,20 @@ def beta(ds) -> "np.ndarray":
     return ds.depth / ds.width
 
 
-@pytest.mark.parametrize("profile, width, depth, init, gain", [
-    ("constant", 8, 6, "fan_in", HE), ("constant", 16, 8, "fan_in", 1.1), ("alternating", 16, 8, "fan_out", 1.5),
-    ("taper", 32, 6, "fan_avg", HE)])
-def test_with_the_projection_loss_every_gradient_mean_is_the_infinite_width_one(profile, width, depth, init, gain):
+@pytest.mark.parametrize("activation, profile, width, depth, init, gain", [
+    ("relu", "constant", 8, 6, "fan_in", HE), ("relu", "constant", 16, 8, "fan_in", 1.1),
+    ("relu", "alternating", 16, 8, "fan_out", 1.5), ("relu", "taper", 32, 6, "fan_avg", HE),
+    ("leaky_relu(0.2)", "constant", 8, 6, "fan_in", 1.3), ("leaky_relu(0.5)", "alternating", 16, 8, "fan_avg", 1.2)])
+def test_with_the_projection_loss_every_gradient_mean_is_the_infinite_width_one(activation, profile, width, depth,
+                                                                                 init, gain):
     """Hanin-type exactness: the telescoping sum of the module docstring, up to the dead-layer event."""
     spec = sweep.load_spec({"name": "p", "seeds": 1, "batch": 1, "loss": "projection", "grid": {
-        "activation": ["relu"], "init": [init], "profile": [profile], "depth": [depth], "width": [width],
+        "activation": [activation], "init": [init], "profile": [profile], "depth": [depth], "width": [width],
         "gain": [gain], "bias_std": [0.0]}})
     infinite = theory.predict(spec).squeeze()
     widths = profiles.widths(profile, width, depth)
-    exact = relu_gradients.gradient_means(widths, gain, init, "projection")
+    slope = sweep.config.activations.get(activation).params[0] if activation != "relu" else 0.0
+    exact = relu_gradients.gradient_means(widths, gain, init, "projection", slope=slope)
     dead = sum(2.0**-n for n in widths[1:])
     for stat in GRADIENTS:
         ratio = getattr(exact, stat) / infinite[f"theory_{stat}"].values
@@ -93,9 +97,10 @@ def test_the_closed_form_means_are_the_means_of_the_exact_draws(loss):
             assert np.max(np.abs(z)) < limit, (widths, stat, z)
 
 
-def test_the_engine_has_the_exact_means_at_batch_one_and_rejects_the_infinite_width_ones():
+@pytest.mark.parametrize("activation, gain", [("relu", HE), ("leaky_relu(0.2)", 1.3)])
+def test_the_engine_has_the_exact_means_at_batch_one_and_rejects_the_infinite_width_ones(activation, gain):
     """Width 16, depth 8 (β = 0.5), mse, 2^14 networks: the quick version of the slow grid below."""
-    ds, dev = batch_one("mse", [16], [8], 2**14)
+    ds, dev = batch_one("mse", [16], [8], 2**14, activation=activation, gain=gain)
     limit = z_threshold(4 * 8)
     for stat in GRADIENTS:
         assert float(abs(dev[f"fw_{stat}"]).max()) < limit, (stat, dev[f"fw_{stat}"].values)

@@ -13,14 +13,14 @@ same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
   weights, σ_b = 0, else NaN). At batch 1 this is log act_meansq. ``..._large_width``: the
   approximations −(5/2)Σ1/n and 5Σ1/n (plus the input's −1/n_0 and 2/n_0 and log scales).
 * ``theory_fw_<stat>`` for the gradient statistics and ``theory_fw_loss``: the exact finite-width
-  means of ``sweep.theory.relu_gradients`` (dense relu networks, Gaussian weights, σ_b = 0, else
-  NaN: elsewhere only the infinite-width ``theory_<stat>`` is derived). Each example's own
+  means of ``sweep.theory.relu_gradients`` (dense relu and leaky relu networks, Gaussian weights,
+  σ_b = 0, else NaN: elsewhere only the infinite-width ``theory_<stat>`` is derived). Each example's own
   gradients and loss have the one-input law at any batch, so ``fw_grad_act_meansq``,
   ``fw_grad_preact_meansq`` and ``fw_loss`` are exact at every batch size; ``fw_grad_weight_meansq``
   (the batch-mean loss's weight gradient, which mixes examples) only at batch 1, NaN above.
-* ``theory_log_grad_weight_norm_mean`` / ``_var``, at batch 1 only: the law of log grad_weight_meansq
+* ``theory_log_grad_weight_norm_mean`` / ``_var``, at batch 1 and for relu only: the law of log grad_weight_meansq
   over alive networks, from 2^18 exact draws of the reduced law (``relu_gradients.log_grad_weight_law``;
-  Monte Carlo standard errors about 0.2% of the variance); ``..._large_width``: the projection loss's
+  Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: the projection loss's
   first-order forms log E − 1/n_0 − (5/2)β and 2/n_0 + 5β (NaN for mse).
 """
 
@@ -67,17 +67,17 @@ _DEFINITIONS = {
     "log_act_norm_var": "exact Var[log(‖x_l‖²/n_l)] for one input, relu, Gaussian weights, σ_b = 0, alive networks",
     "log_act_norm_mean_large_width": "Σ log s_k − 1/n_0 − (5/2) Σ_{k≤l} 1/n_k",
     "log_act_norm_var_large_width": "2/n_0 + 5 Σ_{k≤l} 1/n_k",
-    "fw_grad_act_meansq": "exact E[‖∂ℓ/∂x_l‖²]/n_l at finite width, relu, Gaussian weights, σ_b = 0 (see "
-                          "sweep.theory.relu_gradients); NaN elsewhere",
-    "fw_grad_preact_meansq": "exact E[‖∂ℓ/∂z_l‖²]/n_l at finite width, relu, Gaussian weights, σ_b = 0 (see "
-                             "sweep.theory.relu_gradients); NaN elsewhere",
-    "fw_grad_weight_meansq": "exact E[‖∂C/∂W_l‖²]/(n_{l-1} n_l) at finite width and batch 1, relu, Gaussian weights, "
-                             "σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere and at batch > 1",
-    "fw_loss": "exact E[C] at finite width, relu, Gaussian weights, σ_b = 0: mse (O/2)(E[‖x_L‖²]/n_L + 1), "
-               "projection 0; NaN elsewhere",
-    "log_grad_weight_norm_mean": "E[log grad_weight_meansq] at batch 1 over alive networks, relu, Gaussian weights, "
+    "fw_grad_act_meansq": "exact E[‖∂ℓ/∂x_l‖²]/n_l at finite width, relu and leaky relu, Gaussian weights, "
+                          "σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere",
+    "fw_grad_preact_meansq": "exact E[‖∂ℓ/∂z_l‖²]/n_l at finite width, relu and leaky relu, Gaussian weights, "
+                             "σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere",
+    "fw_grad_weight_meansq": "exact E[‖∂C/∂W_l‖²]/(n_{l-1} n_l) at finite width and batch 1, relu and leaky relu, "
+                             "Gaussian weights, σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere and at batch > 1",
+    "fw_loss": "exact E[C] at finite width, relu and leaky relu, Gaussian weights, σ_b = 0: mse "
+               "(O/2)(E[‖x_L‖²]/n_L + 1), projection 0; NaN elsewhere",
+    "log_grad_weight_norm_mean": "E[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
                                  "σ_b = 0: 2^18 exact draws of the reduced law (sweep.theory.relu_gradients)",
-    "log_grad_weight_norm_var": "Var[log grad_weight_meansq] at batch 1 over alive networks, relu, Gaussian weights, "
+    "log_grad_weight_norm_var": "Var[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
                                 "σ_b = 0: 2^18 exact draws of the reduced law (sweep.theory.relu_gradients)",
     "log_grad_weight_norm_mean_large_width": "projection loss: log E[grad_weight_meansq] − 1/n_0 − (5/2) Σ_k 1/n_k; "
                                              "NaN for mse",
@@ -253,9 +253,11 @@ def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gai
 
 def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: str, init: str, widths: tuple,
                             gains, biases, spec: Spec) -> None:
-    """Fills the exact finite-width gradient means (and, at batch 1, the law of their logarithm)."""
-    if activations.get(name).name != "relu" or init not in finite_width.GAUSSIAN_INITS:
+    """Fills the exact finite-width gradient means (and, at batch 1 for relu, the law of their logarithm)."""
+    act = activations.get(name)
+    if act.family not in ("relu", "leaky_relu") or init not in finite_width.GAUSSIAN_INITS:
         return
+    slope = act.params[0] if act.family == "leaky_relu" else 0.0
     depth = len(widths) - 1
     for b, bias in enumerate(biases):
         if bias != 0:
@@ -263,13 +265,15 @@ def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: 
         for k, gain in enumerate(gains):
             if gain == 0:
                 continue
-            means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs)
+            means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
             out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq
             out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq
             fw_loss[index][k, b] = means.loss
             if spec.batch != 1:
                 continue
             out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq
+            if slope != 0:
+                continue  # the law of the logarithm is drawn for relu only
             law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
             out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
             out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var

@@ -1,4 +1,4 @@
-"""The exact finite-width law of a relu network's gradients for one input (Gaussian weights, no bias).
+"""The exact finite-width law of a (leaky) relu network's gradients for one input (Gaussian weights, no bias).
 
 Notation of ``sweep.theory.finite_width``: widths n_0..n_L, v_l = σ_w²/fan_l, x_0 ~ N(0, I_{n_0}),
 z_l = x_{l-1} W_l, x_l = relu(z_l), N_l = ‖x_l‖²; for one example's loss ℓ, g_l = ∂ℓ/∂x_l,
@@ -34,9 +34,19 @@ E[N_0^p] = n_0(n_0 + 2)…, each summed exactly over the binomial: exact up to f
 A dead layer (K = 0) is given F = C = 0, as the engine's networks have; the law differs from the
 engine's only on the event of a dead layer below a live one, of probability ≤ Σ_k 2^{-n_k}.
 
+Leaky relu, φ(z) = max(z, αz), keeps z φ'(z) = φ(z), so steps 2–4 hold unchanged; the forward
+factor becomes F = P + α²Q (P = χ²_K over the K positive units, Q = χ²_{n−K} over the others), and
+since φ'(z) no longer projects, step 5 holds in the mean: given the forward pass,
+E[D_{l-1}] = (h²/N_{l-1}) a_{l-1} + v_l b_{l-1} E[D_l] with a = ‖φ'(z) ⊙ x̂‖² = (P + α⁴Q)/F and
+b = tr φ'(z)² − a (the cross term between x̂ and the orthogonal part has mean 0). The means stay sums
+of products of per-layer moments E[F^j], E[F^j a], E[F^j b]; the one ratio among them, E[a | K],
+is a one-dimensional integral (``_mean_a``). Relu is α = 0: a = 1 and b = K − 1. The spread's law
+(``sample_gradients``) is drawn for relu only, where the layer factors are χ² variables.
+
 Consequences, checked by the tests:
 
-* ``"projection"``: the sum telescopes, E[D_l] is the infinite-width value exactly, and N_{l-1}
+* ``"projection"``: the sum telescopes, E[D_l] is the infinite-width value exactly (relu and leaky
+  relu alike), and N_{l-1}
   and D_l use disjoint layers, so every gradient mean of the mean-field recursion is exact at
   any width (as Hanin 2018 finds for the Jacobian's squared entries).
 * ``"mse"``: ρ² and w carry N_L, so E[N_{l-1} D_l] contains E[N_{l-1} N_L] ∝ ∏_{k<l}(1 + 5/n_k):
@@ -60,7 +70,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 import numpy as np
-from scipy import stats
+from scipy import integrate, stats
 
 from sweep.theory import finite_width
 
@@ -117,18 +127,50 @@ def _scaled(terms: _Terms, factor: float) -> _Terms:
 
 
 @functools.cache
-def _layer_moments(width: int) -> np.ndarray:
-    """``(3, 2)`` E[F^j C^i] over K ~ Binomial(n, ½), F = χ²_K, C = χ²_{K-1} (0 where K = 0)."""
+def _layer_moments(width: int, slope: float = 0.0) -> np.ndarray:
+    """``(3, 3)`` E[F^j X_i] over the layer's pattern: X_0 = 1, X_1 = b, X_2 = a (module docstring).
+
+    K ~ Binomial(n, ½) positive units, P = χ²_K and Q = χ²_{n-K} their and the others' square sums,
+    F = P + α² Q, a = ‖φ'(z) ⊙ x̂‖² = (P + α⁴ Q)/F and b = tr φ'(z)² − a = K + α²(n − K) − a; for relu
+    (α = 0) a = 1 and b = K − 1 on K ≥ 1, and every factor is 0 on a dead layer (K = 0).
+    """
     k = np.arange(width + 1, dtype=np.float64)
+    r = width - k
     pmf = stats.binom.pmf(k, width, 0.5)
-    f = [np.ones_like(k), k, k * (k + 2)]
-    c = [np.ones_like(k), np.maximum(k - 1, 0)]
-    return np.array([[np.sum(pmf * fj * ci) for ci in c] for fj in f])
+    s2 = slope**2
+    f = [np.ones_like(k), k + s2 * r, k * (k + 2) + 2 * s2 * k * r + s2**2 * r * (r + 2)]
+    fa = [_mean_a(width, slope), k + s2**2 * r, k * (k + 2) + (s2 + s2**2) * k * r + s2**3 * r * (r + 2)]
+    trace = k + s2 * r
+    fb = [trace * fj - faj for fj, faj in zip(f, fa)]
+    if slope == 0:
+        fb[0] = np.maximum(k - 1, 0)
+    return np.array([[np.sum(pmf * x) for x in (fj, fbj, faj)] for fj, fbj, faj in zip(f, fb, fa)])
 
 
-def _expect(terms: _Terms, widths: Sequence[int], v: np.ndarray) -> float:
+def _mean_a(width: int, slope: float) -> np.ndarray:
+    """E[a | K] for K = 0..n: 1 − α²(1 − α²) E[Q/(P + α²Q)], by E[X/(X+Y)] = ∫₀^∞ E[X e^{−t(X+Y)}] dt.
+
+    The integral, ∫₀^∞ (n−K)(1 + 2α²t)^{−(n−K)/2−1}(1 + 2t)^{−K/2} dt, is computed by adaptive
+    quadrature to a relative 1e-11 (relu: a = 1 wherever K ≥ 1).
+    """
+    k = np.arange(width + 1, dtype=np.float64)
+    if slope == 0:
+        return (k > 0).astype(np.float64)
+    s2 = slope**2
+    r = width - k
+
+    def integrand(t):
+        with np.errstate(divide="ignore"):
+            log = np.log(r) - (r / 2 + 1) * np.log1p(2 * s2 * t) - (k / 2) * np.log1p(2 * t)
+        return np.exp(log)
+
+    ratio, _ = integrate.quad_vec(integrand, 0.0, np.inf, epsrel=1e-11, epsabs=0.0)
+    return 1.0 - s2 * (1.0 - s2) * ratio
+
+
+def _expect(terms: _Terms, widths: Sequence[int], v: np.ndarray, slope: float = 0.0) -> float:
     depth = len(widths) - 1
-    table = np.stack([_layer_moments(n) for n in widths[1:]])  # (L, 3, 2)
+    table = np.stack([_layer_moments(n, slope) for n in widths[1:]])  # (L, 3, 3)
     table = table * v[:, None, None] ** np.arange(3)[None, :, None]
     per_layer = table[np.arange(depth)[None, :], terms.j, terms.i]  # (T, L)
     n0 = widths[0]
@@ -160,8 +202,15 @@ def _rho_over_norm(m: int, readout, depth: int) -> _Terms:
     return _affine_in_last(readout[0], j, depth)
 
 
+def _slope_at(terms: _Terms, m: int) -> _Terms:
+    """Multiplies by a_m = ‖φ'(z_m) ⊙ x̂_m‖² (1 for relu): δ_m's share of the part of g_m along x_m."""
+    i = terms.i.copy()
+    i[:, m] = 2
+    return terms._replace(i=i)
+
+
 def _with_backward(terms: _Terms, first: int, last: int, v: np.ndarray) -> _Terms:
-    """Multiplies by ∏_{k=first}^{last} v_{k+1} C_k (0-based layers; empty when last < first)."""
+    """Multiplies by ∏_{k=first}^{last} v_{k+1} b_k (0-based layers; empty when last < first)."""
     i = terms.i.copy()
     i[:, first:last + 1] += 1
     coef = terms.coef * np.prod(v[first + 1:last + 2])
@@ -170,7 +219,7 @@ def _with_backward(terms: _Terms, first: int, last: int, v: np.ndarray) -> _Term
 
 def _preact_terms(l: int, readout, v: np.ndarray, depth: int) -> _Terms:
     """D_l (0-based l)."""
-    parts = [_with_backward(_rho_over_norm(m, readout, depth), l, m - 1, v) for m in range(l, depth)]
+    parts = [_with_backward(_slope_at(_rho_over_norm(m, readout, depth), m), l, m - 1, v) for m in range(l, depth)]
     w = _affine_in_last(readout[1], np.zeros(depth, int), depth)
     w = w._replace(i=w.i.copy())
     w.i[:, l:] += 1
@@ -204,8 +253,8 @@ def variance_scales(widths: Sequence[int], gain: float, init: str) -> np.ndarray
 
 
 def gradient_means(widths: Sequence[int], gain: float = math.sqrt(2.0), init: str = "fan_in",
-                   loss: str = "mse", outputs: int = 10) -> GradientMeans:
-    """Exact means of one example's gradient statistics and loss, relu, Gaussian weights, σ_b = 0.
+                   loss: str = "mse", outputs: int = 10, slope: float = 0.0) -> GradientMeans:
+    """Exact means of one example's gradient statistics and loss, (leaky) relu, Gaussian weights, σ_b = 0.
 
     Args:
       widths: ``(n_0, n_1, ..., n_L)``.
@@ -213,6 +262,7 @@ def gradient_means(widths: Sequence[int], gain: float = math.sqrt(2.0), init: st
       init: one of ``finite_width.GAUSSIAN_INITS``.
       loss: ``"mse"`` or ``"projection"``.
       outputs: O, the mse readout's dimension.
+      slope: α, the negative slope (0: relu; ``leaky_relu(α)``).
 
     Returns:
       ``GradientMeans`` of ``(L,)`` arrays (exact; see the module docstring).
@@ -225,14 +275,14 @@ def gradient_means(widths: Sequence[int], gain: float = math.sqrt(2.0), init: st
     act, preact, weight = (np.empty(depth) for _ in range(3))
     for l in range(depth):
         d = _preact_terms(l, readout, v, depth)
-        preact[l] = _expect(d, widths, v) / widths[l + 1]
-        weight[l] = _expect(_times_input_norm(d, l), widths, v) / (widths[l] * widths[l + 1])
-        act[l] = _expect(_act_terms(l, readout, v, widths), widths, v) / widths[l + 1]
+        preact[l] = _expect(d, widths, v, slope) / widths[l + 1]
+        weight[l] = _expect(_times_input_norm(d, l), widths, v, slope) / (widths[l] * widths[l + 1])
+        act[l] = _expect(_act_terms(l, readout, v, widths), widths, v, slope) / widths[l + 1]
     if loss == "projection":
         mean_loss = 0.0
     else:
         last = _Terms(np.array([1.0]), np.array([1]), np.ones((1, depth), int), np.zeros((1, depth), int))
-        mean_loss = 0.5 * outputs * (_expect(last, widths, v) / widths[-1] + 1.0)
+        mean_loss = 0.5 * outputs * (_expect(last, widths, v, slope) / widths[-1] + 1.0)
     return GradientMeans(act, preact, weight, mean_loss)
 
 
