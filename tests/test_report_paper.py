@@ -15,6 +15,7 @@ TINY = {
     "backward": dict(seeds=6, batch=8, loss="projection",
                      grid=dict(init=["fan_in", "fan_out"], profile=["alternating"], depth=[5], width=[8], gain=[SQRT2])),
     "finite_width": dict(seeds=64, batch=1, grid=dict(depth=[2, 4], width=[8], gain=[SQRT2])),
+    "weight_gradients": dict(seeds=64, batch=1, grid=dict(depth=[4], width=[8, 16], gain=[SQRT2])),
     "phase": dict(seeds=4, batch=4, loss="projection",
                   grid=dict(activation=["relu", "tanh"], depth=[2, 4], width=[8], gain=[0.8, 1.4, 2.0], bias_std=[0.0])),
     "jacobian": dict(seeds=4, batch=2, jacobian=True,
@@ -85,3 +86,19 @@ def test_the_families_point_follows_the_data(stores):
     assert before != after
     growth = lambda t: float(re.search(r"\| fan_in \| 1 \| ([0-9.e+-]+)", t).group(1))
     assert growth(after) == pytest.approx(2 * growth(before), rel=2e-2)
+
+
+@pytest.mark.slow
+def test_the_width_table_of_point_3_follows_the_data(stores):
+    """Doubling the batch-1 weight gradients doubles the measured level and its ratios; the predictions stay."""
+    from sweep.report import load_results, paper
+
+    results = load_results(stores)
+    row = lambda t: re.search(r"\| 8 \| 0\.5 \| ([0-9.e+-]+) ± [^|]+\| ([0-9.e+-]+) \| ([0-9.e+-]+) \| ([0-9.e+-]+) \|", t)
+    before = row(paper.weight_gradients(results).text)
+    results["weight_gradients"] = results["weight_gradients"].assign(
+        grad_weight_meansq=results["weight_gradients"].grad_weight_meansq * 2)
+    after = row(paper.weight_gradients(results).text)
+    assert float(after.group(1)) == pytest.approx(2 * float(before.group(1)), rel=1e-2)
+    assert after.group(2) == before.group(2) and after.group(3) == before.group(3)
+    assert float(after.group(4)) == pytest.approx(2 * float(before.group(4)), rel=1e-2)
