@@ -239,16 +239,20 @@ def _log_norms(out: dict, index: tuple, name: str, init: str, widths: tuple, gai
     if activations.get(name).name != "relu" or init not in finite_width.GAUSSIAN_INITS:
         return
     depth = len(widths) - 1
+    for k, b, gain in _bias_free_points(gains, biases):
+        exact = finite_width.log_act_norm_moments(widths, gain, init)
+        approx = finite_width.log_act_norm_moments_large_width(widths, gain, init)
+        for key, v in zip(LOG_NORM_STATS, (exact.mean, exact.var, approx.mean, approx.var)):
+            out[key][index][k, b, :depth] = v
+
+
+def _bias_free_points(gains, biases):
+    """``(gain index, bias index, gain)`` of the points with σ_b = 0 and σ_w > 0, where the exact laws
+    apply (at σ_w = 0 every network is dead, and the laws are of alive networks)."""
     for b, bias in enumerate(biases):
-        if bias != 0:
-            continue
         for k, gain in enumerate(gains):
-            if gain == 0:
-                continue  # every network is dead; the law is conditioned on being alive
-            exact = finite_width.log_act_norm_moments(widths, gain, init)
-            approx = finite_width.log_act_norm_moments_large_width(widths, gain, init)
-            for key, v in zip(LOG_NORM_STATS, (exact.mean, exact.var, approx.mean, approx.var)):
-                out[key][index][k, b, :depth] = v
+            if bias == 0 and gain != 0:
+                yield k, b, gain
 
 
 def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: str, init: str, widths: tuple,
@@ -259,28 +263,23 @@ def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: 
         return
     slope = act.params[0] if act.family == "leaky_relu" else 0.0
     depth = len(widths) - 1
-    for b, bias in enumerate(biases):
-        if bias != 0:
+    for k, b, gain in _bias_free_points(gains, biases):
+        means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
+        out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq
+        out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq
+        fw_loss[index][k, b] = means.loss
+        if spec.batch != 1:
             continue
-        for k, gain in enumerate(gains):
-            if gain == 0:
-                continue
-            means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
-            out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq
-            out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq
-            fw_loss[index][k, b] = means.loss
-            if spec.batch != 1:
-                continue
-            out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq
-            if slope != 0:
-                continue  # the law of the logarithm is drawn for relu only
-            law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
-            out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
-            out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var
-            if spec.loss == "projection":
-                mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init)
-                out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
-                out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
+        out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq
+        if slope != 0:
+            continue  # the law of the logarithm is drawn for relu only
+        law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
+        out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
+        out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var
+        if spec.loss == "projection":
+            mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init)
+            out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
+            out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
 
 
 def _attrs(stat: str, conv: bool = False, residual: bool = False) -> dict:
