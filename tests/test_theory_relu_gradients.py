@@ -185,3 +185,16 @@ def test_the_cross_example_term_holds_at_large_width_and_dropping_it_is_rejected
         x = ds.grad_weight_meansq
         without = (x.mean("seed") - diagonal) / (x.std("seed", ddof=1) / math.sqrt(x.sizes["seed"]))
         assert float(abs(without).max()) > limit, (activation, gain, without.values)
+
+
+@pytest.mark.parametrize("width", [256, 1024])
+def test_the_large_width_log_law_is_the_exact_one_to_first_order_in_beta(width):
+    """Projection loss, depth 16: the exact law's mean and variance differ from log E − 1/n_0 − (5/2)β and
+    2/n_0 + 5β by O(β²) (measured: ≈ 1.5–2.5 β²), within 3β² plus four Monte Carlo errors; a coefficient 4
+    for 5 would miss the variance by β, over five times the bound at width 256."""
+    widths = (width,) * 17
+    beta_sum = 16 / width
+    exact = relu_gradients.log_grad_weight_law(widths, loss="projection", num=2**17)
+    mean, var = relu_gradients.log_grad_weight_law_large_width(widths)
+    assert np.all(np.abs(exact.var - var) <= 3 * beta_sum**2 + 4 * exact.var_error)
+    assert np.all(np.abs(exact.mean - mean) <= 3 * beta_sum**2 + 4 * exact.mean_error)
