@@ -17,6 +17,8 @@ Modules, one purpose each:
   readout and batch.
 * ``predict``: ``predict(spec)``, the theory dataset.
 * ``finite_width``: the exact law of relu networks' norms, its moments and samples.
+* ``relu_gradients``: the exact finite-width law of (leaky) relu networks' gradients for one input:
+  closed-form means, exact draws, the law of log grad_weight_meansq.
 * ``compare``: ``deviation(ds)``.
 * ``precision``: float64 without flipping the global jax flag.
 """
@@ -41,9 +43,11 @@ from sweep.theory.meanfield import (
     mean_field,
 )
 from sweep.theory.predict import predict
+from sweep.theory.relu_gradients import gradient_means, log_grad_weight_law, sample_gradients
 
 __all__ = [
     "DepthScales", "MeanField", "chi1", "correlation_fixed_point", "correlation_map", "critical_gain",
-    "depth_scales", "deviation", "fixed_point", "length_map", "log_act_norm_moments",
-    "log_act_norm_moments_large_width", "log_ratio_moments", "mean_field", "predict", "sample_relu_norms",
+    "depth_scales", "deviation", "fixed_point", "gradient_means", "length_map", "log_act_norm_moments",
+    "log_act_norm_moments_large_width", "log_grad_weight_law", "log_ratio_moments", "mean_field", "predict",
+    "sample_gradients", "sample_relu_norms",
 ]
