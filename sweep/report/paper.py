@@ -177,8 +177,7 @@ def _per_example_at_he(he: xr.Dataset) -> str:
         return ""
     first = he.sel(layer=1)
     measured = mean_se(first.grad_act_meansq)
-    x = he.grad_act_meansq
-    z = (x.mean("seed") - he.theory_fw_grad_act_meansq) / (x.std("seed", ddof=1) / math.sqrt(x.sizes["seed"]))
+    z = theory.deviation(he, _theory_of(he)).fw_grad_act_meansq
     return (
         f"\n- Each example's own cotangent is predicted at this width by the exact finite-width law "
         f"(`theory_fw_*`, sweep/theory/relu_gradients.py): at layer 1, E[(∂ℓ/∂x_1)²] = {measured}, exact law "

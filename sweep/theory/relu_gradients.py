@@ -110,7 +110,10 @@ class LogLaw(NamedTuple):
 
 
 class _Terms(NamedTuple):
-    """A sum of products Σ_t coef_t · N_0^{p_t} ∏_k (v_k F_k)^{j_tk} C_k^{i_tk}; T terms, L layers."""
+    """A sum of products Σ_t coef_t · N_0^{p_t} ∏_k (v_k F_k)^{j_tk} X_{k, i_tk}; T terms, L layers.
+
+    X_{k,0} = 1, X_{k,1} = b_k, X_{k,2} = a_k (see ``_layer_moments``).
+    """
 
     coef: np.ndarray  # (T,)
     p: np.ndarray  # (T,) int
@@ -142,8 +145,6 @@ def _layer_moments(width: int, slope: float = 0.0) -> np.ndarray:
     fa = [_mean_a(width, slope), k + s2**2 * r, k * (k + 2) + (s2 + s2**2) * k * r + s2**3 * r * (r + 2)]
     trace = k + s2 * r
     fb = [trace * fj - faj for fj, faj in zip(f, fa)]
-    if slope == 0:
-        fb[0] = np.maximum(k - 1, 0)
     return np.array([[np.sum(pmf * x) for x in (fj, fbj, faj)] for fj, fbj, faj in zip(f, fb, fa)])
 
 
@@ -220,22 +221,17 @@ def _with_backward(terms: _Terms, first: int, last: int, v: np.ndarray) -> _Term
 def _preact_terms(l: int, readout, v: np.ndarray, depth: int) -> _Terms:
     """D_l (0-based l)."""
     parts = [_with_backward(_slope_at(_rho_over_norm(m, readout, depth), m), l, m - 1, v) for m in range(l, depth)]
-    w = _affine_in_last(readout[1], np.zeros(depth, int), depth)
-    w = w._replace(i=w.i.copy())
-    w.i[:, l:] += 1
-    parts.append(_scaled(w, float(np.prod(v[l + 1:]))))
+    parts.append(_with_backward(_affine_in_last(readout[1], np.zeros(depth, int), depth), l, depth - 1, v))
     return _concat(*parts)
 
 
 def _act_terms(l: int, readout, v: np.ndarray, widths: Sequence[int]) -> _Terms:
     """G_l (0-based l): h²/N_l plus the orthogonal part over all n_l units (E[H] = n_l − 1)."""
     depth = len(widths) - 1
-    rest = _preact_terms(l + 1, readout, v, depth) if l + 1 < depth else None
-    if rest is None:
-        rest = _affine_in_last(readout[1], np.zeros(depth, int), depth)
-        orthogonal = _scaled(rest, widths[l + 1] - 1.0)
+    if l + 1 < depth:
+        orthogonal = _scaled(_preact_terms(l + 1, readout, v, depth), v[l + 1] * (widths[l + 1] - 1.0))
     else:
-        orthogonal = _scaled(rest, v[l + 1] * (widths[l + 1] - 1.0))
+        orthogonal = _scaled(_affine_in_last(readout[1], np.zeros(depth, int), depth), widths[l + 1] - 1.0)
     return _concat(_rho_over_norm(l, readout, depth), orthogonal)
 
 
@@ -370,13 +366,12 @@ def log_grad_weight_law(widths: Sequence[int], gain: float = math.sqrt(2.0), ini
     rng = np.random.default_rng(seed)
     depth = len(widths) - 1
     sums = np.zeros((4, depth))
-    count = 0
+    count, pivot = 0, None
     for start in range(0, num, 2**16):
         draws = sample_gradients(rng, widths, min(2**16, num - start), gain, init, loss, outputs)
         logs = np.log(draws.grad_weight_meansq[draws.alive])
-        shift = logs.mean(axis=0) if count == 0 else sums[0] / count
-        if count == 0:
-            pivot = shift
+        if pivot is None:
+            pivot = logs.mean(axis=0)  # moments about the first chunk's mean, for float64 accuracy
         centred = logs - pivot
         sums += np.stack([np.sum(centred**p, axis=0) for p in (1, 2, 3, 4)])
         count += len(logs)
