@@ -74,9 +74,17 @@ def test_eval_steps_end_at_the_last_step_and_logs_subsample():
 
 @pytest.mark.parametrize("raw, field", [
     ({"kind": "train", "epochs": 3}, "epochs"),
-    ({"kind": "train", "layer": "conv"}, "layer"),
-    ({"kind": "train", "block": "residual"}, "block"),
+    ({"kind": "train", "layer": "convolution"}, "layer"),
+    ({"kind": "train", "block": "dense"}, "block"),
+    ({"kind": "train", "layer": "conv", "spatial": [40]}, "spatial"),
     ({"kind": "train", "grid": {"kernel_size": [3]}}, "grid.kernel_size"),
+    ({"kind": "train", "layer": "conv", "grid": {"kernel_size": [4]}}, "grid.kernel_size"),
+    ({"kind": "train", "layer": "conv", "dataset": "digits", "grid": {"kernel_size": [9]}}, "grid.kernel_size"),
+    ({"kind": "train", "grid": {"branch_scale": [1.0]}}, "grid.branch_scale"),
+    ({"kind": "train", "branch_depth_exponent": -0.5}, "branch_depth_exponent"),
+    ({"kind": "train", "block": "residual", "branch_depth_exponent": "half"}, "branch_depth_exponent"),
+    ({"kind": "train", "grid": {"init": ["delta_orthogonal"]}}, "grid.init"),
+    ({"kind": "train", "grid": {"init": ["fixup"]}}, "grid.init"),
     ({"kind": "train", "grid": {"lr": [0.1]}}, "grid.lr"),
     ({"kind": "train", "grid": {"learning_rate": [0.0]}}, "grid.learning_rate"),
     ({"kind": "train", "grid": {"learning_rate": [0.1, 0.1]}}, "grid.learning_rate"),
@@ -95,6 +103,25 @@ def test_a_bad_field_is_named(raw, field):
     with pytest.raises(sweep.SpecError) as info:
         sweep.load_spec(raw)
     assert info.value.field == field
+
+
+def test_conv_and_residual_training_specs_take_the_family_of_a_stats_spec():
+    conv = TrainSpec.from_dict({"kind": "train", "layer": "conv", "dataset": "digits"})
+    assert conv.conv and not conv.residual and conv.spatial == (8, 8)
+    assert conv.grid.kernel_size == (3,) and conv.grid.axes.index("kernel_size") == 5
+    assert conv.grid.axes[-1] == "learning_rate" and conv.grid.stats.kernel_size == (3,)
+    residual = TrainSpec.from_dict({"kind": "train", "block": "residual", "branch_depth_exponent": -0.5,
+                                    "grid": {"init": ["fan_in", "fixup"]}})
+    assert residual.residual and residual.spatial == () and residual.grid.branch_scale == (1.0,)
+    assert residual.branch_depth_exponent == -0.5
+    for spec in (conv, residual):
+        assert TrainSpec.from_json(spec.to_json()) == spec
+        assert spec.grid.shape == tuple(len(getattr(spec.grid, a)) for a in spec.grid.axes)
+
+
+def test_a_training_specs_spatial_shape_is_named_as_its_datasets():
+    with pytest.raises(sweep.SpecError, match=r"mnist1d: \[40\]"):
+        sweep.load_spec({"kind": "train", "layer": "conv", "spatial": [16]})
 
 
 def test_round_trips_through_json_and_replace():

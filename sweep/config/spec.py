@@ -152,7 +152,8 @@ class SpecBase:
         raw = dataclasses.asdict(self)
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in ("kernel_size", "branch_scale") or v}
         if raw.get("layer") == "dense":
-            del raw["layer"], raw["spatial"]
+            del raw["layer"]
+            raw.pop("spatial", None)
         elif "spatial" in raw:
             raw["spatial"] = list(raw["spatial"])
         if raw.get("block") == "plain":
@@ -289,9 +290,9 @@ class Spec(SpecBase):
         kw["scaled_copies"] = validate.boolean(raw.get("scaled_copies", cls.scaled_copies), "scaled_copies")
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
         kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
-        kw["spatial"], kw["grid"] = _family(raw, kw["layer"], kw["grid"], kw["jacobian"])
+        kw["spatial"], kw["grid"] = layer_fields(raw, kw["layer"], kw["grid"], kw["jacobian"])
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
-        kw["branch_depth_exponent"], kw["grid"] = _blocks(raw, kw)
+        kw["branch_depth_exponent"], kw["grid"] = block_fields(raw, kw)
         kw["sampler"] = validate.choice(raw.get("sampler", cls.sampler), "sampler", SAMPLERS)
         if kw["sampler"] == "conditional" and (kw["layer"] != "dense" or kw["block"] != "plain"):
             raise SpecError("sampler", "\"conditional\" is only for layer = \"dense\", block = \"plain\"")
@@ -307,7 +308,7 @@ class Spec(SpecBase):
         return cls.from_dict(read_toml(path))
 
 
-def _family(raw: dict[str, Any], layer: str, grid: Grid, jacobian: bool) -> tuple[tuple[int, ...], Grid]:
+def layer_fields(raw: dict[str, Any], layer: str, grid: Grid, jacobian: bool) -> tuple[tuple[int, ...], Grid]:
     """``spatial`` and the grid, checked against the layer type (conv grids get ``kernel_size = [3]``
     by default)."""
     if layer == "dense":
@@ -342,7 +343,7 @@ def _family(raw: dict[str, Any], layer: str, grid: Grid, jacobian: bool) -> tupl
     return tuple(spatial), grid
 
 
-def _blocks(raw: dict[str, Any], kw: dict[str, Any]) -> tuple[float, Grid]:
+def block_fields(raw: dict[str, Any], kw: dict[str, Any]) -> tuple[float, Grid]:
     """``branch_depth_exponent`` and the grid, checked against the block type (residual grids get
     ``branch_scale = [1.0]`` by default)."""
     grid = kw["grid"]

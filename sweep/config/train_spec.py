@@ -5,8 +5,12 @@ networks are trained on, how and for how long. It is validated like ``sweep.conf
 an unknown key, a wrong type or a value outside what is allowed raises ``SpecError`` naming
 the field. ``sweep.load_spec`` returns a ``TrainSpec`` for ``kind = "train"``.
 
-The ``width`` axis is the base width of the hidden layers; the input dimension n_0 is the
-dataset's number of features (see ``sweep.train.model.architecture``).
+The network family is a statistics spec's (``layer``, ``block``, ``branch_depth_exponent``,
+``grid.kernel_size``, ``grid.branch_scale``), with one difference: a conv net's spatial shape
+is its dataset's (``DatasetShape.spatial``), so a training spec has no ``spatial`` key. The
+``width`` axis is the base width of the hidden layers (channels for convolutions, the stream
+for residual networks); what the first layer reads is the dataset's (see
+``sweep.plan.architecture`` and ``sweep.train.model``).
 """
 
 from __future__ import annotations
@@ -17,11 +21,12 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sweep.config import validate
-from sweep.config.spec import GRID_AXES, Grid, SpecBase, read_toml
+from sweep.config.spec import ALL_GRID_AXES, BLOCKS, GRID_AXES, LAYERS, Grid, SpecBase, block_fields, layer_fields, read_toml
 from sweep.errors import SpecError
 
 TRAIN_AXES: tuple[str, ...] = GRID_AXES + ("learning_rate",)
-"""The axes of a training grid, in the order of the dataset's dims (then ``seed``)."""
+"""The axes of a dense training grid, in the order of the dataset's dims (then ``seed``);
+``TrainGrid.axes`` of any training grid."""
 
 class DatasetShape(NamedTuple):
     """What a training dataset is, in the spec's terms (``sweep.train.data`` makes it).
@@ -32,18 +37,21 @@ class DatasetShape(NamedTuple):
       features: the input dimension n_0.
       outputs: classes, or target dimensions.
       examples: training and test examples together.
+      spatial: the features as a conv net reads them: an image of one channel of this
+        shape (MNIST-1D's 40 samples of a 1-D signal, the digits' 8 x 8 pixels).
     """
 
     task: str
     features: int
     outputs: int
     examples: int
+    spatial: tuple[int, ...]
 
 
 DATASET_SHAPES: dict[str, DatasetShape] = {
-    "mnist1d": DatasetShape("classification", 40, 10, 5000),
-    "digits": DatasetShape("classification", 64, 10, 1797),
-    "teacher": DatasetShape("regression", 32, 1, 5120),
+    "mnist1d": DatasetShape("classification", 40, 10, 5000, (40,)),
+    "digits": DatasetShape("classification", 64, 10, 1797, (8, 8)),
+    "teacher": DatasetShape("regression", 32, 1, 5120, (32,)),
 }
 DATASETS: tuple[str, ...] = tuple(DATASET_SHAPES)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
@@ -61,14 +69,14 @@ class TrainGrid(Grid):
     learning_rate: tuple[float, ...] = (1e-2,)
 
     @property
-    def shape(self) -> tuple[int, ...]:
-        """Length of each axis, in ``TRAIN_AXES`` order."""
-        return tuple(len(getattr(self, a)) for a in TRAIN_AXES)
+    def axes(self) -> tuple[str, ...]:
+        """The statistics grid's axes, then ``learning_rate``."""
+        return super().axes + ("learning_rate",)
 
     @property
     def stats(self) -> Grid:
         """The statistics grid: every axis but ``learning_rate``."""
-        return Grid(**{a: getattr(self, a) for a in GRID_AXES})
+        return Grid(**{f.name: getattr(self, f.name) for f in dataclasses.fields(Grid)})
 
     @classmethod
     def from_dict(cls, raw: dict[str, Any]) -> TrainGrid:
@@ -77,7 +85,7 @@ class TrainGrid(Grid):
         Raises:
           SpecError: unknown axis, empty axis, wrong type or value out of range.
         """
-        validate.reject_unknown(raw, TRAIN_AXES, "grid")
+        validate.reject_unknown(raw, ALL_GRID_AXES + ("learning_rate",), "grid")
         raw = dict(raw)
         rates = validate.number_list(
             raw.pop("learning_rate", cls.learning_rate), "grid.learning_rate", integer=False
@@ -114,6 +122,11 @@ class TrainSpec(SpecBase):
         0.25 · outputs (regression, standardised targets); the value used is in the
         dataset's attributes.
       precision: ``"highest"`` (exact float32 matmuls) or ``"default"``.
+      layer: ``"dense"`` or ``"conv"``, as a statistics spec's; a conv net reads the dataset's
+        features as an image of one channel (``DatasetShape.spatial``).
+      block: ``"plain"`` or ``"residual"``, as a statistics spec's; a residual net's stream
+        starts from the input map of ``sweep.train.model`` (trained with the blocks).
+      branch_depth_exponent: residual networks' α_eff = α · depth^exponent.
       grid: the axes, ``TrainGrid``.
     """
 
@@ -129,7 +142,25 @@ class TrainSpec(SpecBase):
     log_every: int = 1
     target_loss: float | None = None
     precision: str = "highest"
+    layer: str = "dense"
+    block: str = "plain"
+    branch_depth_exponent: float = 0.0
     grid: TrainGrid = dataclasses.field(default_factory=TrainGrid)
+
+    @property
+    def conv(self) -> bool:
+        """Whether the layers are convolutions."""
+        return self.layer == "conv"
+
+    @property
+    def residual(self) -> bool:
+        """Whether the network is made of residual blocks."""
+        return self.block == "residual"
+
+    @property
+    def spatial(self) -> tuple[int, ...]:
+        """A conv net's spatial shape, the dataset's; ``()`` for dense layers."""
+        return DATASET_SHAPES[self.dataset].spatial if self.conv else ()
 
     @property
     def num_networks(self) -> int:
@@ -163,12 +194,11 @@ class TrainSpec(SpecBase):
         Raises:
           SpecError: naming the first offending field.
         """
-        if isinstance(raw, dict):
-            family = [k for k in ("layer", "spatial", "block", "branch_depth_exponent") if k in raw]
-            family += [f"grid.{k}" for k in ("kernel_size", "branch_scale") if k in (raw.get("grid") or {})]
-            if family:
-                raise SpecError(family[0], "training runs are of plain dense networks so far; conv and residual "
-                                           "networks have statistics sweeps (kind = \"stats\")")
+        if isinstance(raw, dict) and "spatial" in raw:
+            dataset = raw.get("dataset", cls.dataset)
+            shape = list(DATASET_SHAPES[dataset].spatial) if dataset in DATASET_SHAPES else "the dataset's"
+            raise SpecError("spatial", f"a training spec's spatial shape is its dataset's ({dataset}: {shape}); "
+                                       "leave it out")
         kw = cls._common_fields(raw, ("train",))
         for key in ("steps", "eval_every", "log_every"):
             kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
@@ -181,6 +211,11 @@ class TrainSpec(SpecBase):
             target = float(target)
         kw["target_loss"] = target
         kw["grid"] = validate.grid(raw.get("grid", {}), TrainGrid)
+        kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
+        spatial = {"spatial": list(DATASET_SHAPES[kw["dataset"]].spatial)} if kw["layer"] == "conv" else {}
+        _, kw["grid"] = layer_fields(spatial, kw["layer"], kw["grid"], False)
+        kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
+        kw["branch_depth_exponent"], kw["grid"] = block_fields(raw, {**kw, "common_random_numbers": False, "jacobian": False})
         return cls(**kw)
 
     @classmethod

@@ -68,9 +68,9 @@ def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
         return kern(spec.rng_seed, prefix, keys, gains, bias_stds)
 
     if job.kind == "init":
-        measured = kernel.LAYER_STATS + ("overflow",)
+        stored = schema.measured(spec)  # the per-layer (and per-block) statistics, not the probe's loss
         return JobCall(run_stats, lambda raw: {f"init_{k}": v for k, v in kernel.finish(raw, depth).items()
-                                               if k in measured})
+                                               if f"init_{k}" in stored})
     return JobCall(run_stats, lambda raw: kernel.finish(raw, depth))
 
 

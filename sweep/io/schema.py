@@ -7,7 +7,8 @@ even when of length 1), then ``seed``, and ``layer`` = 1..max(depth) for per-lay
 Training sweeps (``kind = "train"``): the grid axes, ``learning_rate`` and ``seed`` for what
 depends on the run; ``step`` (every ``log_every``-th step) and ``eval_step`` (0,
 ``eval_every``, ..., ``steps``) for the curves; and, without ``learning_rate``, the initial
-networks' ``loss_at_init`` and per-layer statistics ``init_<stat>``.
+networks' ``loss_at_init`` and per-layer statistics ``init_<stat>`` (of residual networks
+with ``branch_layer``, and ``init_stream_*`` per block).
 
 Every variable carries ``long_name``, ``units`` and a ``definition``; ``measured`` gives the
 variables a sweep computes, with their full shapes, dtypes and fill values, and ``to_dataset``
@@ -26,14 +27,20 @@ from sweep.config.spec import GRID_AXES, Spec
 from sweep.config.train_spec import TrainSpec
 
 NETWORK_DIMS: tuple[str, ...] = GRID_AXES + ("seed",)
-"""The dims of one network's values in a dense statistics sweep (``network_dims``)."""
+"""The dims of one network's values in a dense sweep (``network_dims``)."""
 RUN_DIMS: tuple[str, ...] = GRID_AXES + ("learning_rate", "seed")
-"""The dims of one training run's values."""
+"""The dims of one training run's values in a dense training sweep (``run_dims``)."""
 
 
 def network_dims(spec: Spec | TrainSpec) -> tuple[str, ...]:
-    """The dims of one network's values: the grid's axes, then ``seed``."""
-    return spec.grid.axes + ("seed",) if isinstance(spec, Spec) else NETWORK_DIMS
+    """The dims of one network's values: the statistics grid's axes, then ``seed``."""
+    grid = spec.grid.stats if isinstance(spec, TrainSpec) else spec.grid
+    return grid.axes + ("seed",)
+
+
+def run_dims(spec: TrainSpec) -> tuple[str, ...]:
+    """The dims of one training run's values: the training grid's axes (``learning_rate`` last), then ``seed``."""
+    return spec.grid.axes + ("seed",)
 
 STATS: dict[str, tuple[str, str]] = {
     "preact_mean": ("mean pre-activation", "mean over units and batch of z_l = W_l x_{l-1} + b_l"),
@@ -131,8 +138,8 @@ def _attrs(long_name: str, definition: str, units: str = "1") -> dict:
     return {"long_name": long_name, "units": units, "definition": definition}
 
 
-def network_family(spec: Spec) -> str:
-    """One line on a statistics sweep's network family."""
+def network_family(spec: Spec | TrainSpec) -> str:
+    """One line on a sweep's network family."""
     layers = "dense layers (width = units)"
     if spec.conv:
         layers = (f"circular convolutions of stride 1 over {' x '.join(map(str, spec.spatial))} positions "
@@ -184,7 +191,7 @@ def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
     g = spec.grid
     out = {axis: len(getattr(g, axis)) for axis in g.axes}
     out.update(seed=spec.seeds, layer=max(g.depth))
-    if isinstance(spec, Spec) and spec.residual:
+    if spec.residual:
         out["branch_layer"] = 2
     if isinstance(spec, TrainSpec):
         out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps))
@@ -198,15 +205,7 @@ def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
     if isinstance(spec, TrainSpec):
         return _training(spec)
     dims = network_dims(spec)
-    layer = dims + ("layer",)
-    stats = {**STATS, **_CONV_STATS} if spec.conv else STATS
-    if spec.residual:
-        stats = {name: (long_name, f"{definition}; {_BRANCH}") for name, (long_name, definition) in stats.items()}
-    per_layer = layer + (("branch_layer",) if spec.residual else ())
-    out = {name: Variable(per_layer, np.float64, np.nan, _attrs(*text)) for name, text in stats.items()}
-    if spec.residual:
-        out.update({name: Variable(layer, np.float64, np.nan, _attrs(*text)) for name, text in STREAM.items()})
-    out["overflow"] = Variable(layer, np.bool_, False, _attrs(*_OTHER["overflow"]))
+    out = _network_statistics(spec, dims, lambda name, long_name, definition: (name, long_name, definition))
     out["loss"] = Variable(dims, np.float64, np.nan, _attrs(*_OTHER["loss"]))
     if spec.jacobian:
         out["jacobian_singular_values"] = Variable(dims + ("singular_value",), np.float64, np.nan,
@@ -214,23 +213,45 @@ def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
     return out
 
 
+def _network_statistics(spec: Spec | TrainSpec, dims: tuple[str, ...], named) -> dict[str, Variable]:
+    """The statistics kernel's per-layer (and per-block) variables of a sweep's family, and ``overflow``.
+
+    ``named(name, long_name, definition) -> (name, long_name, definition)`` renames them (a
+    training sweep's ``init_*``).
+    """
+    layer = dims + ("layer",)
+    stats = {**STATS, **_CONV_STATS} if spec.conv else STATS
+    if spec.residual:
+        stats = {name: (long_name, f"{definition}; {_BRANCH}") for name, (long_name, definition) in stats.items()}
+    per_layer = layer + (("branch_layer",) if spec.residual else ())
+    out = {}
+    for name, (long_name, definition) in stats.items():
+        name, long_name, definition = named(name, long_name, definition)
+        out[name] = Variable(per_layer, np.float64, np.nan, _attrs(long_name, definition))
+    if spec.residual:
+        for name, (long_name, definition) in STREAM.items():
+            name, long_name, definition = named(name, long_name, definition)
+            out[name] = Variable(layer, np.float64, np.nan, _attrs(long_name, definition))
+    name, long_name, definition = named("overflow", *_OTHER["overflow"])
+    out[name] = Variable(layer, np.bool_, False, _attrs(long_name, definition))
+    return out
+
+
 def _training(spec: TrainSpec) -> dict[str, Variable]:
     loss_units = "nat" if spec.task == "classification" else "1"
+    runs, networks = run_dims(spec), network_dims(spec)
     out = {}
     for name, (extra, long_name, units, definition) in _TRAINING.items():
         dtype, fill = {"diverged": (np.bool_, False), "steps_to_target": (np.float64, np.nan)}.get(
             name, (np.float32, np.nan))
-        out[name] = Variable(RUN_DIMS + extra, dtype, fill, _attrs(long_name, definition,
-                                                                   loss_units if units == "loss" else units))
-    out["loss_at_init"] = Variable(NETWORK_DIMS, np.float32, np.nan, _attrs(
+        out[name] = Variable(runs + extra, dtype, fill, _attrs(long_name, definition,
+                                                               loss_units if units == "loss" else units))
+    out["loss_at_init"] = Variable(networks, np.float32, np.nan, _attrs(
         "loss at initialisation",
         "mean loss over the whole training split before any update (the same at every learning rate)", loss_units))
-    for name in LAYER_STATS + ("overflow",):
-        long_name, definition = {**STATS, **_OTHER}[name]
-        dtype, fill = (np.bool_, False) if name == "overflow" else (np.float64, np.nan)
-        out[f"init_{name}"] = Variable(NETWORK_DIMS + ("layer",), dtype, fill, _attrs(
-            f"{long_name} at initialisation",
-            f"{definition}; statistics kernel on batch i.i.d. N(0, 1) inputs (see attrs init_statistics)"))
+    source = "statistics kernel on batch i.i.d. N(0, 1) inputs (see attrs init_statistics)"
+    out.update(_network_statistics(spec, networks, lambda name, long_name, definition: (
+        f"init_{name}", f"{long_name} at initialisation", f"{definition}; {source}")))
     return out
 
 
@@ -246,7 +267,7 @@ def coordinates(spec: Spec | TrainSpec) -> dict[str, np.ndarray | list]:
     coords = {axis: list(getattr(g, axis)) for axis in g.axes}
     coords["seed"] = np.arange(spec.seeds)
     coords["layer"] = np.arange(1, max(g.depth) + 1)
-    if isinstance(spec, Spec) and spec.residual:
+    if spec.residual:
         coords["branch_layer"] = np.arange(1, 3)
     if isinstance(spec, TrainSpec):
         coords["learning_rate"] = list(g.learning_rate)
@@ -289,7 +310,7 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
     if isinstance(spec, TrainSpec):
         ds["width"].attrs.update(long_name="base width n of the hidden layers")
     ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
-    if isinstance(spec, Spec) and (spec.conv or spec.residual):
+    if spec.conv or spec.residual:
         ds.attrs["network"] = network_family(spec)
     if isinstance(spec, Spec) and spec.sampler == "conditional":
         ds.attrs.update(sampler=spec.sampler, sampler_layers=sampler_layers(spec))

@@ -467,14 +467,8 @@ def _concat_layers(per_segment: list):
         *per_segment)
 
 
-def pooled(x: jax.Array) -> jax.Array:
-    """The readout's features: ``x`` ``(batch, n)``, or the mean over positions of
-    ``(batch, *spatial, c)`` (global average pooling), ``(batch, c)``."""
-    return x if x.ndim == 2 else jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
-
-
 def unpooled(g: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """The transpose of ``pooled``: a cotangent ``(..., batch, c)`` at the features, at the
+    """The transpose of ``network.pooled``: a cotangent ``(..., batch, c)`` at the features, at the
     last layer of ``shape`` ``(batch, *spatial, c)`` (``g``/P at every position)."""
     if len(shape) == 2:
         return g
@@ -489,14 +483,14 @@ def loss_and_cotangent(x_last: Scaled, readout: Readout, precision) -> tuple[Sca
 
     Args:
       x_last: the last activations ``(batch, n_L)`` (``(batch, *spatial, c_L)``), from ``forward``.
-      readout: the loss's random numbers, applied to ``pooled(x_last)``.
+      readout: the loss's random numbers, applied to ``network.pooled(x_last)``.
       precision: ``lax.Precision``.
 
     Returns:
       ``(loss, cotangent)``: the batch-mean loss C, a scalar, and ∂ℓ_b/∂x_L of ``x_last``'s shape.
     """
     shape = x_last.mantissa.shape
-    features = pooled(x_last.mantissa)
+    features = network.pooled(x_last.mantissa)
     prediction = jnp.matmul(features, readout.weights, precision=precision)
     loss, residual = loss_of_prediction(prediction, x_last.exponent, readout.targets)
     if readout.targets is None:

@@ -35,6 +35,7 @@ from sweep.kernel import passes
 from sweep.kernel.passes import Readout, StreamProducts
 from sweep.kernel.results import BackwardStats, ForwardStats, NetworkStats
 from sweep.kernel.scale import Scaled, ldexp, normalise
+from sweep.model import network
 from sweep.model.network import Program
 
 
@@ -116,7 +117,7 @@ def stats(program: Program, probe, depth: jax.Array, params, x: jax.Array, reado
     precision = probe.lax_precision
     fwd = passes.forward(params, program, x, precision, depth=depth)
     x_last, e_last = fwd.x_last
-    prediction = jnp.matmul(passes.pooled(x_last), readout.weights, precision=precision)
+    prediction = jnp.matmul(network.pooled(x_last), readout.weights, precision=precision)
     streams, exponents, signs, powers = _streams(prediction, e_last, readout, probe, depth)
     streams = passes.unpooled(streams, x_last.shape)
     back = passes.backward_streams(params, program, fwd.residuals, streams, x_last, precision, depth)

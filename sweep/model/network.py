@@ -123,10 +123,14 @@ class Architecture(NamedTuple):
             scales = (scales.reshape(-1, 2) * np.asarray([self.depth ** -0.5, 0.0], np.float32)).reshape(-1)
         return scales
 
+    @property
+    def readout_width(self) -> int:
+        """The width the readout reads: n_L, or a residual network's stream width n_0."""
+        return self.widths[0] if self.is_residual else self.widths[-1]
+
     def program(self) -> Program:
         """The program of this network alone."""
-        last = self.widths[0] if self.is_residual else self.widths[-1]  # the stream is read out
-        return Program(self.activation, self.distribution, self.widths, last, self.conv, self.is_residual)
+        return Program(self.activation, self.distribution, self.widths, self.readout_width, self.conv, self.is_residual)
 
     def prefix(self, program: Program) -> Prefix:
         """Where this network sits in ``program``: its depth and its layers' scales, padded."""
@@ -363,20 +367,34 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
     Args:
       params: from ``draw_params``.
       arch: the architecture.
-      x: inputs, shape ``(batch, n_0)`` (``(batch, *spatial, c_0)`` for convolutions).
+      x: inputs, shape ``(batch, n_0)`` (``(batch, *spatial, c_0)`` for convolutions); a
+        residual network's are the stream's ``x_0``, of width ``n_0``.
       precision: matmul precision.
 
     Returns:
-      The last hidden layer's activations, shape ``(batch, n_L)`` (``(batch, *spatial, c_L)``).
+      The last hidden layer's activations, shape ``(batch, n_L)`` (``(batch, *spatial, c_L)``);
+      a residual network's last stream ``x_L``, ``(batch, n_0)`` (``(batch, *spatial, n_0)``).
     """
     phi = arch.phi
+    alpha = arch.residual
 
     def block_step(h, block):
         for w, b in block:
-            z = jnp.matmul(h, w, precision=precision) if w.ndim == 2 else layers.linear(h, w, precision)
-            h = phi(z + b)
+            h = phi(layers.linear(h, w, precision) + b)
         return h, None
 
+    def residual_step(x, block):
+        for (w1, b1), (w2, b2) in block:
+            inner = phi(layers.linear(phi(x), w1, precision) + b1)
+            x = x + alpha * (layers.linear(inner, w2, precision) + b2)
+        return x, None
+
     for block in params:
-        x, _ = scan_blocks(block_step, x, block)
+        x, _ = scan_blocks(residual_step if arch.is_residual else block_step, x, block)
     return x
+
+
+def pooled(x: jax.Array) -> jax.Array:
+    """What the readout reads: ``x`` ``(batch, *spatial, c)`` averaged over positions, ``(batch, c)``
+    (global average pooling); dense ``(batch, n)`` as it is."""
+    return jnp.mean(x, axis=tuple(range(1, x.ndim - 1))) if x.ndim > 2 else x

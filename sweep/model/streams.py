@@ -7,7 +7,8 @@ each kind of draw has a stream of its own, selected by ``fold_in`` with a tag:
 * ``LAYER_STREAM``: layer l (1-based) is drawn from ``fold_in(fold_in(key, LAYER_STREAM), l)``;
   its weights from ``fold_in(that, 0)``, its biases from ``fold_in(that, 1)``; with the
   conditional sampler (``sweep.model.conditional``), a Gaussian dense layer's G from
-  ``fold_in(that, 2)`` and H from ``fold_in(that, 3)`` instead of its weights.
+  ``fold_in(that, 2)`` and H from ``fold_in(that, 3)`` instead of its weights. Index 0 is
+  no layer of the statistics network: it is a trained residual network's input map.
 * ``INPUT_STREAM``: the batch of inputs, i.i.d. N(0, 1).
 * ``TARGET_STREAM``: the ``"mse"`` probe's targets, i.i.d. N(0, 1).
 * ``READOUT_STREAM``: the readout, N(0, 1/n_L): the ``"mse"`` probe's and the trained
@@ -106,6 +107,14 @@ def inputs(key: jax.Array, batch: int, n_in: int, spatial: tuple[int, ...] = ())
     """The network's batch of inputs, ``(batch, *spatial, n_in)``, i.i.d. N(0, 1) (images of
     ``n_in`` channels for convolutions)."""
     return jax.random.normal(jax.random.fold_in(key, INPUT_STREAM), (batch, *spatial, n_in))
+
+
+def input_map(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """A trained residual network's map from the data to its stream, ``shape`` ``(*taps, n_features, n_0)``,
+    i.i.d. N(0, 1/fan_in), fan_in = k^d · n_features: on standardised features, a stream of
+    unit second moment, as the statistics kernel's N(0, 1) inputs. Drawn from layer index 0."""
+    fan_in = int(np.prod(shape[:-1]))
+    return jax.random.normal(jax.random.fold_in(layer_key(key, 0), 0), shape) / np.sqrt(fan_in)
 
 
 def readout(key: jax.Array, n_last: int, outputs: int) -> jax.Array:

@@ -240,7 +240,8 @@ class Plan(NamedTuple):
     def program_name(self, job: Job) -> str:
         """The compiled program a job runs, named; jobs with the same name share one compile."""
         if job.kind == "train":
-            return f"train {job.arch.activation} {job.arch.init} {network.describe_widths(job.arch.widths)}"
+            alpha = f" alpha={job.arch.residual:g}" if job.arch.is_residual else ""  # trained with α compiled in
+            return f"train {job.arch.init} {job.arch.program().describe()}{alpha}"
         return f"{'init' if job.kind == 'init' else 'stats'} {job.program.describe()}"
 
     @property
@@ -263,20 +264,21 @@ class Plan(NamedTuple):
 def architecture(spec: Spec | TrainSpec, values: Sequence) -> Architecture:
     """The architecture at one group's grid point.
 
-    A statistics network has n_0 = ``width``; a trained network reads the dataset's features,
-    so its ``widths = (n_features,) + hidden widths``, the hidden widths being the profile's for
-    ``width`` and ``depth``. When the two agree it is the statistics architecture itself;
-    otherwise only layer 1's shape differs, and since each layer is drawn from its own key,
-    layers 2..L are still the statistics network's.
+    A statistics network has n_0 = ``width``. A trained plain network reads the dataset's
+    features, so its ``widths = (n_0,) + hidden widths``, n_0 the number of features (dense
+    layers) or 1 (a conv net's one input channel), the hidden widths being the profile's for
+    ``width`` and ``depth``: only layer 1's shape differs from the statistics network's, and
+    since each layer is drawn from its own key, layers 2..L are still its draws. A trained
+    residual network is the statistics network itself, its stream fed by the trainer's input
+    map (``sweep.train.model``).
     """
     activation, init, profile, depth, width, *family = values
     widths = profiles.widths(profile, width, depth)
-    if isinstance(spec, TrainSpec):
-        widths = (DATASET_SHAPES[spec.dataset].features,) + widths[1:]
-        return Architecture(activation, init, widths)
     point = dict(zip(spec.grid.static_axes[5:], family))
     conv = network.Conv(point["kernel_size"], spec.spatial) if spec.conv else None
     alpha = point["branch_scale"] * depth ** spec.branch_depth_exponent if spec.residual else None
+    if isinstance(spec, TrainSpec) and not spec.residual:
+        widths = (1 if spec.conv else DATASET_SHAPES[spec.dataset].features,) + widths[1:]
     return Architecture(activation, init, widths, conv, alpha)
 
 
@@ -309,11 +311,11 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
 
 def _train_job(spec: TrainSpec, arch: Architecture, shape, micro: int | None) -> Job:
     d = DATASET_SHAPES[spec.dataset]
-    need = sizing.train_bytes(arch, d.outputs, spec.batch, spec.optimizer)
+    need = sizing.train_bytes(arch, d.outputs, spec.batch, spec.optimizer, features=d.features)
     if micro is None:
         most = _MAX_MICRO_BATCH["train"].get(platform(), _MAX_MICRO_BATCH["train"][None])
         micro = fitting_power_of_two(need, most)
-    flops = sizing.train_flops(arch, d.outputs, spec.batch, spec.steps, len(spec.eval_steps) + 1, d.examples)
+    flops = sizing.train_flops(arch, d.outputs, spec.batch, spec.steps, len(spec.eval_steps) + 1, d.examples, d.features)
     return Job("train", arch, None, micro, need, flops, shape, per_key=len(spec.grid.learning_rate))
 
 

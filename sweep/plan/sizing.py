@@ -68,22 +68,34 @@ def stats_flops(arch: Architecture, probe) -> float:
     return float(3 * b * arch.positions * layer + jacobian)
 
 
-def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE) -> int:
+def _trained_layers(arch: Architecture, features: int) -> list[tuple[int, ...]]:
+    """The weight shapes a trained network has: a residual one's input map first."""
+    if not arch.is_residual:
+        return list(arch.weight_shapes)
+    taps = arch.conv.taps if arch.conv else ()
+    return [taps + ((1 if arch.conv else features), arch.widths[0])] + list(arch.weight_shapes)
+
+
+def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE,
+                features: int = 0) -> int:
     """An upper estimate of the device memory one network needs while it trains.
 
     Counts the parameters, their gradients, updates and the optimizer's slots (twice for the
-    scan's carry in and out), the forward residuals and cotangents of a mini-batch, or a
-    slice of the evaluation if larger.
+    scan's carry in and out), the forward residuals and cotangents of a mini-batch (a conv
+    layer's at every position), or a slice of the evaluation if larger.
     """
-    shapes = arch.shapes
-    params = sum(i * o + o for i, o in shapes) + arch.widths[-1] * outputs + outputs
+    shapes = _trained_layers(arch, features)
+    params = sum(math.prod(s) + s[-1] for s in shapes) + arch.readout_width * outputs + outputs
     state = params * (2 * (1 + _OPTIMIZER_SLOTS[optimizer]) + 2)
-    step = 2 * batch * sum(i + o for i, o in shapes) + 3 * batch * outputs
-    evaluation = eval_slice * (3 * max(arch.widths) + 2 * outputs)
+    rows = arch.positions
+    step = 2 * batch * rows * sum(s[-2] + s[-1] for s in shapes) + 3 * batch * outputs
+    evaluation = eval_slice * (3 * rows * max(arch.widths) + 2 * outputs)
     return int(4 * WORKSPACE_FACTOR * (state + max(step, evaluation)))
 
 
-def train_flops(arch: Architecture, outputs: int, batch: int, steps: int, evaluations: int, examples: int) -> float:
+def train_flops(arch: Architecture, outputs: int, batch: int, steps: int, evaluations: int, examples: int,
+                features: int = 0) -> float:
     """The GEMM FLOPs of training one network: its steps and its evaluations of both splits."""
-    layer = sum(2 * i * o for i, o in arch.shapes) + 2 * arch.widths[-1] * outputs
+    layer = sum(2 * math.prod(s) for s in _trained_layers(arch, features)) * arch.positions
+    layer += 2 * arch.readout_width * outputs
     return float(3 * batch * layer * steps + evaluations * examples * layer)

@@ -1,4 +1,5 @@
-"""Trainability: accuracy over (gain, depth) against theory's depth scale, and loss curves by gain."""
+"""Trainability: accuracy over (gain, depth) against theory's depth scale, loss curves by gain, and
+network families trained alike."""
 
 from __future__ import annotations
 
@@ -79,4 +80,33 @@ def init_outcome(init_level: xr.DataArray, outcome: xr.DataArray, ylabel: str):
         fig.colorbar(points, ax=axes[0, 0], label="gain σ_w")
     axes[0, 0].set_xlabel(r"$\log_{10}$ initial level of $E[(\partial C/\partial W_l)^2]$")
     axes[0, 0].set_ylabel(ylabel)
+    return fig
+
+
+@styled
+def family_training(accuracy: dict[str, xr.DataArray], best: dict[str, float | None]):
+    """Left: test accuracy against step of each family at its best learning rate. Right: final test
+    accuracy against the learning rate, one line per family.
+
+    Args:
+      accuracy: per family, ``test_accuracy`` with dims ``(learning_rate, seed, eval_step)``.
+      best: per family, the learning rate shown on the left (``None``: not shown).
+
+    Returns:
+      The figure.
+    """
+    fig, axes = figure(1, 2, height=2.5, width=2 * 3.4 * 0.9)
+    for color, (name, acc) in zip(sequential(len(accuracy)), accuracy.items()):
+        if best.get(name) is not None:
+            band(axes[0, 0], acc.sel(learning_rate=best[name]), x="eval_step", color=color,
+                 label=f"{name}, lr {best[name]:.3g}")
+        final = acc.isel(eval_step=-1).transpose("seed", "learning_rate")
+        band(axes[0, 1], final, x="learning_rate", color=color, label=name, marker="o")
+    axes[0, 0].set_xlabel("step")
+    axes[0, 0].set_ylabel("test accuracy")
+    axes[0, 0].legend(loc="best")
+    axes[0, 1].set_xscale("log")
+    axes[0, 1].set_xlabel("learning rate")
+    axes[0, 1].set_ylabel(f"test accuracy after {int(acc.eval_step[-1])} steps")
+    axes[0, 1].legend(loc="best")
     return fig

@@ -13,20 +13,12 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
-from sweep.report import sections
+from sweep.report import families, sections
 from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
 from sweep.report.sections import Section, zero_crossing
+from sweep.report.selection import at, max_deviation, spec_value, theory_of
 
 SQRT2 = math.sqrt(2.0)
-
-
-def _one(ds: xr.Dataset, **sel) -> xr.Dataset:
-    return ds.sel(sel).squeeze(drop=True)
-
-
-def _max_dev(dev: xr.Dataset, names, **sel) -> float:
-    values = [np.abs(dev[n].sel(sel)).max().item() for n in names if n in dev]
-    return float(np.nanmax(values)) if values else float("nan")
 
 
 def forward_signals(results: dict) -> Section | None:
@@ -35,8 +27,8 @@ def forward_signals(results: dict) -> Section | None:
         return None
     depth, width = int(ds.depth.max()), int(ds.width.max())
     g_he = nearest(ds.gain, SQRT2)
-    he = _one(ds, activation="relu", init="fan_in", gain=g_he, depth=depth, width=width)
-    xavier = _one(ds, activation="relu", init="fan_avg", gain=nearest(ds.gain, 1.0), depth=depth, width=width)
+    he = at(ds, activation="relu", init="fan_in", gain=g_he, depth=depth, width=width)
+    xavier = at(ds, activation="relu", init="fan_avg", gain=nearest(ds.gain, 1.0), depth=depth, width=width)
     last = depth
 
     def per_layer_factor(net):
@@ -53,12 +45,12 @@ def forward_signals(results: dict) -> Section | None:
     prev_var = he.act_var.sel(layer=slice(1, last - 1)).values
     k_meansq = mean_se(xr.DataArray((nxt / (g_he**2 * prev_meansq)).mean(1)))
     k_var = mean_se(xr.DataArray((nxt / (g_he**2 * prev_var)).mean(1)))
-    dev = theory.deviation(ds, _theory_of(ds))
-    worst = _max_dev(dev, ["preact_meansq", "act_meansq", "act_mean", "act_var"], activation="relu", init="fan_in",
+    dev = theory.deviation(ds, theory_of(ds))
+    worst = max_deviation(dev, ["preact_meansq", "act_meansq", "act_mean", "act_var"], activation="relu", init="fan_in",
                      gain=g_he, depth=depth, width=width)
     text = (
         f"Relu networks of depth {depth} and width {width}, {ds.sizes['seed']} networks per setting, "
-        f"batch {_spec_value(ds, 'batch')}.\n\n"
+        f"batch {spec_value(ds, 'batch')}.\n\n"
         f"- Under He init (fan_in, σ_w = √2) the pre-activation second moment changes by a factor "
         f"**{he_factor}** per layer; under Xavier (fan_avg, σ_w = 1) by **{xavier_factor}** (theory: 1 and 1/2).\n"
         f"- Relu outputs are not zero-mean: E[x]²/E[x²] = **{pi_ratio[1]}** at layer 1 and "
@@ -87,18 +79,18 @@ def backward_signals(results: dict) -> Section | None:
         return None
     depth, width = int(ds.depth.max()), int(ds.width.max())
     gain = nearest(ds.gain, SQRT2)
-    th = _theory_of(ds)
+    th = theory_of(ds)
     dev = theory.deviation(ds, th)
     rows = []
     for profile in ds.profile.values:
         for init in ds.init.values:
             sel = dict(activation="relu", profile=str(profile), init=str(init), depth=depth, width=width, gain=gain)
-            net, t = _one(ds, **sel), th.sel(sel).squeeze(drop=True)
+            net, t = at(ds, **sel), th.sel(sel).squeeze(drop=True)
             fwd = ratio(mean_se(net.preact_meansq.sel(layer=depth)), mean_se(net.preact_meansq.sel(layer=1)))
             bwd = ratio(mean_se(net.grad_preact_meansq.sel(layer=1)), mean_se(net.grad_preact_meansq.sel(layer=depth)))
             t_fwd = float(t.theory_preact_meansq.sel(layer=depth) / t.theory_preact_meansq.sel(layer=1))
             t_bwd = float(t.theory_grad_preact_meansq.sel(layer=1) / t.theory_grad_preact_meansq.sel(layer=depth))
-            worst = _max_dev(dev, ["preact_meansq", "grad_act_meansq", "grad_preact_meansq"], **sel)
+            worst = max_deviation(dev, ["preact_meansq", "grad_act_meansq", "grad_preact_meansq"], **sel)
             rows.append([str(profile), str(init), str(fwd), fmt(t_fwd), str(bwd), fmt(t_bwd), fmt(worst, 2)])
     text = (
         f"Relu, σ_w = √2, depth {depth}, base width {width}; 'alternating' widths n, 2n, n, 2n, … "
@@ -120,7 +112,7 @@ def weight_gradients(results: dict) -> Section | None:
     if ds is None:
         return None
     depth, width = int(ds.depth.max()), int(ds.width.max())
-    net = _one(ds, activation="relu", init="fan_in", depth=depth, width=width)
+    net = at(ds, activation="relu", init="fan_in", depth=depth, width=width)
     rows = []
     for g in net.gain.values:
         w = net.grad_weight_meansq.sel(gain=g)
@@ -144,7 +136,7 @@ def weight_gradients(results: dict) -> Section | None:
     he_dev = (level_of(g_he).value - theory_of(g_he)) / level_of(g_he).se
     max_dev_below = max(abs(level_of(g).value - theory_of(g)) / level_of(g).se for g in gains[gains < SQRT2 - 1e-9])
     text = (
-        f"Relu, fan_in, depth {depth}, width {width}, mse loss, batch {_spec_value(ds, 'batch')}: the mean square of "
+        f"Relu, fan_in, depth {depth}, width {width}, mse loss, batch {spec_value(ds, 'batch')}: the mean square of "
         "∂C/∂W_l, the gradient SGD uses.\n\n"
         + table(["gain σ_w", "max/min over layers", "theory", "level (mean over layers)", "theory"], rows)
         + "\n\n"
@@ -177,7 +169,7 @@ def _per_example_at_he(he: xr.Dataset) -> str:
         return ""
     first = he.sel(layer=1)
     measured = mean_se(first.grad_act_meansq)
-    z = theory.deviation(he, _theory_of(he)).fw_grad_act_meansq
+    z = theory.deviation(he, theory_of(he)).fw_grad_act_meansq
     return (
         f"\n- Each example's own cotangent is predicted at this width by the exact finite-width law "
         f"(`theory_fw_*`, sweep/theory/relu_gradients.py): at layer 1, E[(∂ℓ/∂x_1)²] = {measured}, exact law "
@@ -233,7 +225,7 @@ def _projection_exactness(ds: xr.Dataset | None) -> str:
     if ds is None or "theory_fw_grad_weight_meansq" not in ds:
         return ""
     testable = ds.depth / ds.width <= 0.5  # beyond, a mean of ~1000 networks is too skewed for a z
-    dev = theory.deviation(ds, _theory_of(ds))
+    dev = theory.deviation(ds, theory_of(ds))
     worst = float(abs(dev.grad_weight_meansq.where(testable)).max())
     return (
         "\n\nWith the projection loss ℓ = x_L·u the infinite-width means are exact at every width: the backward "
@@ -254,7 +246,7 @@ def finite_width(results: dict) -> Section | None:
     if ds is None:
         return None
     spread = plots.log_norm_spread(ds)
-    th = _theory_of(ds)
+    th = theory_of(ds)
     rows, exact_x, exact_y = [], [], []
     for w in ds.width.values:
         for d in ds.depth.values:
@@ -338,8 +330,8 @@ def training(results: dict) -> Section | None:
     spearman = sections.spearman(x[ok], y[ok])
     diverged = int(ds.diverged.sum())
     text = (
-        f"{activation}, σ_b = {bias_std:.3g}, {ds.attrs.get('dataset', _spec_value(ds, 'dataset'))}, "
-        f"{_spec_value(ds, 'optimizer')} at learning rate {float(one.learning_rate):.3g}, {steps} steps, "
+        f"{activation}, σ_b = {bias_std:.3g}, {ds.attrs.get('dataset', spec_value(ds, 'dataset'))}, "
+        f"{spec_value(ds, 'optimizer')} at learning rate {float(one.learning_rate):.3g}, {steps} steps, "
         f"{ds.sizes['seed']} networks per cell. Median test accuracy after {steps} steps (chance {chance:.2f}); "
         "† marks depths beyond theory's 6ξ_c.\n\n"
         + table(["depth \\ gain"] + [plots.bands.label_gain(float(g)) for g in one.gain.values], rows)
@@ -362,7 +354,7 @@ def jacobian_spectra(results: dict) -> Section | None:
     for activation, gain in (("relu", nearest(ds.gain, SQRT2)), ("tanh", nearest(ds.gain, 1.0))):
         for init in ds.init.values:
             for depth in ds.depth.values:
-                sv = _one(ds, activation=activation, init=str(init), gain=gain, depth=int(depth)).jacobian_singular_values
+                sv = at(ds, activation=activation, init=str(init), gain=gain, depth=int(depth)).jacobian_singular_values
                 sq = sv**2
                 m1 = mean_se(sq.mean("singular_value"))
                 var = mean_se(sq.var("singular_value"))
@@ -382,115 +374,5 @@ def jacobian_spectra(results: dict) -> Section | None:
                    [("jacobian", fig, "Distribution of normalised squared singular values at the largest depth.")])
 
 
-def families(results: dict) -> Section | None:
-    """He's conv fans and the residual stream, from the ``conv`` and ``residual`` stores."""
-    conv, res = results.get("conv"), results.get("residual")
-    if conv is None and res is None:
-        return None
-    for ds, axis in ((conv, "kernel_size"), (res, "branch_scale")):
-        if ds is not None and axis not in ds.dims:
-            raise KeyError(axis)
-    text, figures = [], []
-    if conv is not None:
-        depth, he = int(conv.depth.max()), nearest(conv.gain, SQRT2)
-        channels_only = float(conv.gain.max())
-        k = int(conv.kernel_size.max())
-
-        def factor(net, variable="preact_meansq", first=1, last=depth):
-            growth = ratio(mean_se(net[variable].sel(layer=last)), mean_se(net[variable].sel(layer=first)))
-            return power(growth, 1.0 / (last - first))
-
-        base = dict(activation="relu", depth=depth, kernel_size=k)
-        flat = _one(conv, **base, init="fan_in", profile="constant", gain=he)
-        grow = _one(conv, **base, init="fan_in", profile="constant", gain=channels_only)
-        th_grow = _one(_theory_of(conv), **base, init="fan_in", profile="constant", gain=channels_only)
-        theory_growth = float(th_grow.theory_preact_meansq.sel(layer=depth) / th_grow.theory_preact_meansq.sel(layer=1))
-        rows, backward = [], {}
-        for init in ("fan_in", "fan_out"):
-            net = _one(conv, **base, init=init, profile="alternating", gain=he)
-            t = _one(_theory_of(conv), **base, init=init, profile="alternating", gain=he)
-            fwd = ratio(mean_se(net.preact_meansq.sel(layer=depth)), mean_se(net.preact_meansq.sel(layer=1)))
-            bwd = ratio(mean_se(net.grad_act_meansq.sel(layer=1)), mean_se(net.grad_act_meansq.sel(layer=depth)))
-            backward[init] = (bwd, float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))
-            t_fwd = float(t.theory_preact_meansq.sel(layer=depth) / t.theory_preact_meansq.sel(layer=1))
-            rows.append([init, str(fwd), fmt(t_fwd),
-                         str(bwd), fmt(float(t.theory_grad_act_meansq.sel(layer=1) / t.theory_grad_act_meansq.sel(layer=depth)))])
-        dev = theory.deviation(conv, _theory_of(conv))
-        worst = _max_dev(dev, ["preact_meansq", "act_meansq", "grad_act_meansq", "grad_preact_meansq",
-                               "grad_weight_meansq"], **base)
-        width = int(conv.width.max())
-        text.append(
-            f"Conv nets: relu, {k}×{k} kernels, {width} channels (alternating {width}, {2 * width}, …) on "
-            f"{' × '.join(map(str, _spec_value(conv, 'spatial')))} images with circular padding, depth {depth}, "
-            f"{conv.sizes['seed']} networks per setting.\n\n"
-            f"- With He's fan k²c (fan_in, σ_w = √2) E[z_l²] changes by **{factor(flat)}** per layer (theory 1); "
-            f"with the fan taken as the channels alone (σ_w = {fmt(channels_only)}, {k}² times the variance) by "
-            f"**{factor(grow)}** per layer (theory "
-            f"{fmt(theory_growth ** (1 / (depth - 1)))}). "
-            "The taps are part of the fan.\n"
-            "- With unequal channels, forward E[z_L²]/E[z_1²] and backward E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
-            + table(["init", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
-            + "\n\n  fan_in = k²c_in keeps the forward signal (He's eq. 10), fan_out = k²c_out the backward one "
-            "(eq. 14): the two fans' backward ratios differ by "
-            f"{fmt(backward['fan_in'][0].value / backward['fan_out'][0].value)} "
-            f"(theory {fmt(backward['fan_in'][1] / backward['fan_out'][1])}), and both exceed their infinite-width values, "
-            f"by {fmt(backward['fan_in'][0].value / backward['fan_in'][1])} and "
-            f"{fmt(backward['fan_out'][0].value / backward['fan_out'][1])}: a finite-width effect at {width} channels "
-            "that the per-position, infinite-width theory leaves out. Every conv statistic is within "
-            f"{fmt(worst, 2)} standard errors of the per-position "
-            "mean-field theory.\n")
-        panels = [[{"profile": "constant", "gain": he}, {"profile": "constant", "gain": channels_only},
-                   {"profile": "alternating", "gain": he}]]
-        shown = conv.sel(base)
-        figures.append(("conv", plots.per_layer(shown, "preact_meansq", panels, [{"init": "fan_in"}, {"init": "fan_out"}],
-                                                r"$E[z_l^2]$ per position"),
-                        "Conv nets: E[z_l²] per layer under He's k²c fan, the channel-only fan, and alternating "
-                        "channels; median over networks, band 16–84%, theory dashed."))
-    if res is not None:
-        depth, width = int(res.depth.max()), int(res.width.max())
-        rows = []
-        for init in ("fan_in", "fixup"):
-            for alpha in res.branch_scale.values:
-                net = _one(res, activation="relu", init=init, depth=depth, branch_scale=float(alpha))
-                t = _one(_theory_of(res), activation="relu", init=init, depth=depth, branch_scale=float(alpha))
-                last = ratio(mean_se(net.stream_meansq.sel(layer=depth)), mean_se(net.stream_meansq.sel(layer=1)))
-                grad = ratio(mean_se(net.grad_stream_meansq.sel(layer=1)), mean_se(net.grad_stream_meansq.sel(layer=depth)))
-                rows.append([init, fmt(float(alpha)), str(last),
-                             fmt(float(t.theory_stream_meansq.sel(layer=depth) / t.theory_stream_meansq.sel(layer=1))),
-                             str(grad),
-                             fmt(float(t.theory_grad_stream_meansq.sel(layer=1) / t.theory_grad_stream_meansq.sel(layer=depth)))])
-        dev = theory.deviation(res, _theory_of(res))
-        worst = _max_dev(dev, ["stream_meansq", "grad_stream_meansq"], activation="relu", depth=depth)
-        text.append(
-            f"Residual nets: relu, {depth} blocks x_l = x_(l−1) + α (W₂ φ(W₁ φ(x_(l−1)))), stream width {width}, "
-            f"He branches (fan_in, σ_w = √2) or Fixup, {res.sizes['seed']} networks per setting. Stream growth over "
-            f"the blocks, E[x_L²]/E[x_1²], and the stream gradient's E[(∂ℓ/∂x_1)²]/E[(∂ℓ/∂x_L)²]:\n\n"
-            + table(["init", "α", "forward (measured)", "theory", "backward (measured)", "theory"], rows)
-            + f"\n\nUnder He branches each block multiplies the stream's second moment by 1 + α² (each of the "
-            "branch's two relus halves it): fan-in scaling of the branches does not make the network stable, the "
-            "branch scale must. α = 1/√L keeps the growth below (1 + 1/L)^L < e over the whole depth, Fixup starts "
-            "every branch at zero and α = 0 is the identity. Every stream statistic is within "
-            f"{fmt(worst, 2)} standard errors of the mean-field recursion. Whether the deep residual net trains "
-            "where the plain one of the same depth does not is not measured here yet: training conv and residual "
-            "networks is still to come.\n")
-        panels = [[{"init": "fan_in"}, {"init": "fixup"}]]
-        lines = [{"branch_scale": float(a)} for a in res.branch_scale.values]
-        figures.append(("residual", plots.per_layer(res.sel(activation="relu", depth=depth), "stream_meansq", panels,
-                                                    lines, r"$E[x_l^2]$, stream"),
-                        "Residual stream second moment per block under He branches and Fixup, one line per branch "
-                        "scale α; median over networks, band 16–84%, theory dashed."))
-    return Section("families", "8. Convolutions and residual networks", "\n".join(text), figures)
-
-
-def _theory_of(ds: xr.Dataset) -> xr.Dataset:
-    return ds[[v for v in ds.data_vars if str(v).startswith("theory_")]]
-
-
-def _spec_value(ds: xr.Dataset, key: str):
-    import json
-
-    return json.loads(ds.attrs["spec"]).get(key)
-
-
 POINTS = (forward_signals, backward_signals, weight_gradients, finite_width, critical_gains, training, jacobian_spectra,
-          families)
+          families.families)

@@ -54,10 +54,9 @@ def attributes(spec: TrainSpec) -> dict:
         target_loss_source="spec" if spec.target_loss is not None else "half the best constant predictor's training loss",
         batch_schedule=(f"the same for every network: epochs in the order numpy.random.default_rng([{spec.rng_seed}, "
                         "epoch]).permutation(n_train), cut into consecutive batches (a batch may span two epochs)"),
-        network_keys=("network_key(rng_seed, index), index over (activation, init, profile, depth, width, gain, "
-                      "bias_std, seed) as in a stats sweep; every learning rate trains the same initial network"),
-        architecture="widths (input_dim, hidden widths of profile, width, depth), then a trained linear readout "
-                     "N(0, 1/n_L) with zero bias",
+        network_keys=(f"network_key(rng_seed, index), index over ({', '.join(spec.grid.stats.axes)}, seed) as in a "
+                      "stats sweep; every learning rate trains the same initial network"),
+        architecture=_architecture(spec),
         optimizer=_OPTIMIZERS[spec.optimizer],
         loss="softmax cross-entropy (nats)" if data.task == datasets.CLASSIFICATION
              else "half the squared error, summed over outputs",
@@ -67,6 +66,25 @@ def attributes(spec: TrainSpec) -> dict:
                          f"dimension {data.n_outputs}; not the training data"),
     )
     return attrs
+
+
+def _architecture(spec: TrainSpec) -> str:
+    """The trained networks' architecture, in words."""
+    readout = "then a trained linear readout N(0, 1/n) with zero bias"
+    if spec.conv:
+        readout = "global average pooling, " + readout
+    if spec.residual:
+        exponent = "" if spec.branch_depth_exponent == 0 else f" · depth^{spec.branch_depth_exponent:g}"
+        stream = (f"conv of kernel_size taps from the features as a one-channel {' x '.join(map(str, spec.spatial))} image"
+                  if spec.conv else "dense map from the input_dim features")
+        return (f"stream x_0 = a trained input map (a {stream} to width channels, N(0, 1/fan_in), no bias); residual "
+                f"blocks x_l = x_(l-1) + α{exponent} · (W_2 φ(W_1 φ(x_(l-1)) + b_1) + b_2) of inner widths of profile, "
+                f"width, depth, drawn as in a stats sweep; {readout}")
+    if spec.conv:
+        image = " x ".join(map(str, spec.spatial))
+        return (f"circular convolutions of stride 1 over the features as a one-channel {image} image, channels"
+                f" (1, hidden widths of profile, width, depth), kernel_size taps per dim; {readout}")
+    return f"widths (input_dim, hidden widths of profile, width, depth), {readout}".replace("N(0, 1/n)", "N(0, 1/n_L)")
 
 
 def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.ndarray]]:
@@ -84,7 +102,7 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
       ``(C, len(eval_steps))``, ``diverged``, ``steps_to_target`` and ``loss_at_init`` ``(C,)``.
     """
     data = datasets.load(spec.dataset)
-    config = loop.Config(job.arch, data.n_outputs, data.task, spec.optimizer, spec.precision)
+    config = loop.Config(job.arch, data.n_outputs, data.task, spec.optimizer, spec.precision, data.n_features)
     trainer = loop.make_trainer(config, job.micro_batch)
     init = devices.on_devices(trainer.init, mesh, (False, True, True, True))
     train = devices.on_devices(trainer.train, mesh, (True, True, False, False, False, False, False), donate=(0,))

@@ -43,6 +43,7 @@ class Config(NamedTuple):
       task: ``"classification"`` or ``"regression"``.
       optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
       precision: ``"highest"`` or ``"default"``.
+      features: the dataset's number of features (a residual network's input map reads them).
     """
 
     arch: Architecture
@@ -50,6 +51,7 @@ class Config(NamedTuple):
     task: str
     optimizer: str
     precision: str
+    features: int | None = None
 
     @property
     def module(self) -> Network:
@@ -158,7 +160,7 @@ def make_trainer(config: Config, micro_batch: int) -> Trainer:
         return jnp.mean(loss_terms(module.apply({"params": params}, x), y, config.task)[0])
 
     def init_one(rng_seed, index, gain, bias_std):
-        params = module.draw(streams.network_key(rng_seed, index), gain, bias_std)["params"]
+        params = module.draw(streams.network_key(rng_seed, index), gain, bias_std, config.features)["params"]
         opt_state = optimizer(config.optimizer, 1.0).init(params)
         return State(params, opt_state, jnp.bool_(False), jnp.int32(-1))
 
