@@ -16,13 +16,13 @@ def describe(ds: xr.Dataset) -> str:
     lines.append(f"  networks : {spec.num_networks} ({spec.grid.size} grid points x {spec.seeds} seeds)")
     if spec.kind == "train":
         lines.append(f"  training : {spec.dataset}, {spec.optimizer}, {spec.steps} steps of batch {spec.batch}")
+        lines.append(f"  network  : {ds.attrs.get('architecture', _family(spec))}")
     else:
         lines.append(f"  batch    : {spec.batch} inputs, loss {spec.loss}, precision {spec.precision}")
         lines.append(f"  network  : {_family(spec)}")
         if spec.sampler != "direct":
             lines.append(f"  sampler  : {spec.sampler} ({ds.attrs.get('sampler_layers', '?')})")
-    axes = spec.grid.axes + (("learning_rate",) if spec.kind == "train" else ())
-    for axis in axes:
+    for axis in spec.grid.axes:
         values = list(ds[axis].values)
         text = ", ".join(f"{v:.4g}" if isinstance(v, float) else str(v) for v in values[:8])
         lines.append(f"  {axis:<9}: {text}{' ...' if len(values) > 8 else ''} ({len(values)})")
@@ -64,15 +64,18 @@ def _family(spec) -> str:
 def _describe_training(ds: xr.Dataset) -> list[str]:
     final = ds.isel(eval_step=-1)
     lines = [f"  diverged : {int(ds['diverged'].sum())} networks", "",
-             f"  after {int(final.eval_step)} steps, median over seeds:"]
-    header = f"    {'activation':<16}{'init':<14}{'depth':>6}{'width':>6}{'gain':>8}{'lr':>9}{'test_loss':>11}{'test_acc':>10}"
-    lines.append(header)
-    axes = [a for a in GRID_AXES + ("learning_rate",) if a not in ("profile", "bias_std")]
+             f"  after {int(final.eval_step)} steps, median over seeds (first profile and bias_std):"]
+    extra = [(axis, label) for axis, label in (("kernel_size", "k"), ("branch_scale", "α")) if axis in ds.dims]
+    header = f"    {'activation':<16}{'init':<14}{'depth':>6}{'width':>6}" + "".join(label.rjust(6) for _, label in extra)
+    lines.append(header + f"{'gain':>8}{'lr':>9}{'test_loss':>11}{'test_acc':>10}")
+    axes = [a for a in GRID_AXES[:5] + tuple(a for a, _ in extra) + GRID_AXES[5:] + ("learning_rate",)
+            if a not in ("profile", "bias_std")]
     table = final[["test_loss", "test_accuracy"]].isel(profile=0, bias_std=0).median("seed")
     for values in table["test_loss"].stack(point=axes).point.values[:16]:
         point = dict(zip(axes, values))
         row = table.sel(point)
-        lines.append(f"    {point['activation']:<16}{point['init']:<14}{point['depth']:>6}{point['width']:>6}"
+        k = "".join(f"{point[axis]:>6.3g}" for axis, _ in extra)
+        lines.append(f"    {point['activation']:<16}{point['init']:<14}{point['depth']:>6}{point['width']:>6}{k}"
                      f"{point['gain']:>8.3g}{point['learning_rate']:>9.3g}{float(row.test_loss):>11.4g}"
                      f"{float(row.test_accuracy):>10.3f}")
     return lines

@@ -77,7 +77,7 @@ def _architecture(spec: TrainSpec) -> str:
         exponent = "" if spec.branch_depth_exponent == 0 else f" · depth^{spec.branch_depth_exponent:g}"
         stream = (f"conv of kernel_size taps from the features as a one-channel {' x '.join(map(str, spec.spatial))} image"
                   if spec.conv else "dense map from the input_dim features")
-        return (f"stream x_0 = a trained input map (a {stream} to width channels, N(0, 1/fan_in), no bias); residual "
+        return (f"stream x_0 = a trained input map (a {stream} to the stream of width units, N(0, 1/fan_in), no bias); residual "
                 f"blocks x_l = x_(l-1) + α{exponent} · (W_2 φ(W_1 φ(x_(l-1)) + b_1) + b_2) of inner widths of profile, "
                 f"width, depth, drawn as in a stats sweep; {readout}")
     if spec.conv:
