@@ -88,7 +88,8 @@ def test_a_residual_networks_input_map_reads_the_features_into_the_stream():
         Network(dense, 10).draw(key, 1.4, 0.0)
 
 
-@pytest.mark.parametrize("dataset, kernel_size", [("digits", 3), pytest.param("mnist1d", 5, marks=pytest.mark.slow)])
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, kernel_size", [("digits", 3), ("mnist1d", 5)])
 def test_a_conv_net_learns_its_dataset(dataset, kernel_size):
     spec = TrainSpec.from_dict({
         "kind": "train", "name": f"conv_{dataset}", "dataset": dataset, "layer": "conv", "seeds": 3, "batch": 32,
