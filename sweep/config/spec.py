@@ -130,7 +130,17 @@ class Grid:
 
 
 class SpecBase:
-    """What every kind of spec shares: copies, and the plain-dict and JSON forms."""
+    """What every kind of spec shares: the network family's switches, copies, and the plain-dict and JSON forms."""
+
+    @property
+    def conv(self) -> bool:
+        """Whether the layers are convolutions."""
+        return self.layer == "conv"
+
+    @property
+    def residual(self) -> bool:
+        """Whether the network is made of residual blocks."""
+        return self.block == "residual"
 
     def replace(self, **changes: Any):
         """A copy with fields changed and validated again; ``grid`` may be a dict of axes."""
@@ -254,16 +264,6 @@ class Spec(SpecBase):
     block: str = "plain"
     branch_depth_exponent: float = 0.0
     grid: Grid = dataclasses.field(default_factory=Grid)
-
-    @property
-    def conv(self) -> bool:
-        """Whether the layers are convolutions."""
-        return self.layer == "conv"
-
-    @property
-    def residual(self) -> bool:
-        """Whether the network is made of residual blocks."""
-        return self.block == "residual"
 
     @property
     def num_networks(self) -> int:

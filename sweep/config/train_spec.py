@@ -148,16 +148,6 @@ class TrainSpec(SpecBase):
     grid: TrainGrid = dataclasses.field(default_factory=TrainGrid)
 
     @property
-    def conv(self) -> bool:
-        """Whether the layers are convolutions."""
-        return self.layer == "conv"
-
-    @property
-    def residual(self) -> bool:
-        """Whether the network is made of residual blocks."""
-        return self.block == "residual"
-
-    @property
     def spatial(self) -> tuple[int, ...]:
         """A conv net's spatial shape, the dataset's; ``()`` for dense layers."""
         return DATASET_SHAPES[self.dataset].spatial if self.conv else ()
