@@ -13,7 +13,7 @@ from sweep.io import schema
 from sweep.kernel import reference
 from sweep.model import network, streams
 from sweep.plan.probe import Probe
-from sweep.train.model import Network, input_map_shape
+from sweep.train.model import Network
 
 RESIDUAL = {"kind": "train", "name": "residual_training", "rng_seed": 4, "seeds": 3, "batch": 8, "steps": 4,
             "eval_every": 2, "block": "residual", "branch_depth_exponent": -0.5,
@@ -76,7 +76,7 @@ def test_the_trained_network_computes_the_statistics_kernels_loss_at_init(arch):
 def test_a_residual_networks_input_map_reads_the_features_into_the_stream():
     dense = network.Architecture("relu", "fan_in", (16, 8, 8), None, 1.0)
     conv = dense._replace(conv=network.Conv(3, (40,)))
-    assert input_map_shape(dense, 40) == (40, 16) and input_map_shape(conv, 40) == (3, 1, 16)
+    assert dense.input_map_shape(40) == (40, 16) and conv.input_map_shape(40) == (3, 1, 16)
     key = streams.network_key(0, 3)
     variables = Network(conv, 10).draw(key, 1.4, 0.0, features=40)
     x = jax.random.normal(jax.random.key(1), (64, 40))

@@ -29,7 +29,7 @@ def describe(ds: xr.Dataset) -> str:
     lines.append(f"  device   : {ds.attrs.get('device_kind', '?')}; created {ds.attrs.get('created', '?')}")
     lines.append(f"  commit   : {ds.attrs.get('git_commit', '?')}")
     if spec.kind == "train":
-        return "\n".join(lines + _describe_training(ds))
+        return "\n".join(lines + _describe_training(ds, spec.grid.axes))
     overflow = int(ds["overflow"].any("layer").sum())
     lines.append(f"  overflow : {overflow} of {spec.num_networks} networks left the float range")
     lines.append("")
@@ -61,15 +61,14 @@ def _family(spec) -> str:
     return network_family(spec)
 
 
-def _describe_training(ds: xr.Dataset) -> list[str]:
+def _describe_training(ds: xr.Dataset, grid_axes: tuple[str, ...]) -> list[str]:
     final = ds.isel(eval_step=-1)
     lines = [f"  diverged : {int(ds['diverged'].sum())} networks", "",
              f"  after {int(final.eval_step)} steps, median over seeds (first profile and bias_std):"]
     extra = [(axis, label) for axis, label in (("kernel_size", "k"), ("branch_scale", "α")) if axis in ds.dims]
     header = f"    {'activation':<16}{'init':<14}{'depth':>6}{'width':>6}" + "".join(label.rjust(6) for _, label in extra)
     lines.append(header + f"{'gain':>8}{'lr':>9}{'test_loss':>11}{'test_acc':>10}")
-    axes = [a for a in GRID_AXES[:5] + tuple(a for a, _ in extra) + GRID_AXES[5:] + ("learning_rate",)
-            if a not in ("profile", "bias_std")]
+    axes = [a for a in grid_axes if a not in ("profile", "bias_std")]
     table = final[["test_loss", "test_accuracy"]].isel(profile=0, bias_std=0).median("seed")
     for values in table["test_loss"].stack(point=axes).point.values[:16]:
         point = dict(zip(axes, values))

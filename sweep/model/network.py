@@ -128,6 +128,11 @@ class Architecture(NamedTuple):
         """The width the readout reads: n_L, or a residual network's stream width n_0."""
         return self.widths[0] if self.is_residual else self.widths[-1]
 
+    def input_map_shape(self, features: int) -> tuple[int, ...]:
+        """A trained residual network's input map's shape: ``(features, n_0)``, or ``(*taps, 1, n_0)``
+        for convolutions (``sweep.train.model``)."""
+        return (self.conv.taps + (1,) if self.conv else (features,)) + (self.widths[0],)
+
     def program(self) -> Program:
         """The program of this network alone."""
         return Program(self.activation, self.distribution, self.widths, self.readout_width, self.conv, self.is_residual)

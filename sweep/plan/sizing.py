@@ -72,8 +72,7 @@ def _trained_layers(arch: Architecture, features: int) -> list[tuple[int, ...]]:
     """The weight shapes a trained network has: a residual one's input map first."""
     if not arch.is_residual:
         return list(arch.weight_shapes)
-    taps = arch.conv.taps if arch.conv else ()
-    return [taps + ((1 if arch.conv else features), arch.widths[0])] + list(arch.weight_shapes)
+    return [arch.input_map_shape(features)] + list(arch.weight_shapes)
 
 
 def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE,

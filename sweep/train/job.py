@@ -70,7 +70,7 @@ def attributes(spec: TrainSpec) -> dict:
 
 def _architecture(spec: TrainSpec) -> str:
     """The trained networks' architecture, in words."""
-    readout = "then a trained linear readout N(0, 1/n) with zero bias"
+    readout = f"then a trained linear readout N(0, 1/{'n' if spec.residual else 'n_L'}) with zero bias"
     if spec.conv:
         readout = "global average pooling, " + readout
     if spec.residual:
@@ -84,7 +84,7 @@ def _architecture(spec: TrainSpec) -> str:
         image = " x ".join(map(str, spec.spatial))
         return (f"circular convolutions of stride 1 over the features as a one-channel {image} image, channels"
                 f" (1, hidden widths of profile, width, depth), kernel_size taps per dim; {readout}")
-    return f"widths (input_dim, hidden widths of profile, width, depth), {readout}".replace("N(0, 1/n)", "N(0, 1/n_L)")
+    return f"widths (input_dim, hidden widths of profile, width, depth), {readout}"
 
 
 def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.ndarray]]:

@@ -25,11 +25,6 @@ from sweep.model.network import Architecture
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 
 
-def input_map_shape(arch: Architecture, features: int) -> tuple[int, ...]:
-    """A residual network's input map's shape: ``(features, n_0)``, or ``(*taps, 1, n_0)`` for convolutions."""
-    return (arch.conv.taps + (1,) if arch.conv else (features,)) + (arch.widths[0],)
-
-
 class Network(nn.Module):
     """A network of the family with a trainable linear readout.
 
@@ -39,7 +34,7 @@ class Network(nn.Module):
       precision: ``"highest"`` or ``"default"`` matmuls.
 
     Parameters (``variables["params"]``): ``hidden``, the pytree of ``network.draw_params``;
-    for residual networks ``input_map``, ``{"kernel": input_map_shape}``; ``readout``,
+    for residual networks ``input_map``, ``{"kernel": arch.input_map_shape(features)}``; ``readout``,
     ``{"kernel": (n, outputs), "bias": (outputs,)}``, n = ``arch.readout_width``. Build them
     with ``draw``: ``Network.init`` works too, but draws from a key that flax derives, so its
     networks are not those of the sweep.
@@ -63,7 +58,7 @@ class Network(nn.Module):
         if self.arch.conv is not None:
             x = x.reshape(x.shape[:1] + self.arch.conv.spatial + (1,))
         if self.arch.is_residual:
-            shape = input_map_shape(self.arch, x.shape[-1])
+            shape = self.arch.input_map_shape(x.shape[-1])
             kernel = self.param("input_map", lambda key: {"kernel": streams.input_map(key, shape)})["kernel"]
             x = layers.linear(x, kernel, precision)
         hidden = self.param("hidden", lambda key: network.draw_params(key, self.arch, 1.0, 0.0))
@@ -82,7 +77,7 @@ class Network(nn.Module):
         Returns:
           ``{"params": {"hidden": network.draw_params(key, arch, gain, bias_std),
           "readout": {"kernel": (n, outputs), "bias": (outputs,)}}}``, and for residual networks
-          ``"input_map": {"kernel": streams.input_map(key, input_map_shape(arch, features))}``.
+          ``"input_map": {"kernel": streams.input_map(key, arch.input_map_shape(features))}``.
         """
         kernel = streams.readout(key, self.arch.readout_width, self.outputs)
         params = {
@@ -92,5 +87,5 @@ class Network(nn.Module):
         if self.arch.is_residual:
             if features is None:
                 raise ValueError("a residual network's input map needs the dataset's number of features")
-            params["input_map"] = {"kernel": streams.input_map(key, input_map_shape(self.arch, features))}
+            params["input_map"] = {"kernel": streams.input_map(key, self.arch.input_map_shape(features))}
         return {"params": params}
