@@ -74,15 +74,15 @@ def test_report_numbers_follow_the_data(stores, tmp_path):
 @pytest.mark.slow
 def test_the_families_point_follows_the_data(stores):
     """Doubling the residual stream's last block doubles the reported growth: nothing is typed in."""
-    from sweep.report import load_results, paper
+    from sweep.report import families, load_results
 
     results = load_results(stores)
-    before = paper.families(results).text
+    before = families.families(results).text
     last = results["residual"].stream_meansq.layer.max()
     doubled = results["residual"].stream_meansq.where(results["residual"].layer != last,
                                                       2 * results["residual"].stream_meansq)
     results["residual"] = results["residual"].assign(stream_meansq=doubled)
-    after = paper.families(results).text
+    after = families.families(results).text
     assert before != after
     growth = lambda t: float(re.search(r"\| fan_in \| 1 \| ([0-9.e+-]+)", t).group(1))
     assert growth(after) == pytest.approx(2 * growth(before), rel=2e-2)
