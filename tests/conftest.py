@@ -2,11 +2,14 @@
 
 Strict dtype promotion, as the engine allows (rank promotion stays implicit: the engine
 broadcasts scalars and rows against arrays throughout). The session's sweeps share one
-persistent compilation cache in a temporary folder, never the user's.
+persistent compilation cache in a temporary folder, never the user's. `--deadline` lets CI
+run the long tests as far as its time budget allows: a test not started by then is skipped,
+and reported as skipped.
 """
 
 import os
 import tempfile
+import time
 
 import pytest
 from helpers import small_spec
@@ -22,3 +25,15 @@ def pytest_configure(config):
 
     jax.config.update("jax_numpy_dtype_promotion", "strict")
     os.environ["SWEEP_CACHE_DIR"] = tempfile.mkdtemp(prefix="sweep-test-cache-")
+
+
+def pytest_addoption(parser):
+    parser.addoption("--deadline", type=float, default=None, metavar="UNIX_TIME",
+                     help="skip the tests that have not started by this time (seconds since the epoch)")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    deadline = item.config.getoption("deadline")
+    if deadline is not None and time.time() > deadline:
+        pytest.skip("not started: past the time budget given by --deadline")

@@ -4,10 +4,16 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 import sweep
 from sweep.engine import checkpoint
 from sweep.kernel.reference import plain_statistics  # noqa: F401  (the tests' reference)
+
+
+def slow(*values):
+    """One case of a parametrised test, run with the long tests: its siblings cover it by default."""
+    return pytest.param(*values, marks=pytest.mark.slow)
 
 
 def small_spec(**changes) -> sweep.Spec:

@@ -46,6 +46,7 @@ def test_layers_beyond_a_networks_depth_are_nan(two_groups):
     assert ds["layer_width"].sel(profile="alternating", depth=3, width=8).values.tolist() == [8, 16, 8]
 
 
+@pytest.mark.slow
 def test_memory_budget_changes_the_chunks_but_not_one_bit():
     spec = small_spec(seeds=6, batch=64, grid={"profile": ["alternating"], "width": [256], "gain": [0.8, 1.4, 2.0]})
     roomy = plan.make_plan(spec, "auto")

@@ -198,6 +198,7 @@ def test_tiled_results_equal_the_engine_before_tiles(reference):
     assert checkpoint.done(out, TILES) == set(range(TILES))
 
 
+@pytest.mark.slow
 def test_eight_devices_give_the_same_store_as_one(setup, reference):
     out = setup["dir"] / "eight.zarr"
     result = sweep_cli(setup, "--out", out, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
@@ -214,6 +215,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_write_one_store_together(setup, reference):
     out = setup["dir"] / "two.zarr"
     port = free_port()

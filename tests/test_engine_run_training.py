@@ -121,6 +121,7 @@ def test_a_training_sweep_killed_three_times_and_resumed_is_the_uninterrupted_st
     assert sorted(tiles) == list(range(6))  # no stored tile computed again
 
 
+@pytest.mark.slow
 def test_a_training_sweep_on_four_devices_is_the_one_device_store(setup, reference):
     out = setup["dir"] / "four.zarr"
     result = run_cli(setup, "--out", out, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=4"})
@@ -129,6 +130,7 @@ def test_a_training_sweep_on_four_devices_is_the_one_device_store(setup, referen
     assert sweep.load(out).attrs["device_kind"].endswith("x4")
 
 
+@pytest.mark.slow
 def test_a_training_sweep_of_two_processes_is_the_one_process_store(setup, reference):
     out = setup["dir"] / "two.zarr"
     with socket.socket() as s:

@@ -18,7 +18,7 @@ CASES = [  # activation, init, profile, spatial, kernel size, loss, bias std, co
     pytest.param("tanh", "fan_avg_uniform", "constant", (8,), 5, "projection", 0.2, False, marks=slow),
     pytest.param("tanh", "orthogonal", "alternating", (4, 4), 3, "mse", 0.0, True, marks=slow),
     pytest.param("gelu", "fan_in_truncated", "constant", (5, 5), 3, "mse", 0.1, False, marks=slow),
-    ("gelu", "delta_orthogonal", "constant", (4, 4), 3, "projection", 0.1, True),
+    pytest.param("gelu", "delta_orthogonal", "constant", (4, 4), 3, "projection", 0.1, True, marks=slow),
 ]
 
 

@@ -5,7 +5,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import plain_statistics
+from helpers import plain_statistics, slow
 
 import sweep
 from sweep import kernel, plan
@@ -13,7 +13,7 @@ from sweep.kernel import passes
 from sweep.model import network, streams
 
 
-@pytest.mark.parametrize("activation, loss", [("relu", "mse"), ("tanh", "projection")])
+@pytest.mark.parametrize("activation, loss", [slow("relu", "mse"), ("tanh", "projection")])
 def test_kernel_with_the_gram_path_equals_plain_autodiff(activation, loss):
     arch = network.Architecture.from_grid(activation, "fan_in", "constant", 4, 48)
     probe = kernel.Probe(batch=4, loss=loss, outputs=3, precision="highest", jacobian=False)
@@ -29,10 +29,10 @@ def test_kernel_with_the_gram_path_equals_plain_autodiff(activation, loss):
 
 
 CRN_CASES = [
-    ("relu", "fan_in", "constant", "mse", 0.0, 16),
-    ("tanh", "fan_avg", "alternating", "mse", 0.2, 16),
+    slow("relu", "fan_in", "constant", "mse", 0.0, 16),
+    slow("tanh", "fan_avg", "alternating", "mse", 0.2, 16),
     ("relu", "fan_in", "constant", "mse", 0.1, 64),  # with the Gram path
-    ("gelu", "orthogonal", "constant", "projection", 0.0, 40),
+    slow("gelu", "orthogonal", "constant", "projection", 0.0, 40),
 ]
 
 
@@ -77,8 +77,8 @@ def test_common_random_numbers_jacobian(activation, as_copies, on_host):
 SCALED_COPY_CASES = [
     ("relu", "fan_in", "constant", "mse", 16, 5),
     ("relu", "fan_in", "constant", "mse", 64, 5),  # with the Gram path
-    ("leaky_relu(0.2)", "orthogonal", "taper", "projection", 16, 4),
-    ("linear", "fan_avg", "alternating", "mse", 16, 5),
+    slow("leaky_relu(0.2)", "orthogonal", "taper", "projection", 16, 4),
+    slow("linear", "fan_avg", "alternating", "mse", 16, 5),
     ("relu", "fan_in", "constant", "mse", 16, 14),  # gains^14 from 5e-8 to 3e8
 ]
 
@@ -127,6 +127,7 @@ def test_scaled_copies_apply_only_without_biases_to_homogeneous_activations():
         sweep.Spec.from_dict({"scaled_copies": 1})
 
 
+@pytest.mark.slow
 def test_scaled_copies_store_equals_every_gains_passes():
     grid = {"activation": ["relu", "tanh"], "depth": [3], "width": [8], "gain": [0.5, 1.3, 2.0], "bias_std": [0.0]}
     scaled = sweep.run(crn_spec(grid=grid, seeds=4), progress=False, with_theory=False)
@@ -147,6 +148,7 @@ def crn_spec(**changes):
     return sweep.Spec.from_dict(raw)
 
 
+@pytest.mark.slow
 def test_common_random_numbers_share_the_first_gains_draws():
     shared = sweep.run(crn_spec(), progress=False)
     independent = sweep.run(crn_spec(common_random_numbers=False), progress=False)

@@ -4,18 +4,18 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import plain_statistics
+from helpers import plain_statistics, slow
 
 from sweep import kernel
 from sweep.model import network, streams
 
 CASES = [
     ("relu", "fan_in", "constant", "mse", 0.0),
-    ("relu", "fan_out", "alternating", "mse", 0.3),
-    ("leaky_relu(0.2)", "fan_avg_uniform", "taper", "projection", 0.1),
+    slow("relu", "fan_out", "alternating", "mse", 0.3),
+    slow("leaky_relu(0.2)", "fan_avg_uniform", "taper", "projection", 0.1),
     ("tanh", "fan_in_truncated", "alternating", "mse", 0.2),
     ("gelu", "orthogonal", "constant", "projection", 0.0),
-    ("selu", "fan_in", "taper", "mse", 0.1),
+    slow("selu", "fan_in", "taper", "mse", 0.1),
     ("erf", "fan_avg", "constant", "mse", 0.0),
 ]
 
@@ -131,6 +131,7 @@ def test_segments_cover_the_layers_in_order():
     assert len(network.segments(network.Architecture.from_grid("relu", "fan_in", "constant", 50, 8).shapes)) == 1
 
 
+@pytest.mark.slow
 def test_each_layer_is_its_scale_times_the_raw_draw_from_its_own_key():
     """Layer l of a network is gain · scale_l · a raw draw from ``fold_in(fold_in(layers, l), 0)``, whatever the profile."""
     for init, profile in (("orthogonal", "taper"), ("fan_in", "alternating"), ("fan_out_uniform", "taper")):

@@ -180,6 +180,7 @@ def test_common_random_numbers_keep_each_gains_law(activation, bias_std, scaled)
         assert_same_law(direct.sel(gain=gain, drop=False), shared.sel(gain=gain, drop=False))
 
 
+@pytest.mark.slow
 def test_the_store_says_which_layers_ran_conditionally():
     spec = law_spec("conditional", 0, 2, profile="alternating", width=16, batch=20, depth=4)
     ds = sweep.run(spec, progress=False)

@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from helpers import z_threshold
+from helpers import slow, z_threshold
 from scipy import special, stats
 
 import sweep
@@ -99,7 +99,7 @@ def exact_relu_law(width, depth, samples, rng, variance_factor=1.0):
     return norm / width
 
 
-@pytest.mark.parametrize("width", [16, 64])
+@pytest.mark.parametrize("width", [slow(16), 64])
 def test_last_layer_follows_the_exact_finite_width_law(width):
     depth, seeds = 10, 2048
     ds = sweep.run(relu_spec("fan_in", math.sqrt(2), width, depth, seeds, 1), progress=False)

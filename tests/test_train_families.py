@@ -53,8 +53,8 @@ def test_a_trained_residual_network_starts_as_the_statistics_network(family):
 @pytest.mark.parametrize("arch", [
     pytest.param(network.Architecture("relu", "fan_in", (1, 6, 6), network.Conv(3, (8, 8))), marks=pytest.mark.slow),
     pytest.param(network.Architecture("tanh", "fan_avg", (1, 5, 7, 5), network.Conv(5, (40,))), marks=pytest.mark.slow),
-    pytest.param(network.Architecture("gelu", "fan_in", (6, 4, 4), None, 0.5), marks=pytest.mark.slow),
-    network.Architecture("relu", "fan_in", (4, 3, 3), network.Conv(3, (8, 8)), 0.7),
+    network.Architecture("gelu", "fan_in", (6, 4, 4), None, 0.5),
+    pytest.param(network.Architecture("relu", "fan_in", (4, 3, 3), network.Conv(3, (8, 8)), 0.7), marks=pytest.mark.slow),
 ], ids=["conv2d", "conv1d", "residual", "residual-conv"])
 def test_the_trained_network_computes_the_statistics_kernels_loss_at_init(arch):
     key, batch, outputs = streams.network_key(2, 7), 5, 10

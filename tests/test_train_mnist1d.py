@@ -27,6 +27,8 @@ import pytest
 import sweep
 from sweep.config import TrainSpec
 
+pytestmark = pytest.mark.slow  # two trainings of a deep net, 40 s
+
 SETTINGS = {
     "kind": "train", "name": "mnist1d-he-vs-xavier", "dataset": "mnist1d", "optimizer": "sgd",
     "steps": 400, "batch": 128, "eval_every": 200, "log_every": 10, "seeds": 3, "rng_seed": 0,
