@@ -12,7 +12,7 @@ from sweep.train import schedule
 DIVERGING_RATE = 1e3
 SPEC = TrainSpec.from_dict({
     "kind": "train", "name": "runs", "dataset": "teacher", "rng_seed": 3, "seeds": 17, "batch": 16,
-    "steps": 12, "eval_every": 5, "optimizer": "momentum", "target_loss": 0.45,
+    "steps": 12, "eval_every": 5, "optimizer": "momentum", "target_loss": 0.45, "sharpness_iterations": 4,
     "grid": {"activation": ["relu"], "depth": [2], "width": [8], "gain": [1.0, 3.0], "bias_std": [0.1],
              "learning_rate": [0.05, 0.5, DIVERGING_RATE]},
 })
@@ -46,6 +46,7 @@ def test_results_are_bit_identical_whatever_the_chunk_size(runs):
     for micro_batches in (2, 1):
         xr.testing.assert_identical(runs[micro_batches].drop_attrs(), runs[4].drop_attrs())
     assert runs[4]["diverged"].any()  # a diverging network shared the calls
+    assert np.isfinite(runs[4]["init_sharpness"]).all()  # and so did the first step's Hessian-vector products
 
 
 def test_a_budget_below_one_micro_batch_is_refused():

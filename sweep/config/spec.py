@@ -156,8 +156,9 @@ class SpecBase:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded).
 
-        The keys of the network family (``layer``, ``spatial``, ``kernel_size``) and ``sampler``
-        appear only when they differ from their defaults, so a dense spec reads as it always has.
+        The keys of the network family (``layer``, ``spatial``, ``kernel_size``), ``sampler`` and
+        ``sharpness_iterations`` appear only when they differ from their defaults, so a dense
+        spec reads as it always has.
         """
         raw = dataclasses.asdict(self)
         raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in ("kernel_size", "branch_scale") or v}
@@ -170,6 +171,8 @@ class SpecBase:
             del raw["block"], raw["branch_depth_exponent"]
         if raw.get("sampler") == "direct":
             del raw["sampler"]
+        if raw.get("sharpness_iterations") == 0:
+            del raw["sharpness_iterations"]
         return raw
 
     @classmethod

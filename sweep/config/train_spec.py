@@ -127,6 +127,9 @@ class TrainSpec(SpecBase):
       block: ``"plain"`` or ``"residual"``, as a statistics spec's; a residual net's stream
         starts from the input map of ``sweep.train.model`` (trained with the blocks).
       branch_depth_exponent: residual networks' α_eff = α · depth^exponent.
+      sharpness_iterations: 0 (the default), or record the first step on its mini-batch
+        (``first_step_*`` variables and ``init_sharpness``), the sharpness by this many
+        power-iteration steps of Hessian-vector products.
       grid: the axes, ``TrainGrid``.
     """
 
@@ -145,6 +148,7 @@ class TrainSpec(SpecBase):
     layer: str = "dense"
     block: str = "plain"
     branch_depth_exponent: float = 0.0
+    sharpness_iterations: int = 0
     grid: TrainGrid = dataclasses.field(default_factory=TrainGrid)
 
     @property
@@ -192,6 +196,7 @@ class TrainSpec(SpecBase):
         kw = cls._common_fields(raw, ("train",))
         for key in ("steps", "eval_every", "log_every"):
             kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
+        kw["sharpness_iterations"] = validate.integer(raw.get("sharpness_iterations", 0), "sharpness_iterations", minimum=0)
         kw["dataset"] = validate.choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
         kw["optimizer"] = validate.choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
         target = raw.get("target_loss", cls.target_loss)

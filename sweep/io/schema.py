@@ -249,10 +249,33 @@ def _training(spec: TrainSpec) -> dict[str, Variable]:
     out["loss_at_init"] = Variable(networks, np.float32, np.nan, _attrs(
         "loss at initialisation",
         "mean loss over the whole training split before any update (the same at every learning rate)", loss_units))
+    if spec.sharpness_iterations:
+        out.update(_first_step(spec, loss_units))
     source = "statistics kernel on batch i.i.d. N(0, 1) inputs (see attrs init_statistics)"
     out.update(_network_statistics(spec, networks, lambda name, long_name, definition: (
         f"init_{name}", f"{long_name} at initialisation", f"{definition}; {source}")))
     return out
+
+
+def _first_step(spec: TrainSpec, loss_units: str) -> dict[str, Variable]:
+    """The first step's record: C is the mean loss of step 0's mini-batch, g = ∇C and H its Hessian at θ₀."""
+    runs, networks = run_dims(spec), network_dims(spec)
+    squared = "1" if loss_units == "1" else f"{loss_units}²"
+    return {
+        "first_step_grad_sqnorm": Variable(networks, np.float32, np.nan, _attrs(
+            "squared gradient norm at initialisation", "‖g‖² = ‖∇C(θ₀)‖² over every trained parameter, C the mean loss "
+            "of step 0's mini-batch; −η‖g‖² is the first SGD step's loss change to first order", squared)),
+        "first_step_curvature": Variable(networks, np.float32, np.nan, _attrs(
+            "curvature along the gradient at initialisation", "gᵀHg / ‖g‖², H the Hessian of C at θ₀; "
+            "with it the first SGD step's loss change is −η‖g‖² (1 − η gᵀHg / (2‖g‖²)) to second order", loss_units)),
+        "init_sharpness": Variable(networks, np.float32, np.nan, _attrs(
+            "sharpness at initialisation", f"λ_max, the largest eigenvalue of H, the Hessian of C at θ₀: the Rayleigh "
+            f"quotient after {spec.sharpness_iterations} power-iteration steps of Hessian-vector products from g, "
+            "half on H and half on H + |λ| I, |λ| the largest magnitude the first half found", loss_units)),
+        "first_step_loss_change": Variable(runs, np.float32, np.nan, _attrs(
+            "first step's loss change", "C(θ₁) − C(θ₀) on step 0's mini-batch, θ₁ the parameters after the "
+            "optimizer's first update (float32)", loss_units)),
+    }
 
 
 def shape(spec: Spec | TrainSpec, variable: Variable) -> tuple[int, ...]:

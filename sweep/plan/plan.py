@@ -311,11 +311,14 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
 
 def _train_job(spec: TrainSpec, arch: Architecture, shape, micro: int | None) -> Job:
     d = DATASET_SHAPES[spec.dataset]
-    need = sizing.train_bytes(arch, d.outputs, spec.batch, spec.optimizer, features=d.features)
+    need = sizing.train_bytes(arch, d.outputs, spec.batch, spec.optimizer, features=d.features,
+                              first_step=spec.sharpness_iterations > 0)
     if micro is None:
         most = _MAX_MICRO_BATCH["train"].get(platform(), _MAX_MICRO_BATCH["train"][None])
         micro = fitting_power_of_two(need, most)
-    flops = sizing.train_flops(arch, d.outputs, spec.batch, spec.steps, len(spec.eval_steps) + 1, d.examples, d.features)
+    # a Hessian-vector product costs about two steps, and the first step takes iterations + 2 of them
+    steps = spec.steps + (2 * (spec.sharpness_iterations + 2) + 2 if spec.sharpness_iterations else 0)
+    flops = sizing.train_flops(arch, d.outputs, spec.batch, steps, len(spec.eval_steps) + 1, d.examples, d.features)
     return Job("train", arch, None, micro, need, flops, shape, per_key=len(spec.grid.learning_rate))
 
 

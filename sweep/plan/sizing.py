@@ -76,18 +76,20 @@ def _trained_layers(arch: Architecture, features: int) -> list[tuple[int, ...]]:
 
 
 def train_bytes(arch: Architecture, outputs: int, batch: int, optimizer: str, eval_slice: int = EVAL_SLICE,
-                features: int = 0) -> int:
+                features: int = 0, first_step: bool = False) -> int:
     """An upper estimate of the device memory one network needs while it trains.
 
     Counts the parameters, their gradients, updates and the optimizer's slots (twice for the
     scan's carry in and out), the forward residuals and cotangents of a mini-batch (a conv
-    layer's at every position), or a slice of the evaluation if larger.
+    layer's at every position), or a slice of the evaluation if larger. With ``first_step``
+    (Hessian-vector products): three more parameter-sized vectors, and a mini-batch's
+    residuals and tangents twice over (forward-over-reverse).
     """
     shapes = _trained_layers(arch, features)
     params = sum(math.prod(s) + s[-1] for s in shapes) + arch.readout_width * outputs + outputs
-    state = params * (2 * (1 + _OPTIMIZER_SLOTS[optimizer]) + 2)
+    state = params * (2 * (1 + _OPTIMIZER_SLOTS[optimizer]) + 2 + (3 if first_step else 0))
     rows = arch.positions
-    step = 2 * batch * rows * sum(s[-2] + s[-1] for s in shapes) + 3 * batch * outputs
+    step = (2 * batch * rows * sum(s[-2] + s[-1] for s in shapes) + 3 * batch * outputs) * (2 if first_step else 1)
     evaluation = eval_slice * (3 * rows * max(arch.widths) + 2 * outputs)
     return int(4 * WORKSPACE_FACTOR * (state + max(step, evaluation)))
 

@@ -99,14 +99,17 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
       ``call(rng_seed, key_indices, gains, bias_stds, learning_rates) -> dict``: inputs
       ``(C,)`` host arrays, C a multiple of the job's micro-batch times the device count;
       outputs ``train_loss`` ``(C, len(log_steps))``, ``test_loss`` and ``test_accuracy``
-      ``(C, len(eval_steps))``, ``diverged``, ``steps_to_target`` and ``loss_at_init`` ``(C,)``.
+      ``(C, len(eval_steps))``, ``diverged``, ``steps_to_target`` and ``loss_at_init`` ``(C,)``;
+      with ``sharpness_iterations``, ``first_step_*`` and ``init_sharpness`` ``(C,)`` too.
     """
     data = datasets.load(spec.dataset)
-    config = loop.Config(job.arch, data.n_outputs, data.task, spec.optimizer, spec.precision, data.n_features)
+    config = loop.Config(job.arch, data.n_outputs, data.task, spec.optimizer, spec.precision, data.n_features,
+                         spec.sharpness_iterations)
     trainer = loop.make_trainer(config, job.micro_batch)
     init = devices.on_devices(trainer.init, mesh, (False, True, True, True))
     train = devices.on_devices(trainer.train, mesh, (True, True, False, False, False, False, False), donate=(0,))
     evaluate = devices.on_devices(trainer.evaluate, mesh, (True, False, False, False, False, False), donate=(0,))
+    first_step = devices.on_devices(trainer.first_step, mesh, (True, True, False, False, False))
     x_train, y_train = jnp.asarray(data.x_train), jnp.asarray(data.y_train)
     *eval_arrays, train_slices, test_slices = schedule.eval_set(data.x_train, data.y_train, data.x_test, data.y_test)
     eval_arrays = tuple(jnp.asarray(a) for a in eval_arrays)
@@ -119,6 +122,10 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
                      jnp.asarray(bias_stds, jnp.float32))
         state, loss_at_init, _ = evaluate(state, *eval_arrays, *train_slices)
         rates = jnp.asarray(learning_rates, jnp.float32)
+        first = {}
+        if spec.sharpness_iterations:
+            rows = jnp.asarray(schedule.batch_rows(spec.rng_seed, n_train, spec.batch, 0, 1)[0])
+            first = {name: np.asarray(v) for name, v in first_step(state, rates, x_train, y_train, rows).items()}
         losses, test_loss, test_accuracy = [], [], []
         eval_steps = spec.eval_steps
         for start, stop in zip((0,) + eval_steps, eval_steps):
@@ -129,14 +136,16 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
             state, loss, accuracy = evaluate(state, *eval_arrays, *test_slices)
             test_loss.append(np.asarray(loss))
             test_accuracy.append(np.asarray(accuracy))
-        first = np.asarray(state.first_below)
+        first_below = np.asarray(state.first_below)
         every_step = np.concatenate(losses, axis=1)
         return {
+            **{f"first_step_{name}": first[name] for name in ("grad_sqnorm", "curvature", "loss_change") if first},
+            **({"init_sharpness": first["sharpness"]} if first else {}),
             "train_loss": every_step[:, logged],
             "test_loss": np.stack(test_loss, axis=1),
             "test_accuracy": np.stack(test_accuracy, axis=1),
             "diverged": np.asarray(state.diverged),
-            "steps_to_target": np.where(first >= 0, first, np.nan),
+            "steps_to_target": np.where(first_below >= 0, first_below, np.nan),
             "loss_at_init": np.asarray(loss_at_init),
         }
 

@@ -44,6 +44,7 @@ class Config(NamedTuple):
       optimizer: ``"sgd"``, ``"momentum"`` or ``"adam"``.
       precision: ``"highest"`` or ``"default"``.
       features: the dataset's number of features (a residual network's input map reads them).
+      sharpness_iterations: power-iteration steps of ``Trainer.first_step``'s sharpness.
     """
 
     arch: Architecture
@@ -52,6 +53,7 @@ class Config(NamedTuple):
     optimizer: str
     precision: str
     features: int | None = None
+    sharpness_iterations: int = 0
 
     @property
     def module(self) -> Network:
@@ -114,6 +116,10 @@ def loss_terms(outputs: jax.Array, y: jax.Array, task: str) -> tuple[jax.Array, 
     return loss, jnp.zeros_like(loss)
 
 
+def _tree_dot(a, b) -> jax.Array:
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
 def _freeze(frozen: jax.Array, old, new):
     return jax.tree.map(lambda o, n: jnp.where(frozen, o, n), old, new)
 
@@ -136,11 +142,20 @@ class Trainer(NamedTuple):
         ``x`` ``(P, m, n_0)``, ``y`` ``(P, m[, k])`` and ``mask`` ``(P, m)``, counting the
         examples where ``mask`` is 1 (see ``sweep.train.schedule.eval_set``); a non-finite
         loss marks a network diverged.
+      first_step: ``first_step(state, learning_rates, x_train, y_train, rows) -> dict`` of
+        ``(C,)`` arrays: on the mini-batch ``rows`` ``(batch,)`` of step 0, with g = ∇C and H
+        the Hessian of its mean loss C at the initial parameters, ``grad_sqnorm`` ‖g‖²,
+        ``curvature`` gᵀHg / ‖g‖², ``sharpness`` H's largest eigenvalue λ_max by
+        ``Config.sharpness_iterations`` power-iteration steps from g (half on H, half on H
+        shifted by the magnitude the first half found), and ``loss_change``
+        C(θ₁) − C(θ₀) on the same mini-batch, θ₁ the optimizer's first update. It leaves
+        ``state`` as it was.
     """
 
     init: Any
     train: Any
     evaluate: Any
+    first_step: Any
 
 
 @functools.cache
@@ -203,8 +218,37 @@ def make_trainer(config: Config, micro_batch: int) -> Trainer:
         accuracy = jnp.where(diverged, jnp.nan, accuracy)
         return state._replace(diverged=diverged), loss, accuracy
 
+    def first_step_one(state, learning_rate, x_train, y_train, rows):
+        # A pass of its own: step 0 of ``train`` is followed by the loss of the next
+        # mini-batch, while the law ΔC₁ = −η‖g‖² + O(η²) is about the same mini-batch.
+        def loss(params):
+            return objective(params, x_train[rows], y_train[rows])
+
+        def hvp(v):
+            return jax.jvp(jax.grad(loss), (state.params,), (v,))[1]
+
+        def normalised(v):
+            return jax.tree.map(lambda x: x / jnp.sqrt(_tree_dot(v, v)), v)
+
+        value, grads = jax.value_and_grad(loss)(state.params)
+        grad_sqnorm = _tree_dot(grads, grads)
+        # Power iteration finds the eigenvalue of largest magnitude, which may be negative;
+        # shifted by it, H + |λ| I has λ_max + |λ| on top, so a second run finds λ_max.
+        half = (config.sharpness_iterations + 1) // 2
+        v = jax.lax.fori_loop(0, half, lambda _, v: normalised(hvp(v)), normalised(grads))
+        shift = jnp.abs(_tree_dot(v, hvp(v)))
+        shifted = lambda v: jax.tree.map(lambda h, x: h + shift * x, hvp(v), v)
+        top = jax.lax.fori_loop(half, config.sharpness_iterations, lambda _, v: normalised(shifted(v)), v)
+        tx = optimizer(config.optimizer, learning_rate)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, _ = tx.update(grads, state.opt_state, state.params)
+        return {"grad_sqnorm": grad_sqnorm, "curvature": _tree_dot(grads, hvp(grads)) / grad_sqnorm,
+                "sharpness": _tree_dot(top, hvp(top)),
+                "loss_change": loss(optax.apply_updates(state.params, updates)) - value}
+
     return Trainer(
         init=jax.jit(micro_batched(init_one, (None, 0, 0, 0), micro_batch)),
         train=jax.jit(micro_batched(train_one, (0, 0, None, None, None, None, None), micro_batch), donate_argnums=0),
         evaluate=jax.jit(micro_batched(evaluate_one, (0, None, None, None, None, None), micro_batch), donate_argnums=0),
+        first_step=jax.jit(micro_batched(first_step_one, (0, 0, None, None, None), micro_batch)),
     )
