@@ -127,6 +127,7 @@ def test_any_memory_budget_and_four_devices_give_the_same_store(family):
     assert sweep.load(out)["theory_preact_meansq"].notnull().any()
 
 
+@pytest.mark.serial
 def test_killed_and_resumed_runs_give_the_same_store(family):
     out = family["dir"] / "killed.zarr"
     partial = store.partial_path(out)

@@ -240,6 +240,7 @@ def test_two_processes_write_one_store_together(setup, reference):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(setup, reference):
     out = setup["dir"] / "crashed.zarr"
     partial = store.partial_path(out)

@@ -103,6 +103,7 @@ def same_store(a: Path, b: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_training_sweep_killed_three_times_and_resumed_is_the_uninterrupted_store(setup, reference):
     out = setup["dir"] / "killed.zarr"
     partial = zarr_store.partial_path(out)

@@ -163,6 +163,7 @@ gain = [1.0, 1.5]
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_a_stalled_kernel_call_stops_the_run_with_one_line_and_keeps_what_it_stored(tmp_path):
     spec_file = tmp_path / "stall.toml"
     spec_file.write_text(STALL_SPEC)

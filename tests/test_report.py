@@ -12,6 +12,8 @@ import report_check
 import sweep
 from sweep import cli
 
+pytestmark = pytest.mark.serial  # its reports are timed
+
 SQRT2 = math.sqrt(2.0)
 
 # Names that are not the paper's, grids of different shapes.

@@ -9,6 +9,8 @@ import pytest
 import sweep
 from sweep import cli
 
+pytestmark = pytest.mark.serial  # its reports are timed
+
 SQRT2 = math.sqrt(2.0)
 TINY = {
     "forward": dict(seeds=6, batch=8, grid=dict(init=["fan_in", "fan_avg"], depth=[4], width=[16], gain=[1.0, SQRT2])),
