@@ -8,8 +8,8 @@ from sweep.plots.signals import backward, forward, gradient_levels, per_layer, w
 from sweep.plots.spectra import jacobian_figure
 from sweep.plots.spread import log_norm_spread, spread_figure
 from sweep.plots.style import figure, save, style
-from sweep.plots.training import family_training, init_outcome, loss_curves, trainability
+from sweep.plots.training import family_training, first_step, init_outcome, loss_curves, trainability
 
-__all__ = ["backward", "family_training", "figure", "forward", "gradient_growth", "gradient_levels", "init_outcome",
+__all__ = ["backward", "family_training", "figure", "first_step", "forward", "gradient_growth", "gradient_levels", "init_outcome",
            "jacobian_figure", "log_norm_spread", "loss_curves", "per_layer", "phase_diagram", "save", "spread_figure", "style",
            "trainability", "weight_gradients"]

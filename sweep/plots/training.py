@@ -10,6 +10,11 @@ from sweep.plots.bands import band, label_gain
 from sweep.plots.style import figure, sequential, styled
 
 
+def _fixed(ds: xr.Dataset) -> xr.Dataset:
+    """``ds`` without its axes of one label; a curve of one step keeps its step."""
+    return ds.squeeze([d for d in ds.dims if ds.sizes[d] == 1 and d not in ("step", "eval_step", "seed")], drop=True)
+
+
 @styled
 def trainability(ds: xr.Dataset, theory=None, metric: str = "test_accuracy"):
     """Left: the final ``metric`` (median over seeds) over (gain, depth), with 6ξ_c and the critical gain.
@@ -23,8 +28,8 @@ def trainability(ds: xr.Dataset, theory=None, metric: str = "test_accuracy"):
     Returns:
       The figure.
     """
-    one = ds.squeeze(drop=True)
-    activation, bias_std = str(ds.activation.values[0]), float(ds.bias_std.values[0])
+    one = _fixed(ds)
+    activation, bias_std = str(ds.activation.values.ravel()[0]), float(ds.bias_std.values.ravel()[0])
     fig, axes = figure(1, 2, height=2.5, width=2 * 3.4 * 0.9)
     final = one[metric].isel(eval_step=-1).median("seed").transpose("depth", "gain")
     mesh = axes[0, 0].pcolormesh(final.gain.values, final.depth.values, final.values, shading="nearest",
@@ -54,7 +59,7 @@ def trainability(ds: xr.Dataset, theory=None, metric: str = "test_accuracy"):
 @styled
 def loss_curves(ds: xr.Dataset, metric: str = "train_loss"):
     """Training loss against step, one band per (gain, depth) of a dataset fixed on every other axis."""
-    one = ds.squeeze(drop=True)
+    one = _fixed(ds)
     fig, axes = figure(1, 1, height=2.5)
     curves = one[metric].expand_dims([d for d in ("gain", "depth") if d not in one[metric].dims])
     curves = curves.stack(case=("depth", "gain")).transpose("case", ...)
@@ -108,5 +113,46 @@ def family_training(accuracy: dict[str, xr.DataArray], best: dict[str, float | N
     axes[0, 1].set_xscale("log")
     axes[0, 1].set_xlabel("learning rate")
     axes[0, 1].set_ylabel(f"test accuracy after {int(acc.eval_step[-1])} steps")
+    axes[0, 1].legend(loc="best")
+    return fig
+
+
+@styled
+def first_step(ds: xr.Dataset):
+    """Left: each network's first-step loss decrease −ΔC₁ against η‖∇C‖², one colour per learning rate.
+    Right: the ratio ΔC₁ / (−η‖∇C‖²) against η gᵀHg / (2‖g‖²) (log scale), with the second-order law 1 − x.
+
+    Args:
+      ds: a training dataset with ``first_step_*`` variables (``sharpness_iterations`` > 0).
+
+    Returns:
+      The figure.
+    """
+    fig, axes = figure(1, 2, height=2.5, width=2 * 3.4 * 0.9)
+    eta = ds.learning_rate
+    predicted = eta * ds.first_step_grad_sqnorm
+    ratio = ds.first_step_loss_change / -predicted
+    second = eta * ds.first_step_curvature / 2
+    for color, lr in zip(sequential(ds.sizes["learning_rate"]), ds.learning_rate.values):
+        x = predicted.sel(learning_rate=lr).values.ravel()
+        axes[0, 0].scatter(x, -ds.first_step_loss_change.sel(learning_rate=lr).values.ravel(), s=4, color=color,
+                           label=f"η = {lr:.0e}")
+        axes[0, 1].scatter(second.sel(learning_rate=lr).values.ravel(), ratio.sel(learning_rate=lr).values.ravel(), s=4,
+                           color=color)
+    finite = np.isfinite(predicted.values) & (predicted.values > 0)
+    span = np.array([predicted.values[finite].min(), predicted.values[finite].max()])
+    axes[0, 0].plot(span, span, color="k", lw=0.8, label="−ΔC₁ = η‖g‖²")
+    axes[0, 0].set_xscale("log")
+    axes[0, 0].set_yscale("log")
+    axes[0, 0].set_xlabel("η‖∇C‖² at init")
+    axes[0, 0].set_ylabel("−ΔC₁, first step")
+    axes[0, 0].legend(loc="best")
+    positive = second.values[np.isfinite(second.values) & (second.values > 0)]
+    x = np.geomspace(positive.min(), 1.0, 80)
+    axes[0, 1].plot(x, 1 - x, color="k", lw=0.8, label="1 − η gᵀHg / (2‖g‖²)")
+    axes[0, 1].set_xscale("log")
+    axes[0, 1].set_xlabel("η gᵀHg / (2‖g‖²)")
+    axes[0, 1].set_ylabel("ΔC₁ / (−η‖g‖²)")
+    axes[0, 1].set_ylim(-0.2, 1.2)
     axes[0, 1].legend(loc="best")
     return fig
