@@ -93,7 +93,8 @@ def test_the_first_steps_loss_change_is_minus_eta_times_the_squared_gradient_nor
     At η = 1e-4 the first-order law holds within 5% (the issue's criterion; float32 rounding of
     C ≈ 2.3 is 2.4e-7, below 1% of these ΔC₁). At η = 1e-2, where relu He departs by about a third,
     the second-order law with each network's stored curvature leaves at most a quarter of the
-    departure, and 0 ≤ 1 − ratio ≤ η λ_max / 2 holds up to the second-order law's own error.
+    departure (median over networks), and the curvature along g never exceeds λ_max, as a Rayleigh
+    quotient must not.
     """
     spec = _spec(grid={"activation": ["relu", "tanh"], "init": ["fan_in"], "profile": ["constant"], "depth": [10],
                        "width": [256], "gain": [math.sqrt(2), 1.0], "bias_std": [0.0], "learning_rate": [1e-4, 1e-2]})
