@@ -1,12 +1,14 @@
-"""Vmapped training against training one network at a time, with the same code.
+"""Vmapped training against training one network at a time: with the same code, and as users write it.
 
 For each configuration, trains ``--networks`` networks for ``--steps`` SGD steps in one
-process, twice: all at once, by the trainer that ``sweep run`` uses (one call over every
-network, ``vmap``-ed in the plan's micro-batches), and one by one, by the same
-``loop.make_trainer`` built for a micro-batch of one network and called once per network.
-Compilation is excluded (each shape is warmed up first); the two ways are timed in
-alternation, ``--repeats`` times each, and the medians are compared per network. Prints a
-table and writes it as JSON.
+process, three ways: all at once, by the trainer that ``sweep run`` uses (one call over every
+network, ``vmap``-ed in the plan's micro-batches); one by one, by the same
+``loop.make_trainer`` built for a micro-batch of one network and called once per network (all
+steps in one ``lax.scan``); and as the flax/optax tutorials write it, a jitted ``train_step``
+called from Python for every step of every network (``--loop-networks`` of them, the same
+module, loss and optimizer). Compilation is excluded (each shape is warmed up first); the ways
+are timed in alternation, ``--repeats`` times each, and the medians are compared per network.
+Prints a table and writes it as JSON.
 
     python3 scripts/bench_train.py                       # the default configurations
     python3 scripts/bench_train.py --configs 20x128x128  # depth x width x batch
@@ -28,6 +30,7 @@ from pathlib import Path
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 import sweep
 from sweep import plan
@@ -45,6 +48,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--dataset", default="mnist1d", choices=["mnist1d", "digits", "teacher"])
     p.add_argument("--optimizer", default="sgd", choices=["sgd", "momentum", "adam"])
     p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--loop-networks", type=int, default=16, help="networks the per-step Python loop trains")
     p.add_argument("--out", default="results/bench_train.json")
     a = p.parse_args(argv)
     a.configs = [tuple(int(v) for v in c.split("x")) for c in a.configs.split(",")]
@@ -85,17 +89,45 @@ def measure(args, depth: int, width: int, batch: int, data: datasets.Dataset) ->
         jax.block_until_ready(out)
         return time.perf_counter() - start
 
-    together(), one_by_one()  # compile both shapes
-    times = {"together": [], "one_by_one": []}
+    tx = loop.optimizer(args.optimizer, 0.01)
+
+    @jax.jit
+    def train_step(params, opt_state, x, y, rows):
+        def objective(p):
+            return jnp.mean(loop.loss_terms(config.module.apply({"params": p}, x[rows]), y[rows], config.task)[0])
+
+        loss, grads = jax.value_and_grad(objective)(params)
+        with jax.numpy_dtype_promotion("standard"):
+            updates, opt_state = tx.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    looped = min(args.loop_networks, n)
+
+    def python_loop() -> float:
+        params = [jax.tree.map(lambda a: a[0], copy(state.params, i)) for i in range(looped)]
+        start = time.perf_counter()
+        losses = []
+        for p in params:
+            opt_state = tx.init(p)
+            for t in range(args.steps):
+                p, opt_state, loss = train_step(p, opt_state, x, y, rows[t])
+            losses.append(loss)
+        jax.block_until_ready(losses)
+        return time.perf_counter() - start
+
+    together(), one_by_one(), python_loop()  # compile every shape
+    times = {"together": [], "one_by_one": [], "python_loop": []}
     for _ in range(args.repeats):
         times["together"].append(together())
         times["one_by_one"].append(one_by_one())
-    per_net = {k: statistics.median(v) / n for k, v in times.items()}
+        times["python_loop"].append(python_loop())
+    per_net = {k: statistics.median(v) / (looped if k == "python_loop" else n) for k, v in times.items()}
     return {
-        "depth": depth, "width": width, "batch": batch, "micro_batch": micro, "networks": n,
+        "depth": depth, "width": width, "batch": batch, "micro_batch": micro, "networks": n, "loop_networks": looped,
         "seconds": times, "ms_per_network": {k: v * 1e3 for k, v in per_net.items()},
         "speedup": per_net["one_by_one"] / per_net["together"],
         "speedup_per_repeat": [s / t for s, t in zip(times["one_by_one"], times["together"])],
+        "speedup_over_python_loop": per_net["python_loop"] / per_net["together"],
     }
 
 
@@ -108,14 +140,16 @@ def main(argv=None) -> int:
               "steps": args.steps, "repeats": args.repeats, "rows": []}
     print(f"{result['device']}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; {args.networks} relu networks "
           f"(fan_in, gain √2), {args.steps} {args.optimizer} steps on {args.dataset}; medians of {args.repeats}", flush=True)
-    header = f"{'depth':>5} {'width':>5} {'batch':>5} {'µ':>4} {'vmapped ms/net':>14} {'one by one ms/net':>17} {'speed-up':>8}"
+    header = (f"{'depth':>5} {'width':>5} {'batch':>5} {'µ':>4} {'vmapped ms/net':>14} {'one by one ms/net':>17} "
+              f"{'speed-up':>8} {'jitted step loop ms/net':>23} {'speed-up':>8}")
     print(header + "\n" + "-" * len(header), flush=True)
     for depth, width, batch in args.configs:
         row = measure(args, depth, width, batch, data)
         result["rows"].append(row)
         ms = row["ms_per_network"]
         print(f"{depth:>5} {width:>5} {batch:>5} {row['micro_batch']:>4} {ms['together']:>14.3f} "
-              f"{ms['one_by_one']:>17.3f} {row['speedup']:>7.1f}×", flush=True)
+              f"{ms['one_by_one']:>17.3f} {row['speedup']:>7.1f}× {ms['python_loop']:>23.3f} "
+              f"{row['speedup_over_python_loop']:>7.1f}×", flush=True)
     result["load_average_end"] = os.getloadavg()[0]
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
