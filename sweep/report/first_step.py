@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import xarray as xr
 
@@ -29,16 +31,19 @@ def first_step(results: dict) -> Section | None:
     # float32 resolves C to eps·C: the relative resolution of a ratio is eps·C / (η‖g‖²)
     resolution = np.finfo(np.float32).eps * np.abs(ds.loss_at_init) / (eta * ds.first_step_grad_sqnorm)
     rows, worst, unresolved = [], (0.0, None), []
-    for setting in _settings(ds, axes):
-        one = lambda da: da.sel(setting).median([d for d in da.dims if d in reduce])  # noqa: E731
+    for labels in itertools.product(*(ds[a].values.tolist() for a in axes)):
+        setting = dict(zip(axes, labels))
+
+        def one(da):
+            return float(da.sel(setting).median([d for d in da.dims if d in reduce]))
+
         row = [label_gain(v) if a == "gain" else str(v) for a, v in setting.items()]
-        row += [fmt(float(one(ds.first_step_grad_sqnorm))), fmt(float(one(ds.init_sharpness)))]
-        for lr in rates:
-            r = one(ratio.sel(learning_rate=lr))
-            row.append(f"{fmt(float(r))} ({fmt(float(one(second.sel(learning_rate=lr))))})")
+        row += [fmt(one(ds.first_step_grad_sqnorm)), fmt(one(ds.init_sharpness))]
+        medians = {lr: one(ratio.sel(learning_rate=lr)) for lr in rates}
+        row += [f"{fmt(medians[lr])} ({fmt(one(second.sel(learning_rate=lr)))})" for lr in rates]
         rows.append(row)
         label = ", ".join(row[: len(axes)])
-        small, floor = abs(float(one(ratio.sel(learning_rate=rates[0]))) - 1), float(one(resolution.sel(learning_rate=rates[0])))
+        small, floor = abs(medians[rates[0]] - 1), one(resolution.sel(learning_rate=rates[0]))
         if floor > 0.01:
             unresolved.append(f"{label} (resolution {fmt(100 * floor, 2)}%, off by {fmt(100 * small, 2)}%)")
         elif small > worst[0]:
@@ -69,14 +74,6 @@ def first_step(results: dict) -> Section | None:
     return Section("first_step", "9. From init to the first step: ΔC₁ = −η‖∇C‖²", text,
                    [("first_step", fig, "Left: −ΔC₁ against η‖∇C‖², every network and learning rate. "
                                         "Right: the ratio against the second-order term.")])
-
-
-def _settings(ds: xr.Dataset, axes: list[str]) -> list[dict]:
-    """Every combination of the labels of ``axes``, as selections."""
-    if not axes:
-        return [{}]
-    grids = np.meshgrid(*(ds[a].values for a in axes), indexing="ij")
-    return [{a: g.ravel()[i].item() for a, g in zip(axes, grids)} for i in range(grids[0].size)]
 
 
 def _second_order_fit(departure: xr.DataArray, term: xr.DataArray) -> tuple[float, float, int]:

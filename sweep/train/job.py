@@ -20,6 +20,10 @@ from sweep.plan import Job
 from sweep.train import data as datasets
 from sweep.train import loop, schedule
 
+_FIRST_STEP = {"grad_sqnorm": "first_step_grad_sqnorm", "curvature": "first_step_curvature",
+               "sharpness": "init_sharpness", "loss_change": "first_step_loss_change"}
+"""``Trainer.first_step``'s outputs by the names they are stored under."""
+
 _OPTIMIZERS = {"sgd": "optax.sgd(learning_rate)", "momentum": "optax.sgd(learning_rate, momentum=0.9)",
                "adam": "optax.adam(learning_rate) (b1 0.9, b2 0.999, eps 1e-8)"}
 
@@ -125,7 +129,7 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
         first = {}
         if spec.sharpness_iterations:
             rows = jnp.asarray(schedule.batch_rows(spec.rng_seed, n_train, spec.batch, 0, 1)[0])
-            first = {name: np.asarray(v) for name, v in first_step(state, rates, x_train, y_train, rows).items()}
+            first = {_FIRST_STEP[k]: np.asarray(v) for k, v in first_step(state, rates, x_train, y_train, rows).items()}
         losses, test_loss, test_accuracy = [], [], []
         eval_steps = spec.eval_steps
         for start, stop in zip((0,) + eval_steps, eval_steps):
@@ -139,8 +143,7 @@ def make_call(job: Job, spec: TrainSpec, mesh) -> Callable[..., dict[str, np.nda
         first_below = np.asarray(state.first_below)
         every_step = np.concatenate(losses, axis=1)
         return {
-            **{f"first_step_{name}": first[name] for name in ("grad_sqnorm", "curvature", "loss_change") if first},
-            **({"init_sharpness": first["sharpness"]} if first else {}),
+            **first,
             "train_loss": every_step[:, logged],
             "test_loss": np.stack(test_loss, axis=1),
             "test_accuracy": np.stack(test_accuracy, axis=1),
