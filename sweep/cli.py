@@ -150,7 +150,8 @@ def report(
 @app.command()
 def plot(
     path: Annotated[Path, typer.Argument(help="A store written by `sweep run`.")],
-    kind: Annotated[str, typer.Option("--kind", help="forward, backward, gradients, phase, spread, spectra or training.")],
+    kind: Annotated[str, typer.Option(
+        "--kind", help="forward, backward, gradients, phase, spread, spectra, training or coord_check.")],
     out: Annotated[Path, typer.Option("--out", help="The figure's file: .png or .pdf.")],
     sel: Annotated[list[str] | None, typer.Option("--sel", help="key=value: fix an axis by label (repeatable).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing file.")] = False,

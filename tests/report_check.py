@@ -16,8 +16,8 @@ import xarray as xr
 
 from sweep import theory
 
-GRID = ("activation", "init", "profile", "depth", "width", "kernel_size", "branch_scale", "gain", "bias_std",
-        "learning_rate")
+GRID = ("activation", "init", "profile", "depth", "width", "kernel_size", "branch_scale", "parametrization", "gain",
+        "bias_std", "learning_rate")
 
 
 def tables(markdown: str) -> list[tuple[dict, list[str], list[list[str]]]]:
@@ -204,5 +204,22 @@ def _final(ds, selection, header, cells, n_rows):
     return out
 
 
+def _coord_check(ds, selection, header, cells, n_rows):
+    one = select(ds, selection)
+    if "parametrization" in one.dims:
+        one = one.sel(parametrization=cells["parametrisation"])
+    one = one.sel(coord_step=int(cells["steps"]))
+    if cells["layer"] == "readout":
+        values = one["coord_output_abs_mean"]
+    else:
+        values = one["coord_act_abs_mean"].sel(layer=int(cells["layer"]))
+    values = values.squeeze(drop=True).transpose("width", "seed")
+    n = values.width.values.astype(float)
+    design = np.stack([np.ones_like(n), np.log(n), 1 / n], axis=1)
+    exponents = np.linalg.lstsq(design, np.log(values.values.astype(float)), rcond=None)[0][1]
+    mean, se = seed_stats(exponents)
+    return [] if estimate_ok(cells["exponent b"], mean, se) else [f"exponent {mean} ± {se}"]
+
+
 CHECKS = {"agreement": _agreement, "levels": _levels, "critical": _critical, "spread": _spread,
-          "spectra": _spectra, "final": _final}
+          "spectra": _spectra, "final": _final, "coord_check": _coord_check}

@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from sweep.config import activations, inits, profiles, validate
+from sweep.config import activations, inits, parametrizations, profiles, validate
 from sweep.errors import SpecError
 
 GRID_AXES: tuple[str, ...] = ("activation", "init", "profile", "depth", "width", "gain", "bias_std")
@@ -24,7 +24,10 @@ STATIC_AXES: tuple[str, ...] = GRID_AXES[:5]
 """The axes that set a dense network's architecture (``Grid.static_axes``); the others (and
 ``seed``) are ``vmap``-ed."""
 
-ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + ("kernel_size", "branch_scale") + GRID_AXES[5:]
+OPTIONAL_AXES: tuple[str, ...] = ("kernel_size", "branch_scale", "parametrization")
+"""Static axes a grid has only when its family needs them, after ``width``: empty tuples otherwise."""
+
+ALL_GRID_AXES: tuple[str, ...] = GRID_AXES[:5] + OPTIONAL_AXES + GRID_AXES[5:]
 """Every axis a statistics grid can have, in the order of the dataset's dims."""
 
 LAYERS = ("dense", "conv")
@@ -54,6 +57,8 @@ class Grid:
       kernel_size: the convolutions' kernel sizes k (odd); empty for dense layers, whose
         grid has no such axis.
       branch_scale: residual networks' branch multipliers α ≥ 0; empty for plain networks.
+      parametrization: a training grid's parametrisations (``sweep.config.parametrizations``);
+        empty for the standard one alone, and always for statistics grids.
     """
 
     activation: tuple[str, ...] = ("relu",)
@@ -65,18 +70,20 @@ class Grid:
     bias_std: tuple[float, ...] = (0.0,)
     kernel_size: tuple[int, ...] = ()
     branch_scale: tuple[float, ...] = ()
+    parametrization: tuple[str, ...] = ()
 
     @property
     def axes(self) -> tuple[str, ...]:
         """The grid's axes in the order of the dataset's dims: ``GRID_AXES``, with
-        ``kernel_size`` (convolutions) and ``branch_scale`` (residual networks) after ``width``."""
+        ``kernel_size`` (convolutions), ``branch_scale`` (residual networks) and ``parametrization``
+        (training grids that set it) after ``width``."""
         return self.static_axes + GRID_AXES[5:]
 
     @property
     def static_axes(self) -> tuple[str, ...]:
         """The axes that set a network's group (its architecture and branch scale); the others
         (and ``seed``) are ``vmap``-ed."""
-        return STATIC_AXES + tuple(a for a in ("kernel_size", "branch_scale") if getattr(self, a))
+        return STATIC_AXES + tuple(a for a in OPTIONAL_AXES if getattr(self, a))
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -126,6 +133,10 @@ class Grid:
             if any(not math.isfinite(v) or v < 0 for v in scales):
                 raise SpecError("grid.branch_scale", f"must be finite numbers >= 0, got {scales}")
             values["branch_scale"] = validate.unique(scales, "grid.branch_scale")
+        if "parametrization" in raw:
+            names = validate.string_list(raw["parametrization"], "grid.parametrization")
+            values["parametrization"] = validate.unique([parametrizations.check(n, "grid.parametrization") for n in names],
+                                                        "grid.parametrization")
         return cls(**values)
 
 
@@ -156,12 +167,13 @@ class SpecBase:
     def to_dict(self) -> dict[str, Any]:
         """A plain dict that ``from_dict`` turns back into an equal spec (ranges expanded).
 
-        The keys of the network family (``layer``, ``spatial``, ``kernel_size``), ``sampler`` and
-        ``sharpness_iterations`` appear only when they differ from their defaults, so a dense
-        spec reads as it always has.
+        The keys of the network family (``layer``, ``spatial``, ``kernel_size``, ``parametrization``),
+        ``sampler`` and the training keys added since (``sharpness_iterations``, ``coord_steps``,
+        ``readout_init``, ``base_width``) appear only when they differ from their defaults, so a
+        dense spec reads as it always has.
         """
         raw = dataclasses.asdict(self)
-        raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in ("kernel_size", "branch_scale") or v}
+        raw["grid"] = {k: list(v) for k, v in raw["grid"].items() if k not in OPTIONAL_AXES or v}
         if raw.get("layer") == "dense":
             del raw["layer"]
             raw.pop("spatial", None)
@@ -171,8 +183,10 @@ class SpecBase:
             del raw["block"], raw["branch_depth_exponent"]
         if raw.get("sampler") == "direct":
             del raw["sampler"]
-        if raw.get("sharpness_iterations") == 0:
-            del raw["sharpness_iterations"]
+        for key, default in (("sharpness_iterations", 0), ("coord_steps", 3), ("readout_init", "normal"),
+                             ("base_width", None)):
+            if key in raw and raw[key] == default:
+                del raw[key]
         return raw
 
     @classmethod
@@ -292,6 +306,9 @@ class Spec(SpecBase):
             raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
         kw["scaled_copies"] = validate.boolean(raw.get("scaled_copies", cls.scaled_copies), "scaled_copies")
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
+        if kw["grid"].parametrization:
+            raise SpecError("grid.parametrization", "is only for training specs (kind = \"train\"), whose learning "
+                                                    "rates and readout it scales")
         kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
         kw["spatial"], kw["grid"] = layer_fields(raw, kw["layer"], kw["grid"], kw["jacobian"])
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)

@@ -55,6 +55,19 @@ DATASET_SHAPES: dict[str, DatasetShape] = {
 }
 DATASETS: tuple[str, ...] = tuple(DATASET_SHAPES)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
+READOUT_INITS: tuple[str, ...] = ("normal", "zero")
+
+
+def _base_width(raw: dict[str, Any], grid: TrainGrid) -> int | None:
+    """``base_width``, checked against the parametrisations of the grid."""
+    scaled = [p for p in grid.parametrization if p != "standard"]
+    if "base_width" not in raw:
+        if scaled:
+            raise SpecError("base_width", f"missing; grid.parametrization {scaled} scales with width relative to it")
+        return None
+    if not scaled:
+        raise SpecError("base_width", "is only for a grid.parametrization with \"ntk\" or \"mup\"")
+    return validate.integer(raw["base_width"], "base_width", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -130,6 +143,13 @@ class TrainSpec(SpecBase):
       sharpness_iterations: 0 (the default), or record the first step on its mini-batch
         (``first_step_*`` variables and ``init_sharpness``), the sharpness by this many
         power-iteration steps of Hessian-vector products.
+      coord_steps: t: the coordinate check (``coord_*`` variables) is recorded after 0..t
+        updates and at every evaluation step, on step 0's mini-batch; 0 records it at the
+        evaluation steps only.
+      readout_init: ``"normal"`` (N(0, 1/n), scaled as the parametrisation says) or
+        ``"zero"`` (the readout starts at zero, as the ``mup`` package's coordinate check does).
+      base_width: the width at which every parametrisation is the standard one; needed by,
+        and only by, a grid whose ``parametrization`` axis has ``"ntk"`` or ``"mup"``.
       grid: the axes, ``TrainGrid``.
     """
 
@@ -149,6 +169,9 @@ class TrainSpec(SpecBase):
     block: str = "plain"
     branch_depth_exponent: float = 0.0
     sharpness_iterations: int = 0
+    coord_steps: int = 3
+    readout_init: str = "normal"
+    base_width: int | None = None
     grid: TrainGrid = dataclasses.field(default_factory=TrainGrid)
 
     @property
@@ -177,6 +200,11 @@ class TrainSpec(SpecBase):
         return tuple(sorted(set(range(0, self.steps + 1, self.eval_every)) | {self.steps}))
 
     @property
+    def coord_check_steps(self) -> tuple[int, ...]:
+        """The steps after which the coordinate check is recorded: 0..coord_steps, and the evaluation steps."""
+        return tuple(sorted(set(range(min(self.coord_steps, self.steps) + 1)) | set(self.eval_steps)))
+
+    @property
     def log_steps(self) -> tuple[int, ...]:
         """The steps whose training loss is recorded: 0, log_every, ... < steps."""
         return tuple(range(0, self.steps, self.log_every))
@@ -197,6 +225,8 @@ class TrainSpec(SpecBase):
         for key in ("steps", "eval_every", "log_every"):
             kw[key] = validate.integer(raw.get(key, getattr(cls, key)), key, minimum=1)
         kw["sharpness_iterations"] = validate.integer(raw.get("sharpness_iterations", 0), "sharpness_iterations", minimum=0)
+        kw["coord_steps"] = validate.integer(raw.get("coord_steps", cls.coord_steps), "coord_steps", minimum=0)
+        kw["readout_init"] = validate.choice(raw.get("readout_init", cls.readout_init), "readout_init", READOUT_INITS)
         kw["dataset"] = validate.choice(raw.get("dataset", cls.dataset), "dataset", DATASETS)
         kw["optimizer"] = validate.choice(raw.get("optimizer", cls.optimizer), "optimizer", OPTIMIZERS)
         target = raw.get("target_loss", cls.target_loss)
@@ -211,6 +241,7 @@ class TrainSpec(SpecBase):
         _, kw["grid"] = layer_fields(spatial, kw["layer"], kw["grid"], False)
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
         kw["branch_depth_exponent"], kw["grid"] = block_fields(raw, {**kw, "common_random_numbers": False, "jacobian": False})
+        kw["base_width"] = _base_width(raw, kw["grid"])
         return cls(**kw)
 
     @classmethod

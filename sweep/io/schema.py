@@ -114,6 +114,8 @@ COORDINATES: dict[str, tuple[str, str]] = {
     "layer": ("hidden layer l", "1"), "singular_value": ("singular value rank", "1"),
     "learning_rate": ("learning rate", "1"), "step": ("optimizer step (updates before it)", "step"),
     "eval_step": ("updates before the evaluation", "step"),
+    "coord_step": ("updates before the coordinate check", "step"),
+    "parametrization": ("parametrisation (standard, ntk or mup; see attrs parametrization_table)", ""),
 }
 """``(long_name, units)`` of each coordinate."""
 
@@ -194,7 +196,8 @@ def sizes(spec: Spec | TrainSpec) -> dict[str, int]:
     if spec.residual:
         out["branch_layer"] = 2
     if isinstance(spec, TrainSpec):
-        out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps))
+        out.update(learning_rate=len(g.learning_rate), step=len(spec.log_steps), eval_step=len(spec.eval_steps),
+                   coord_step=len(spec.coord_check_steps))
     elif spec.jacobian:
         out.update(singular_value=max(g.width))
     return out
@@ -251,6 +254,7 @@ def _training(spec: TrainSpec) -> dict[str, Variable]:
         "mean loss over the whole training split before any update (the same at every learning rate)", loss_units))
     if spec.sharpness_iterations:
         out.update(_first_step(spec, loss_units))
+    out.update(_coordinate_check(spec))
     source = "statistics kernel on batch i.i.d. N(0, 1) inputs (see attrs init_statistics)"
     out.update(_network_statistics(spec, networks, lambda name, long_name, definition: (
         f"init_{name}", f"{long_name} at initialisation", f"{definition}; {source}")))
@@ -278,6 +282,31 @@ def _first_step(spec: TrainSpec, loss_units: str) -> dict[str, Variable]:
     }
 
 
+_COORDINATE_CHECK: dict[str, tuple[str, str]] = {
+    "preact_abs_mean": ("mean |pre-activation|", "mean over the batch, units and positions of |z_l|"),
+    "preact_rms": ("RMS pre-activation", "√(mean over the batch, units and positions of z_l²)"),
+    "act_abs_mean": ("mean |activation|", "mean over the batch, units and positions of |x_l|"),
+    "act_rms": ("RMS activation", "√(mean over the batch, units and positions of x_l²)"),
+    "output_abs_mean": ("mean |output|", "mean over the batch and outputs of |f(x)|, the readout's outputs"),
+    "output_rms": ("RMS output", "√(mean over the batch and outputs of f(x)²)"),
+}
+
+
+def _coordinate_check(spec: TrainSpec) -> dict[str, Variable]:
+    """The coordinate check: sizes of each layer's coordinates on a fixed batch as training goes."""
+    runs = run_dims(spec) + ("coord_step",)
+    where = ("on step 0's mini-batch of the training set, after coord_step updates (the mup package's coordinate "
+             "check); NaN after the network diverged")
+    residual = "; of a residual block, z_l is its inner pre-activation W_1 φ(x_(l-1)) + b_1 and x_l its stream output"
+    out = {}
+    for name, (long_name, definition) in _COORDINATE_CHECK.items():
+        per_layer = not name.startswith("output")
+        dims = runs + (("layer",) if per_layer else ())
+        text = f"{definition} {where}" + (residual if per_layer and spec.residual else "")
+        out[f"coord_{name}"] = Variable(dims, np.float32, np.nan, _attrs(long_name, text))
+    return out
+
+
 def shape(spec: Spec | TrainSpec, variable: Variable) -> tuple[int, ...]:
     """A variable's full shape in a sweep."""
     n = sizes(spec)
@@ -296,6 +325,7 @@ def coordinates(spec: Spec | TrainSpec) -> dict[str, np.ndarray | list]:
         coords["learning_rate"] = list(g.learning_rate)
         coords["step"] = np.asarray(spec.log_steps)
         coords["eval_step"] = np.asarray(spec.eval_steps)
+        coords["coord_step"] = np.asarray(spec.coord_check_steps)
     elif spec.jacobian:
         coords["singular_value"] = np.arange(1, max(g.width) + 1)
     return coords

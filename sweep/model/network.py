@@ -366,7 +366,7 @@ def scan_blocks(step, carry, xs, reverse: bool = False):
     return carry, jax.tree.map(lambda a: a[None], ys)
 
 
-def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST) -> jax.Array:
+def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST, observe=None):
     """Runs the network forward.
 
     Args:
@@ -375,28 +375,76 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
       x: inputs, shape ``(batch, n_0)`` (``(batch, *spatial, c_0)`` for convolutions); a
         residual network's are the stream's ``x_0``, of width ``n_0``.
       precision: matmul precision.
+      observe: ``None``, or ``observe(z, x) -> pytree of scalars`` of each layer l's
+        pre-activation z_l and output x_l = φ(z_l) (a residual block's inner pre-activation
+        z_{l,1} = W_{l,1} φ(x_{l-1}) + b_{l,1} and its stream output x_l).
 
     Returns:
       The last hidden layer's activations, shape ``(batch, n_L)`` (``(batch, *spatial, c_L)``);
       a residual network's last stream ``x_L``, ``(batch, n_0)`` (``(batch, *spatial, n_0)``).
+      With ``observe``, ``(activations, observed)``, each leaf of ``observed`` stacked over
+      the layers, ``(L,)``.
     """
     phi = arch.phi
     alpha = arch.residual
+    look = observe or (lambda z, x: None)
 
     def block_step(h, block):
+        seen = []
         for w, b in block:
-            h = phi(layers.linear(h, w, precision) + b)
-        return h, None
+            z = layers.linear(h, w, precision) + b
+            h = phi(z)
+            seen.append(look(z, h))
+        return h, seen
 
     def residual_step(x, block):
+        seen = []
         for (w1, b1), (w2, b2) in block:
-            inner = phi(layers.linear(phi(x), w1, precision) + b1)
-            x = x + alpha * (layers.linear(inner, w2, precision) + b2)
-        return x, None
+            z = layers.linear(phi(x), w1, precision) + b1
+            x = x + alpha * (layers.linear(phi(z), w2, precision) + b2)
+            seen.append(look(z, x))
+        return x, seen
 
+    observed = []
     for block in params:
-        x, _ = scan_blocks(residual_step if arch.is_residual else block_step, x, block)
-    return x
+        x, seen = scan_blocks(residual_step if arch.is_residual else block_step, x, block)
+        # (repeats, period) in layer order: repeat k's position j is layer start + k·period + j
+        observed.append(jax.tree.map(lambda *a: jnp.stack(a, axis=1).reshape((-1,) + a[0].shape[1:]), *seen)
+                        if observe else None)
+    if observe is None:
+        return x
+    return x, jax.tree.map(lambda *a: jnp.concatenate(a), *observed)
+
+
+def per_layer(arch: Architecture, weights, biases) -> Params:
+    """A pytree shaped like ``draw_params``' for ``arch``, of one number per weight layer.
+
+    Args:
+      arch: the architecture.
+      weights, biases: ``(len(arch.weight_shapes),)`` numbers: weight layer i's (1-based
+        i - 1, in ``draw_params``' numbering).
+
+    Returns:
+      ``draw_params``' structure with float32 leaves ``(repeats, 1, ..., 1)`` (a W's rank) and
+      ``(repeats, 1)`` (a b's), which broadcast against its leaves.
+    """
+    weights, biases = np.asarray(weights, np.float32), np.asarray(biases, np.float32)
+    rank = len(arch.conv.taps if arch.conv else ()) + 2
+    per_block = 2 if arch.is_residual else 1
+    out = []
+    for seg in segments(arch.shapes):
+        period = len(seg.block)
+        block = []
+        for j in range(period):
+            blocks = seg.start + 1 + j + period * np.arange(seg.repeats)
+            pairs = []
+            for i in range(per_block):
+                index = per_block * (blocks - 1) + i  # 0-based weight layer
+                pairs.append((jnp.asarray(weights[index].reshape((-1,) + (1,) * rank)),
+                              jnp.asarray(biases[index].reshape(-1, 1))))
+            block.append(pairs[0] if per_block == 1 else tuple(pairs))
+        out.append(tuple(block))
+    return tuple(out)
 
 
 def pooled(x: jax.Array) -> jax.Array:

@@ -28,7 +28,7 @@ Every network has a global index, its position in the statistics grid
 ``(activation, init, profile, depth, width, gain, bias_std, seed)`` in C order (with
 ``kernel_size`` after ``width`` for convolutions); its random
 draws depend only on ``rng_seed`` and that index (``sweep.model.streams``), never on the
-chunking, and not on the learning rate.
+chunking, and not on the learning rate or the parametrisation (which has no place in it).
 """
 
 from __future__ import annotations
@@ -76,6 +76,9 @@ class Job(NamedTuple):
       program: the compiled program the statistics kernel runs ``arch`` in (``stats``,
         ``init``): every job of the sweep with the same program shares one compile, and its
         micro-batch and memory are the program's.
+      parametrization: a training job's parametrisation (``sweep.config.parametrizations``).
+      base: with a parametrisation other than the standard one, the architecture at the
+        spec's ``base_width``, against which its widths scale.
     """
 
     kind: str
@@ -88,6 +91,8 @@ class Job(NamedTuple):
     tile_fold: int = 1
     per_key: int = 1
     program: Program | None = None
+    parametrization: str = "standard"
+    base: Architecture | None = None
 
     @property
     def prefix(self) -> Prefix:
@@ -229,7 +234,10 @@ class Plan(NamedTuple):
     def key_indices(self, group: Group, job: Job, positions: np.ndarray) -> np.ndarray:
         """The global indices, whose ``network_key`` each network is drawn from."""
         per_group = job.networks // job.per_key
-        offset = int(np.ravel_multi_index(group.position, self.spec.grid.shape[: len(group.position)])) * per_group
+        # every parametrisation trains the same initial networks, as every learning rate does
+        keep = [i for i, axis in enumerate(group.axes) if axis != "parametrization"]
+        shape = self.spec.grid.shape
+        offset = int(np.ravel_multi_index(tuple(group.position[i] for i in keep), tuple(shape[i] for i in keep))) * per_group
         return offset + np.asarray(positions, np.int64) // job.per_key
 
     def axis_indices(self, job: Job, positions: np.ndarray) -> dict[str, np.ndarray]:
@@ -241,7 +249,8 @@ class Plan(NamedTuple):
         """The compiled program a job runs, named; jobs with the same name share one compile."""
         if job.kind == "train":
             alpha = f" alpha={job.arch.residual:g}" if job.arch.is_residual else ""  # trained with α compiled in
-            return f"train {job.arch.init} {job.arch.program().describe()}{alpha}"
+            scaled = f" {job.parametrization}" if job.parametrization != "standard" else ""
+            return f"train {job.arch.init} {job.arch.program().describe()}{alpha}{scaled}"
         return f"{'init' if job.kind == 'init' else 'stats'} {job.program.describe()}"
 
     @property
@@ -309,7 +318,7 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
     return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program)
 
 
-def _train_job(spec: TrainSpec, arch: Architecture, shape, micro: int | None) -> Job:
+def _train_job(spec: TrainSpec, values: tuple, arch: Architecture, shape, micro: int | None) -> Job:
     d = DATASET_SHAPES[spec.dataset]
     need = sizing.train_bytes(arch, d.outputs, spec.batch, spec.optimizer, features=d.features,
                               first_step=spec.sharpness_iterations > 0)
@@ -319,7 +328,13 @@ def _train_job(spec: TrainSpec, arch: Architecture, shape, micro: int | None) ->
     # a Hessian-vector product costs about two steps, and the first step takes iterations + 2 of them
     steps = spec.steps + (2 * (spec.sharpness_iterations + 2) + 2 if spec.sharpness_iterations else 0)
     flops = sizing.train_flops(arch, d.outputs, spec.batch, steps, len(spec.eval_steps) + 1, d.examples, d.features)
-    return Job("train", arch, None, micro, need, flops, shape, per_key=len(spec.grid.learning_rate))
+    point = dict(zip(spec.grid.static_axes, values))
+    parametrization = point.get("parametrization", "standard")
+    base = None
+    if parametrization != "standard":
+        base = architecture(spec, tuple(spec.base_width if axis == "width" else v for axis, v in point.items()))
+    return Job("train", arch, None, micro, need, flops, shape, per_key=len(spec.grid.learning_rate),
+               parametrization=parametrization, base=base)
 
 
 def make_plan(
@@ -365,7 +380,7 @@ def make_plan(
         if training:
             rates = len(g.learning_rate)
             jobs = (_stats_job("init", arch, programs[arch], init_probe(spec), stats_shape, recorded[0], tile_fold=rates),
-                    _train_job(spec, arch, stats_shape + (rates,), recorded[-1]))
+                    _train_job(spec, values, arch, stats_shape + (rates,), recorded[-1]))
         else:
             jobs = (_stats_job("stats", arch, programs[arch], stats_probe(spec), stats_shape, recorded[0]),)
         for job in jobs:

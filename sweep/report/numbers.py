@@ -68,3 +68,33 @@ def nearest(values, target: float) -> float:
     """The coordinate value nearest ``target`` (for gains such as √2 stored as floats)."""
     values = np.asarray(values, float)
     return float(values[np.argmin(np.abs(values - target))])
+
+
+def width_slope(da: xr.DataArray, finite_width: bool = True) -> Estimate:
+    """The exponent b of a size that scales like width^b, from networks of several widths.
+
+    Each seed's values are fitted by least squares as log y = a + b log n (+ c / n with
+    ``finite_width``) over the widths n; the estimate is the mean of the seeds' b and its
+    standard error their standard deviation over √seeds. Networks of different widths are
+    independent, so the seeds' fits are too. The c/n term takes up the O(1/n) finite-width
+    correction every size has (at init, in every parametrisation), which a fit of log y on
+    log n alone reads as a small exponent.
+
+    Args:
+      da: positive values with dims ``(width, seed)`` (other dims selected away); at least
+        three widths with ``finite_width``, two without.
+      finite_width: fit the c / n term.
+
+    Returns:
+      The exponent b and its standard error.
+    """
+    da = da.transpose("width", "seed")
+    n = np.asarray(da.width.values, float)
+    columns = [np.ones_like(n), np.log(n)] + ([1 / n] if finite_width else [])
+    if n.size < len(columns):
+        raise ValueError(f"a width slope needs at least {len(columns)} widths, got {n.size}")
+    coef = np.linalg.lstsq(np.stack(columns, 1), np.log(np.asarray(da.values, float)), rcond=None)[0]
+    b = coef[1][np.isfinite(coef[1])]
+    if b.size < 2:
+        return Estimate(float("nan"), float("nan"))
+    return Estimate(float(b.mean()), float(b.std(ddof=1) / math.sqrt(b.size)))

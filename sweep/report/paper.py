@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
-from sweep.report import families, first_step, sections
+from sweep.report import coord_check, families, first_step, sections
 from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
 from sweep.report.sections import Section, zero_crossing
 from sweep.report.selection import at, max_deviation, spec_value, theory_of
@@ -375,4 +375,4 @@ def jacobian_spectra(results: dict) -> Section | None:
 
 
 POINTS = (forward_signals, backward_signals, weight_gradients, finite_width, critical_gains, training, jacobian_spectra,
-          families.families, first_step.first_step)
+          families.families, first_step.first_step, coord_check.coord_check)

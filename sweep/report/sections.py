@@ -14,7 +14,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
-from sweep.report import tables
+from sweep.report import coordinates, tables
 from sweep.report.numbers import fmt
 from sweep.report.survey import (
     Survey,
@@ -26,7 +26,7 @@ from sweep.report.survey import (
     selected_gains,
 )
 
-KINDS = ("forward", "backward", "gradients", "phase", "spread", "spectra", "training")
+KINDS = ("forward", "backward", "gradients", "phase", "spread", "spectra", "training", "coord_check")
 
 
 class Section(NamedTuple):
@@ -281,8 +281,29 @@ def training(s: Survey, sel: dict | None = None):
     return Section(key, title, "\n".join(text), figures)
 
 
+def coord_check(s: Survey, sel: dict | None = None):
+    """Each layer's coordinate size against width as training starts, and its fitted width exponents."""
+    key, title = "coord_check", "Coordinate check: layer sizes against width in the first steps"
+    if s.kind != "train" or "coord_act_abs_mean" not in s.ds:
+        return Skipped(key, title, "needs a training store with coord_* variables")
+    if s.size("width") < 3:
+        return Skipped(key, title, f"needs ≥ 3 widths (the store has {s.size('width')})")
+    fixed = {**default_selection(s, keep=("width", "parametrization")), **(sel or {})}
+    for axis in ("activation", "init", "gain"):
+        if s.size(axis) > 1 and axis not in fixed:
+            fixed[axis] = s.ds[axis].values[0].item()
+    one = s.ds.sel(fixed).load()
+    rows = [[name, str(step), str(layer), str(e)] for (name, step, layer), e in coordinates.slopes(one).items() if step <= 3]
+    text = (f"Selection: {describe_selection(fixed)}. The exponent b of each layer's mean |x_l| ∝ width^b "
+            f"({s.size('width')} widths, {s.size('seed')} seeds; per-seed fits of log size = a + b log n + c/n, "
+            "mean ± SE over seeds), after the steps stored up to 3:\n\n"
+            + tables.Table("coord_check", fixed, ["parametrisation", "steps", "layer", "exponent b"], rows).markdown())
+    return Section(key, title, text, [(f"{s.name}_{key}", plots.coord_check(one),
+                                       "Mean |x_l| and the readout's mean |f(x)| against width, by step.")])
+
+
 POINTS = {"forward": forward, "backward": backward, "gradients": gradients, "phase": phase, "spread": spread,
-          "spectra": spectra, "training": training}
+          "spectra": spectra, "training": training, "coord_check": coord_check}
 
 
 def figure(s: Survey, kind: str, sel: dict | None = None):

@@ -45,6 +45,9 @@ class Config(NamedTuple):
       precision: ``"highest"`` or ``"default"``.
       features: the dataset's number of features (a residual network's input map reads them).
       sharpness_iterations: power-iteration steps of ``Trainer.first_step``'s sharpness.
+      parametrization: ``sweep.config.parametrizations``' name.
+      base: the architecture at the base width (any parametrisation but the standard one).
+      readout_init: ``"normal"`` or ``"zero"``.
     """
 
     arch: Architecture
@@ -54,10 +57,22 @@ class Config(NamedTuple):
     precision: str
     features: int | None = None
     sharpness_iterations: int = 0
+    parametrization: str = "standard"
+    base: Architecture | None = None
+    readout_init: str = "normal"
 
     @property
     def module(self) -> Network:
-        return Network(self.arch, self.outputs, self.precision)
+        return Network(self.arch, self.outputs, self.precision, self.parametrization, self.base, self.optimizer,
+                       self.readout_init)
+
+    def transform(self, learning_rate) -> optax.GradientTransformation:
+        """The optimizer at ``learning_rate``, each tensor's step scaled as the parametrisation says."""
+        tx = optimizer(self.optimizer, learning_rate)
+        if self.parametrization == "standard":
+            return tx
+        scales = self.module.scaling().learning_rate
+        return optax.chain(tx, optax.stateless(lambda updates, params: jax.tree.map(jnp.multiply, updates, scales)))
 
 
 class State(NamedTuple):
@@ -150,12 +165,16 @@ class Trainer(NamedTuple):
         shifted by the magnitude the first half found), and ``loss_change``
         C(θ₁) − C(θ₀) on the same mini-batch, θ₁ the optimizer's first update. It leaves
         ``state`` as it was.
+      coordinates: ``coordinates(state, x) -> dict`` of the coordinate check on the fixed
+        batch ``x`` ``(batch, features)``: ``(C, L)`` arrays of ``sweep.train.model.COORDINATES``
+        and ``(C,)`` ``output_abs_mean``, ``output_rms``; NaN for a diverged network.
     """
 
     init: Any
     train: Any
     evaluate: Any
     first_step: Any
+    coordinates: Any
 
 
 @functools.cache
@@ -176,11 +195,11 @@ def make_trainer(config: Config, micro_batch: int) -> Trainer:
 
     def init_one(rng_seed, index, gain, bias_std):
         params = module.draw(streams.network_key(rng_seed, index), gain, bias_std, config.features)["params"]
-        opt_state = optimizer(config.optimizer, 1.0).init(params)
+        opt_state = config.transform(1.0).init(params)
         return State(params, opt_state, jnp.bool_(False), jnp.int32(-1))
 
     def train_one(state, learning_rate, x_train, y_train, batches, step0, target):
-        tx = optimizer(config.optimizer, learning_rate)
+        tx = config.transform(learning_rate)
 
         def step(state, inputs):
             rows, t = inputs
@@ -239,16 +258,21 @@ def make_trainer(config: Config, micro_batch: int) -> Trainer:
         shift = jnp.abs(_tree_dot(v, hvp(v)))
         shifted = lambda v: jax.tree.map(lambda h, x: h + shift * x, hvp(v), v)
         top = jax.lax.fori_loop(half, config.sharpness_iterations, lambda _, v: normalised(shifted(v)), v)
-        tx = optimizer(config.optimizer, learning_rate)
+        tx = config.transform(learning_rate)
         with jax.numpy_dtype_promotion("standard"):
             updates, _ = tx.update(grads, state.opt_state, state.params)
         return {"grad_sqnorm": grad_sqnorm, "curvature": _tree_dot(grads, hvp(grads)) / grad_sqnorm,
                 "sharpness": _tree_dot(top, hvp(top)),
                 "loss_change": loss(optax.apply_updates(state.params, updates)) - value}
 
+    def coordinates_one(state, x):
+        sizes = module.apply({"params": state.params}, x, coordinates=True)[1]
+        return jax.tree.map(lambda v: jnp.where(state.diverged, jnp.nan, v), sizes)
+
     return Trainer(
         init=jax.jit(micro_batched(init_one, (None, 0, 0, 0), micro_batch)),
         train=jax.jit(micro_batched(train_one, (0, 0, None, None, None, None, None), micro_batch), donate_argnums=0),
         evaluate=jax.jit(micro_batched(evaluate_one, (0, None, None, None, None, None), micro_batch), donate_argnums=0),
         first_step=jax.jit(micro_batched(first_step_one, (0, 0, None, None, None), micro_batch)),
+        coordinates=jax.jit(micro_batched(coordinates_one, (0, None), micro_batch)),
     )
