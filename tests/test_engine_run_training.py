@@ -1,5 +1,5 @@
 """Training sweeps on the one engine: tiled, killed and resumed, on 4 devices and 2 processes,
-always the same store bit for bit.
+always the same store bit for bit (with a parametrisation axis: two programs per architecture).
 
 Each sweep runs in a subprocess (device counts and ``jax.distributed`` are fixed when JAX
 starts), with a timeout and a shared compilation cache.
@@ -32,16 +32,18 @@ batch = 16
 steps = 6
 eval_every = 3
 rng_seed = 2
+base_width = 128
 [grid]
 activation = ["tanh"]
 init = ["fan_in"]
 depth = [2]
 width = [256]
+parametrization = ["standard", "mup"]
 gain = [1.0, 2.0]
 bias_std = [0.1]
 learning_rate = [0.05, 0.2]
 """
-CHUNK = "4"  # tiles of 2 seeds × 2 learning rates: 6 tiles
+CHUNK = "4"  # tiles of 2 seeds × 2 learning rates: 6 tiles per parametrisation
 
 # Killed with SIGKILL right after the k-th tile of this run is stored and logged.
 KILLED = r"""
@@ -93,7 +95,7 @@ def reference(setup):
 def test_the_plan_spreads_the_networks_over_several_micro_batches_and_tiles(setup):
     the_plan = plan.make_plan(sweep.load_spec(setup["spec"]), chunk_networks=int(CHUNK))
     init, train = the_plan.groups[0].jobs
-    assert train.micro_batches >= 3 and len(the_plan.tiles) == 6  # real networks on 3 of 4 devices
+    assert train.micro_batches >= 3 and len(the_plan.tiles) == 12  # real networks on 3 of 4 devices
 
 
 def same_store(a: Path, b: Path):
@@ -112,14 +114,14 @@ def test_a_training_sweep_killed_three_times_and_resumed_is_the_uninterrupted_st
         result = subprocess.run([sys.executable, "-c", KILLED, str(setup["spec"]), str(out), "1"], env=setup["env"],
                                 cwd=setup["dir"], capture_output=True, text=True, timeout=300)
         assert result.returncode == -signal.SIGKILL, result.stderr
-        stored.append(checkpoint.done(partial, 6))
+        stored.append(checkpoint.done(partial, 12))
     assert [len(s) for s in stored] == [1, 2, 3]  # each run stored one more tile, then was killed
     result = run_cli(setup, "--out", out, "--resume")
     assert result.returncode == 0, result.stderr
     same_store(out, reference)
     logs = checkpoint.read_logs(out)
     tiles = [e["tile"] for log in logs for e in log if e["event"] == "stored"]
-    assert sorted(tiles) == list(range(6))  # no stored tile computed again
+    assert sorted(tiles) == list(range(12))  # no stored tile computed again
 
 
 @pytest.mark.slow
@@ -162,6 +164,6 @@ def test_a_training_sweep_refuses_what_it_cannot_honour(setup, tmp_path, capsys)
 
 def test_a_training_store_is_laid_out_tile_by_tile_with_every_learning_rate_in_a_tile(reference):
     ds = sweep.load(reference)
-    assert ds["train_loss"].encoding["chunks"][5:9] == (1, 1, 2, 2)  # gain, bias_std, learning_rate, seed
-    assert ds["init_preact_meansq"].encoding["chunks"][5:8] == (1, 1, 2)
+    assert ds["train_loss"].encoding["chunks"][5:10] == (1, 1, 1, 2, 2)  # parametrization, gain, bias_std, lr, seed
+    assert ds["init_preact_meansq"].encoding["chunks"][5:9] == (1, 1, 1, 2)
     np.testing.assert_array_equal(ds["loss_at_init"].isnull().values, False)

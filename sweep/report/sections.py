@@ -246,7 +246,7 @@ def training(s: Survey, sel: dict | None = None):
         return Skipped(key, title, "needs a training store")
     ds = s.ds
     fixed = {**default_selection(s, keep=()), **(sel or {})}
-    for axis in ("activation", "init"):
+    for axis in ("activation", "init", "parametrization"):
         if s.size(axis) > 1 and axis not in fixed:
             fixed[axis] = str(ds[axis].values[0])
     fixed = {k: v for k, v in fixed.items() if k not in ("gain", "depth")}
