@@ -393,6 +393,21 @@ def test_resume_keeps_the_layout_and_platform_it_was_started_with(interrupted, s
     assert snapshot(partial) == before
 
 
+def test_writes_a_killed_process_left_half_done_are_not_in_the_finished_store(interrupted, reference, setup,
+                                                                               tmp_path):
+    out = tmp_path / "s.zarr"
+    partial = store.partial_path(out)
+    shutil.copytree(interrupted, partial)
+    # what SIGKILL leaves mid-write: zarr's temporary chunk and a work-record file not yet renamed
+    chunk = next(p for p in sorted((partial / "preact_mean").iterdir()) if not p.name.startswith("."))
+    (chunk.parent / f"{chunk.stem}.{'0' * 31}1.partial").write_bytes(b"torn")
+    (partial / ".sweep" / f".manifest.json.{'a' * 32}").write_text("{")
+    ds = sweep.run(sweep.Spec.from_toml(setup["spec"]), out=out, memory=setup["memory"], resume=True, progress=False)
+    assert ds.sizes["seed"] == 100
+    assert not [p for p in out.rglob("*") if p.name.endswith(".partial") or p.name.startswith(".manifest.json.")]
+    assert_same_store(out, reference[0])
+
+
 def test_an_error_in_one_process_stops_every_process(setup, tmp_path):
     port = free_port()
     procs = [

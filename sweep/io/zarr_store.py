@@ -15,6 +15,7 @@ string coordinates yet).
 
 from __future__ import annotations
 
+import re
 import shutil
 import warnings
 from pathlib import Path
@@ -27,6 +28,10 @@ from sweep.errors import SpecError
 from sweep.io import schema
 
 ZARR_FORMAT = 2
+
+_ABANDONED = re.compile(r"(.+\.[0-9a-f]{32}\.partial|\..+\.[0-9a-f]{32})")
+"""The temporary names of a write that was never renamed into place: zarr's (``<key>.<uuid>.partial``) and the
+work record's (``.<name>.<uuid>``, ``sweep.engine.checkpoint``)."""
 
 
 def check_writable(out: str | Path, overwrite: bool) -> Path:
@@ -149,10 +154,17 @@ class TileWriter:
 def finalise(partial: str | Path, out: str | Path) -> Path:
     """Consolidates a complete store's metadata and moves it to ``out``, replacing what is there.
 
+    A process killed while writing leaves the file it was writing under a temporary name (the
+    tile is recomputed and written again by the run that resumes it); those files are removed
+    first, so a resumed store holds exactly the files of an uninterrupted one.
+
     Returns:
       ``out``.
     """
     partial, out = Path(partial), Path(out)
+    for path in list(partial.rglob("*")):
+        if path.is_file() and _ABANDONED.fullmatch(path.name):
+            path.unlink()
     with warnings.catch_warnings():
         # the work record (sweep.checkpoint) sits in the store and has no zarr metadata
         warnings.filterwarnings("ignore", message=".*not recognized as a component of a Zarr hierarchy")
