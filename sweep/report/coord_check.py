@@ -67,7 +67,6 @@ def coord_check(results: dict) -> Section | None:
                                          "width after 0–3 SGD steps; median and 16–84% over seeds.")])
 
 
-
 def _labels(ds: xr.Dataset, axis: str) -> str:
     """The store's labels of ``axis``, joined (gains near √2 as √2)."""
     values = ds[axis].values.ravel().tolist()

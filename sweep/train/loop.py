@@ -166,8 +166,8 @@ class Trainer(NamedTuple):
         C(θ₁) − C(θ₀) on the same mini-batch, θ₁ the optimizer's first update. It leaves
         ``state`` as it was.
       coordinates: ``coordinates(state, x) -> dict`` of the coordinate check on the fixed
-        batch ``x`` ``(batch, features)``: ``(C, L)`` arrays of ``sweep.train.model.COORDINATES``
-        and ``(C,)`` ``output_abs_mean``, ``output_rms``; NaN for a diverged network.
+        batch ``x`` ``(batch, features)``: ``Network.__call__``'s sizes with a leading ``(C,)``
+        axis; NaN for a diverged network.
     """
 
     init: Any

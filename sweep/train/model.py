@@ -35,10 +35,6 @@ from sweep.model.network import Architecture
 
 PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "default": jax.lax.Precision.DEFAULT}
 
-COORDINATES: tuple[str, ...] = ("preact_abs_mean", "preact_rms", "act_abs_mean", "act_rms")
-"""The coordinate check's per-layer sizes: mean |z_l|, √(mean z_l²), mean |x_l|, √(mean x_l²)."""
-
-
 class Scaling(NamedTuple):
     """A parametrisation's factors, each a pytree shaped like the parameters (leaves broadcast).
 
@@ -98,9 +94,10 @@ class Network(nn.Module):
 
         Returns:
           Logits or predictions, ``(batch, outputs)``. With ``coordinates``, ``(outputs,
-          sizes)``: ``sizes[c]`` ``(L,)`` for each c of ``COORDINATES`` (over the batch, units
+          sizes)``: ``preact_abs_mean``, ``preact_rms``, ``act_abs_mean`` and ``act_rms``, each
+          ``(L,)`` (mean |z_l|, √(mean z_l²), mean |x_l|, √(mean x_l²) over the batch, units
           and positions of each hidden layer), and ``output_abs_mean``, ``output_rms``, scalars,
-          of the outputs.
+          of the outputs: the ``coord_*`` variables of ``sweep.io.schema``.
         """
         precision = PRECISIONS[self.precision]
         scaling = None if self.standard else self.scaling()
