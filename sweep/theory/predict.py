@@ -23,8 +23,9 @@ same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
   standard error as ``theory_fw_grad_weight_meansq_error`` (0 at batch 1).
 * ``theory_log_grad_weight_norm_mean`` / ``_var``, at batch 1 and for relu only: the law of log grad_weight_meansq
   over alive networks, from 2^18 exact draws of the reduced law (``relu_gradients.log_grad_weight_law``;
-  Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: the projection loss's
-  first-order forms log E − 1/n_0 − (5/2)β and 2/n_0 + 5β (NaN for mse).
+  Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: their first-order forms
+  (projection: log E − 1/n_0 − (5/2)β and 2/n_0 + 5β; mse: the readout's χ²_O part exactly and the rest
+  to first order, ``relu_gradients.log_grad_weight_law_large_width``).
 """
 
 from __future__ import annotations
@@ -90,8 +91,11 @@ _DEFINITIONS = {
     "log_grad_weight_norm_var": "Var[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
                                 "σ_b = 0: 2^18 exact draws of the reduced law (sweep.theory.relu_gradients)",
     "log_grad_weight_norm_mean_large_width": "projection loss: log E[grad_weight_meansq] − 1/n_0 − (5/2) Σ_k 1/n_k; "
-                                             "NaN for mse",
-    "log_grad_weight_norm_var_large_width": "projection loss: 2/n_0 + 5 Σ_k 1/n_k, every layer; NaN for mse",
+                                             "mse: the first-order form of sweep.theory.relu_gradients "
+                                             "(log_grad_weight_law_large_width)",
+    "log_grad_weight_norm_var_large_width": "projection loss: 2/n_0 + 5 Σ_k 1/n_k, every layer; mse: ψ'(O/2) + "
+                                            "(1 + 2a)(2/n_0 + 5β_<l) + 5β_≥l + a²(2/n_0 + 5β) + 10aβ_≥l, "
+                                            "a = m/(1 + m), m = E[x_L²]",
 }
 
 
@@ -293,10 +297,9 @@ def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: 
         law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
         out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
         out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var
-        if spec.loss == "projection":
-            mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init)
-            out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
-            out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
+        mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init, spec.loss, spec.outputs)
+        out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
+        out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
 
 
 def _batch_weight_gradients(out: dict, pairs: dict, spec: Spec) -> None:
