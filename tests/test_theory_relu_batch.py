@@ -122,6 +122,20 @@ def test_the_prediction_is_the_one_input_law_at_batch_one_and_shares_draws_acros
     np.testing.assert_allclose(both.mean[1], alone.mean[0], rtol=1e-12)
 
 
+def test_the_one_input_variant_is_the_exact_law_at_batch_one_and_splits_the_batch():
+    """theory.one_input_weight_meansq: at batch 1 the exact law; at batch B the exact one-input term over B plus
+    (1 − 1/B) times the infinite-width cross-example term, which is (infinite(B) − infinite(1)/B)/(1 − 1/B)."""
+    grid = {"activation": ["relu"], "init": ["fan_in"], "depth": [3], "width": [8], "gain": [1.2, HE], "bias_std": [0.0]}
+    spec = sweep.load_spec({"name": "v", "seeds": 4, "batch": 4, "grid": grid})
+    one = theory.predict(spec.replace(batch=1))
+    at_one = theory.one_input_weight_meansq(spec.replace(batch=1), one.theory_grad_weight_meansq)
+    np.testing.assert_allclose(at_one, one.theory_fw_grad_weight_meansq, rtol=1e-12)
+    infinite = theory.predict(spec).theory_grad_weight_meansq
+    cross = (infinite - one.theory_grad_weight_meansq / 4) / (1 - 1 / 4)
+    expected = one.theory_fw_grad_weight_meansq / 4 + (1 - 1 / 4) * cross
+    np.testing.assert_allclose(theory.one_input_weight_meansq(spec, infinite), expected, rtol=1e-12)
+
+
 def engine(loss, width, depth, batch, seeds, sampler="direct", activation="relu", gain=HE, init="fan_in"):
     spec = sweep.load_spec({
         "name": "b", "seeds": seeds, "batch": batch, "loss": loss, "sampler": sampler,
@@ -165,15 +179,6 @@ def test_the_engine_has_the_finite_width_level(loss, width, depth, batch, networ
         assert float(abs(dev.grad_weight_meansq).max()) > limit, dev.grad_weight_meansq.values
 
 
-def variant_without_pair_fluctuations(spec) -> np.ndarray:
-    """T_same exact (closed form) with the infinite-width cross-example term: what the one-input law alone gives."""
-    one = sweep.load_spec({**spec.to_dict(), "batch": 1})
-    infinite, infinite_one = (theory.predict(s).squeeze().theory_grad_weight_meansq.values for s in (spec, one))
-    cross = (infinite - infinite_one / spec.batch) / (1 - 1 / spec.batch)
-    exact = theory.predict(one).squeeze().theory_fw_grad_weight_meansq.values
-    return exact / spec.batch + (1 - 1 / spec.batch) * cross
-
-
 def acceptance(loss: str, seeds: int):
     """Relu, He, depth 30, width 256, batch 64: every layer's mean within the limit (2 losses × 30 layers),
     and within the Edgeworth-shifted interval (module docstring); the infinite-width prediction and the
@@ -186,7 +191,8 @@ def acceptance(loss: str, seeds: int):
     assert np.all((z > -limit - shift) & (z < limit - shift)), (z, shift)
     assert float(abs(dev.grad_weight_meansq).max()) > limit, dev.grad_weight_meansq.values
     x = ds.grad_weight_meansq.squeeze()
-    variant = variant_without_pair_fluctuations(sweep.Spec.from_json(ds.attrs["spec"]))
+    variant = theory.one_input_weight_meansq(sweep.Spec.from_json(ds.attrs["spec"]),
+                                              ds.theory_grad_weight_meansq).squeeze().values
     z_variant = (x.mean("seed").values - variant) / (x.std("seed", ddof=1).values / math.sqrt(x.sizes["seed"]))
     assert np.max(np.abs(z_variant)) > limit, z_variant
     return shift

@@ -194,6 +194,26 @@ def predict(spec: Spec) -> xr.Dataset:
     return _with_attrs(xr.Dataset(data, coords=ds_coords), spec)
 
 
+def one_input_weight_meansq(spec: Spec, infinite: xr.DataArray) -> xr.DataArray:
+    """The batch-mean weight gradient with only its one-input term at finite width: (1/B) T_same exact and
+    (1 − 1/B) times the infinite-width cross-example term, i.e. ``infinite`` plus (1/B)(fw − infinite) of
+    batch 1. Set against ``theory_fw_grad_weight_meansq`` it shows what the two-input law adds.
+
+    Args:
+      spec: the sweep spec (batch B).
+      infinite: ``theory_grad_weight_meansq`` of ``spec`` (at batch B), as stored beside a measurement.
+
+    Returns:
+      Aligned with ``infinite`` (which may be a selection of the grid, with axes of length 1 dropped); NaN
+      where the finite-width law is.
+    """
+    one = predict(spec.replace(batch=1))
+    excess = one.theory_fw_grad_weight_meansq - one.theory_grad_weight_meansq
+    excess = excess.sel({k: infinite[k] for k in infinite.coords if k in excess.dims})
+    excess = excess.squeeze([d for d in excess.dims if d not in infinite.dims and excess.sizes[d] == 1], drop=True)
+    return infinite + excess / spec.batch
+
+
 def _with_attrs(ds: xr.Dataset, spec: Spec) -> xr.Dataset:
     ds.attrs.update(title=f"sweep theory: {spec.name}", spec=spec.to_json())
     return ds
