@@ -13,6 +13,7 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
+from sweep.config import Spec
 from sweep.report import coord_check, families, first_step, sections
 from sweep.report.numbers import Estimate, bonferroni_z, fmt, mean_se, nearest, power, ratio, table
 from sweep.report.sections import Section, zero_crossing
@@ -174,6 +175,7 @@ def weight_gradients(results: dict) -> Section | None:
     return Section("weights", "3. What happens to the weight gradients, and what does He init fix?", text,
                    [("weight_gradients", fig, "Left: per layer, one line per gain, mean over networks with a "
                                               "±2 SE band; infinite-width theory dashed, finite-width law dotted. "
+                                              "Middle: the same over the infinite-width theory. "
                                               "Right: level (mean over layers) against gain.")])
 
 
@@ -203,16 +205,21 @@ def _levels_at_he(net: xr.Dataset, dev: xr.Dataset, level: Estimate, infinite: f
     if not finite:
         return text
     fw = _finite_width_level(he)
+    spec = Spec.from_json(net.attrs["spec"]).replace(
+        grid={"activation": ["relu"], "init": ["fan_in"], "depth": [depth], "width": [int(net.width)], "gain": [g_he]})
+    one_input = float(theory.one_input_weight_meansq(spec, he.theory_grad_weight_meansq).mean("layer"))
     return text + (
         f"\n- The finite-width law predicts {fw}, {fmt(level.value / fw.value, 3)} of it measured "
         f"({fmt((level.value - fw.value) / math.hypot(level.se, fw.se), 2)} standard errors), and every layer of every "
-        f"gain within {fmt(float(abs(dev.fw_grad_weight_meansq).max()), 2)} standard errors; its profile's max/min at "
+        f"gain within {fmt(float(abs(dev.fw_grad_weight_meansq).max()), 3)} standard errors; its profile's max/min at "
         f"He init is {fmt(float(he.theory_fw_grad_weight_meansq.max() / he.theory_fw_grad_weight_meansq.min()))}. "
         "It is exact: two inputs of one network reduce to a Markov chain of their 2 × 2 Gram matrix, and given "
-        "that chain the backward pass and the readout integrate in closed form. Two finite-width effects make "
-        "the excess, and neither is small here: each example's own cotangent couples to the forward norm "
-        "through the mse readout, and the two examples' kernels fluctuate, which the cross-example term, the "
-        "bulk of ∂C/∂W at this batch, feels through relu's arc-cosine maps."
+        "that chain the backward pass and the readout integrate in closed form. Almost all of the excess is in the "
+        "cross-example term, the bulk of ∂C/∂W at this batch: the one-input term's exact law with the infinite-width "
+        f"cross-example term gives only {fmt(one_input)} ({fmt(one_input / infinite, 3)}× the infinite-width level). "
+        "At finite width the two examples' cotangents are coupled to the outputs, and so to the forward pass, "
+        "through the mse readout, and their kernels fluctuate, which relu's arc-cosine maps feel; the two-input law "
+        "carries both."
     )
 
 
