@@ -281,8 +281,6 @@ def conditional_terms(gram0: np.ndarray, sums: np.ndarray, widths: Sequence[int]
     return out
 
 
-
-
 def _controls(widths, points, loss, outputs, slope) -> np.ndarray:
     """T_same per point and layer, ``(P, L)``: the control variate's exact mean."""
     return np.stack([relu_gradients.gradient_means(widths, g, init, loss, outputs, slope).grad_weight_meansq
