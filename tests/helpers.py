@@ -54,6 +54,6 @@ def assert_same_store(a: Path, b: Path):
 
 def z_threshold(tests: int, alpha: float = 1e-3) -> float:
     """The two-sided z beyond which one of ``tests`` comparisons fails, family-wise error ``alpha`` (Bonferroni)."""
-    from scipy import stats
+    from sweep.report.numbers import bonferroni_z
 
-    return float(stats.norm.isf(alpha / (2 * tests)))
+    return bonferroni_z(tests, alpha)

@@ -18,6 +18,8 @@ TINY = {
                      grid=dict(init=["fan_in", "fan_out"], profile=["alternating"], depth=[5], width=[8], gain=[SQRT2])),
     "finite_width": dict(seeds=64, batch=1, grid=dict(depth=[2, 4], width=[8], gain=[SQRT2])),
     "weight_gradients": dict(seeds=64, batch=1, grid=dict(depth=[4], width=[8, 16], gain=[SQRT2])),
+    "weight_gradients_batch": dict(seeds=16, batch=4, common_random_numbers=True,
+                                   grid=dict(depth=[4], width=[16], gain=[1.0, SQRT2, 1.6])),
     "phase": dict(seeds=4, batch=4, loss="projection",
                   grid=dict(activation=["relu", "tanh"], depth=[2, 4], width=[8], gain=[0.8, 1.4, 2.0], bias_std=[0.0])),
     "jacobian": dict(seeds=4, batch=2, jacobian=True,
@@ -61,16 +63,21 @@ def test_report_has_every_figure_and_answer_within_a_minute(stores, tmp_path):
 
 @pytest.mark.slow
 def test_report_numbers_follow_the_data(stores, tmp_path):
-    """Doubling the stored gradients of the forward sweep changes the reported level: nothing is typed in."""
+    """Doubling the stored gradients of point 3's batch sweep doubles the reported level and its ratio to the
+    finite-width law; the predictions stay: nothing is typed in."""
     from sweep.report import load_results, paper
 
     results = load_results(stores)
     before = paper.weight_gradients(results).text
-    results["forward"] = results["forward"].assign(grad_weight_meansq=results["forward"].grad_weight_meansq * 2)
+    store = results["weight_gradients_batch"]
+    results["weight_gradients_batch"] = store.assign(grad_weight_meansq=store.grad_weight_meansq * 2)
     after = paper.weight_gradients(results).text
     assert before != after
-    level = lambda t: float(re.search(r"\| √2 \| [^|]+\| [^|]+\| ([0-9.e+-]+)", t).group(1))
-    assert level(after) == pytest.approx(2 * level(before), rel=1e-2)
+    row = lambda t: re.search(r"\| √2 \| [^|]+\| [^|]+\| [^|]+\| ([0-9.e+-]+) ± [^|]+\| ([0-9.e+-]+) \| "
+                              r"([0-9.e+-]+) ± [^|]+\| ([0-9.e+-]+) \|", t)
+    assert float(row(after).group(1)) == pytest.approx(2 * float(row(before).group(1)), rel=1e-2)
+    assert row(after).group(2) == row(before).group(2) and row(after).group(3) == row(before).group(3)
+    assert float(row(after).group(4)) == pytest.approx(2 * float(row(before).group(4)), rel=1e-2)
 
 
 @pytest.mark.slow

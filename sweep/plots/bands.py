@@ -34,6 +34,38 @@ def band(ax, da: xr.DataArray, x: str = "layer", label: str | None = None, color
     return line
 
 
+def mean_band(ax, da: xr.DataArray, x: str = "layer", label: str | None = None, color=None, log: bool = False):
+    """Plots the mean over ``seed`` against ``x`` with a ±2 standard-error band (for comparison with
+    predictions of the mean, where the median of heavy-tailed values would sit far below).
+
+    Args:
+      ax: matplotlib axes.
+      da: values with dims ``(seed, x)``.
+      x: the dim along the horizontal axis.
+      label: legend label.
+      color: line and band colour.
+      log: plot on a log vertical axis.
+
+    Returns:
+      The line.
+    """
+    da = da.dropna(x, how="all")
+    mean = da.mean("seed")
+    se = da.std("seed", ddof=1) / np.sqrt(da.count("seed"))
+    (line,) = ax.plot(da[x].values, mean.values, label=label, color=color)
+    lower = (mean - 2 * se).where(mean - 2 * se > 0) if log else mean - 2 * se
+    ax.fill_between(da[x].values, lower.values, (mean + 2 * se).values, color=line.get_color(), alpha=0.2, linewidth=0)
+    if log:
+        ax.set_yscale("log")
+    return line
+
+
+def dotted(ax, da: xr.DataArray, x: str = "layer", color=None, label: str | None = None):
+    """Plots a second theory curve (no ``seed`` dim) as a dotted line."""
+    da = da.dropna(x, how="all")
+    return ax.plot(da[x].values, da.values, linestyle=":", linewidth=1.3, color=color, label=label)[0]
+
+
 def dashed(ax, da: xr.DataArray, x: str = "layer", color=None, label: str | None = None):
     """Plots a theory curve (no ``seed`` dim) as a dashed line."""
     da = da.dropna(x, how="all")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import xarray as xr
 
-from sweep.plots.bands import band, dashed, label_gain
+from sweep.plots.bands import band, dashed, dotted, label_gain, mean_band
 from sweep.plots.style import PALETTE, figure, sequential, styled
 
 
@@ -66,28 +66,41 @@ def backward(ds: xr.Dataset, inits: list[str], profiles: list[str], depth: int, 
 
 @styled
 def weight_gradients(ds: xr.Dataset, init: str, depth: int, width: int):
-    """Left: E[(∂C/∂W_l)²] against layer for each gain. Right: its median level against gain."""
-    fig, axes = figure(1, 2, height=2.4, width=2 * 3.4 * 0.85)
+    """Left: E[(∂C/∂W_l)²] against layer for each gain, the mean over networks (±2 SE), infinite-width theory
+    dashed and the finite-width law dotted where stored. Middle: the same divided by the infinite-width theory.
+    Right: the level (mean over layers) against gain."""
+    fig, axes = figure(1, 3, height=2.4, width=3 * 3.0 * 0.85)
     sel = ds.sel(init=init, depth=depth, width=width).squeeze(drop=True)
     gains = sel.gain.values
     colors = sequential(len(gains))
+    finite = sel.get("theory_fw_grad_weight_meansq")
+    infinite = sel.get("theory_grad_weight_meansq")
     for color, g in zip(colors, gains):
         one = sel.sel(gain=g)
-        band(axes[0, 0], one["grad_weight_meansq"], label=label_gain(g), color=color, log=True)
-        if "theory_grad_weight_meansq" in one:
-            dashed(axes[0, 0], one["theory_grad_weight_meansq"], color=color)
+        mean_band(axes[0, 0], one["grad_weight_meansq"], label=label_gain(g), color=color, log=True)
+        if infinite is not None:
+            dashed(axes[0, 0], infinite.sel(gain=g), color=color)
+            mean_band(axes[0, 1], one["grad_weight_meansq"] / infinite.sel(gain=g), color=color)
+            if finite is not None:
+                dotted(axes[0, 1], finite.sel(gain=g) / infinite.sel(gain=g), color=color)
+        if finite is not None:
+            dotted(axes[0, 0], finite.sel(gain=g), color=color)
     axes[0, 0].set_xlabel("layer $l$")
     axes[0, 0].set_ylabel(r"$E[(\partial C/\partial W_l)^2]$")
+    axes[0, 1].set_xlabel("layer $l$")
+    axes[0, 1].set_ylabel("measured / infinite-width theory")
     fig.legend(*axes[0, 0].get_legend_handles_labels(), title="gain σ_w", loc="outside right upper")
-    level = sel["grad_weight_meansq"].median(["seed", "layer"])
-    axes[0, 1].plot(gains, level.values, "o-", label="measured (median)")
-    if "theory_grad_weight_meansq" in sel:
-        axes[0, 1].plot(gains, sel["theory_grad_weight_meansq"].median("layer").values, "--", label="theory")
-    axes[0, 1].set_yscale("log")
-    axes[0, 1].axvline(np.sqrt(2), color="0.5", linewidth=0.8, linestyle=":")
-    axes[0, 1].set_xlabel("gain σ_w")
-    axes[0, 1].set_ylabel("median over layers")
-    axes[0, 1].legend(loc="best")
+    level = sel["grad_weight_meansq"].mean(["seed", "layer"])
+    axes[0, 2].plot(gains, level.values, "o-", label="measured (mean)")
+    if infinite is not None:
+        axes[0, 2].plot(gains, infinite.mean("layer").values, "--", label="infinite width")
+    if finite is not None and bool(np.isfinite(finite).any()):
+        axes[0, 2].plot(gains, finite.mean("layer").values, ":", label="finite width")
+    axes[0, 2].set_yscale("log")
+    axes[0, 2].axvline(np.sqrt(2), color="0.5", linewidth=0.8, linestyle=":")
+    axes[0, 2].set_xlabel("gain σ_w")
+    axes[0, 2].set_ylabel("mean over layers")
+    axes[0, 2].legend(loc="best")
     return fig
 
 

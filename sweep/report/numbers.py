@@ -64,6 +64,13 @@ def table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def bonferroni_z(tests: int, alpha: float = 1e-3) -> float:
+    """The two-sided z beyond which one of ``tests`` comparisons fails, family-wise error ``alpha`` (Bonferroni)."""
+    from scipy import stats
+
+    return float(stats.norm.isf(alpha / (2 * tests)))
+
+
 def nearest(values, target: float) -> float:
     """The coordinate value nearest ``target`` (for gains such as √2 stored as floats)."""
     values = np.asarray(values, float)

@@ -13,8 +13,9 @@ import numpy as np
 import xarray as xr
 
 from sweep import plots, theory
+from sweep.config import Spec
 from sweep.report import coord_check, families, first_step, sections
-from sweep.report.numbers import fmt, mean_se, nearest, power, ratio, table
+from sweep.report.numbers import Estimate, bonferroni_z, fmt, mean_se, nearest, power, ratio, table
 from sweep.report.sections import Section, zero_crossing
 from sweep.report.selection import at, max_deviation, spec_value, theory_of
 
@@ -108,59 +109,118 @@ def backward_signals(results: dict) -> Section | None:
 
 
 def weight_gradients(results: dict) -> Section | None:
-    ds = results.get("forward")
+    ds = results.get("weight_gradients_batch", results.get("forward"))
     if ds is None:
         return None
     depth, width = int(ds.depth.max()), int(ds.width.max())
     net = at(ds, activation="relu", init="fan_in", depth=depth, width=width)
-    rows = []
-    for g in net.gain.values:
-        w = net.grad_weight_meansq.sel(gain=g)
-        per_layer = w.mean("seed")
-        t = net.theory_grad_weight_meansq.sel(gain=g)
-        level = mean_se(w.mean("layer"))
-        rows.append([plots.bands.label_gain(float(g)), fmt(float(per_layer.max() / per_layer.min())),
-                     fmt(float(t.max() / t.min())), str(level), fmt(t.mean("layer").item())])
+    dev = at(theory.deviation(ds, theory_of(ds)), activation="relu", init="fan_in", depth=depth, width=width)
     gains = net.gain.values
+    finite = "theory_fw_grad_weight_meansq" in net and bool(np.isfinite(net.theory_fw_grad_weight_meansq).all())
+    spread = lambda y: float(y.max("layer") / y.min("layer"))
+    level_of = lambda g: mean_se(net.grad_weight_meansq.sel(gain=g).mean("layer"))
+    infinite_of = lambda g: net.theory_grad_weight_meansq.sel(gain=g).mean("layer").item()
+    rows = []
+    for g in gains:
+        per_layer = net.grad_weight_meansq.sel(gain=g).mean("seed")
+        row = [plots.bands.label_gain(float(g)), fmt(spread(per_layer)),
+               fmt(spread(net.theory_grad_weight_meansq.sel(gain=g)))]
+        if finite:
+            row.append(fmt(spread(net.theory_fw_grad_weight_meansq.sel(gain=g))))
+        row += [str(level_of(g)), fmt(infinite_of(g))]
+        if finite:
+            fw = _finite_width_level(net.sel(gain=g))
+            row += [str(fw), fmt(level_of(g).value / fw.value, 3),
+                    fmt(float(abs(dev.fw_grad_weight_meansq.sel(gain=g)).max()), 2)]
+        rows.append(row)
+    header = ["gain σ_w", "max/min over layers", "infinite width"] + (["finite width"] if finite else [])
+    header += ["level (mean over layers)", "infinite width"]
+    header += ["finite width", "measured/finite", "max |dev| per layer (SE)"] if finite else []
     levels = net.grad_weight_meansq.mean(["seed", "layer"]).values
     theory_levels = net.theory_grad_weight_meansq.mean("layer").values
     slope = lambda y, m: np.polyfit(np.log10(gains[m] ** 2 / 2), np.log10(y[m]), 1)[0]
     below, above = gains <= SQRT2 + 1e-9, gains >= SQRT2 - 1e-9
-    he = net.grad_weight_meansq.sel(gain=nearest(gains, SQRT2))
+    g_he = nearest(gains, SQRT2)
+    he = net.sel(gain=g_he)
     per_gain = net.grad_weight_meansq.mean("seed")
     flat_below = (per_gain.max("layer") / per_gain.min("layer")).sel(gain=gains[gains < SQRT2 - 1e-9]).max()
-    level_of = lambda g: mean_se(net.grad_weight_meansq.sel(gain=g).mean("layer"))
-    theory_of = lambda g: net.theory_grad_weight_meansq.sel(gain=g).mean("layer").item()
-    g_he = nearest(gains, SQRT2)
-    he_ratio = fmt(level_of(g_he).value / theory_of(g_he), 2)
-    he_dev = (level_of(g_he).value - theory_of(g_he)) / level_of(g_he).se
-    max_dev_below = max(abs(level_of(g).value - theory_of(g)) / level_of(g).se for g in gains[gains < SQRT2 - 1e-9])
+    he_level = level_of(g_he)
     text = (
-        f"Relu, fan_in, depth {depth}, width {width}, mse loss, batch {spec_value(ds, 'batch')}: the mean square of "
-        "∂C/∂W_l, the gradient SGD uses.\n\n"
-        + table(["gain σ_w", "max/min over layers", "theory", "level (mean over layers)", "theory"], rows)
+        f"Relu, fan_in, depth {depth}, width {width}, mse loss, batch {spec_value(ds, 'batch')}, "
+        f"{ds.sizes['seed']} networks per gain"
+        + (" (the gains share their random draws)" if spec_value(ds, "common_random_numbers") else "")
+        + ": the mean square of ∂C/∂W_l, the gradient SGD uses, against the infinite-width theory and "
+        + ("the finite-width law (`theory_fw_grad_weight_meansq`, sweep/theory/relu_batch.py: exact, estimated "
+           "from exact draws of the two-input forward chain, its Monte Carlo error in the standard errors).\n\n"
+           if finite else "its theory.\n\n")
+        + table(header, rows)
         + "\n\n"
         f"- Below √2 the profile across layers is flat (max/min {fmt(float(flat_below))} at worst): a bias-free "
         "relu network is positively homogeneous, so x_(l−1) shrinks as δ_l grows. From √2 up it tilts "
-        f"(max/min {fmt(float(he.mean('seed').max() / he.mean('seed').min()))} at He init) as the examples of a "
-        "batch become correlated with depth and the cross-example part of ∂C/∂W dominates; the theory's "
-        "cross-example term tilts the same way (its max/min column).\n"
+        f"(max/min {fmt(spread(he.grad_weight_meansq.mean('seed')))} at He init) as the examples of a batch become "
+        "correlated with depth and the cross-example part of ∂C/∂W dominates.\n"
         f"- What the gain sets is the **level**: log10 of the level grows with log10(σ_w²/2) with slope "
-        f"{fmt(slope(levels, below))} below √2 and {fmt(slope(levels, above))} above (theory "
+        f"{fmt(slope(levels, below))} below √2 and {fmt(slope(levels, above))} above (infinite-width theory "
         f"{fmt(slope(theory_levels, below))} and {fmt(slope(theory_levels, above))}; depth {depth}), i.e. like "
         "(σ_w²/2)^(L−1) times the readout's own growth. Only σ_w = √2 makes the level independent of depth: "
         "this, not a flat profile, is what He init fixes for the weight gradients.\n"
-        f"- Where the tilt sets in, the infinite-width level is off: at He init the measured level is "
-        f"{he_ratio} times the theory's ({fmt(he_dev, 2)} standard errors), while below √2 the levels agree "
-        f"within {fmt(max_dev_below, 2)} standard errors."
-        + _per_example_at_he(net.sel(gain=g_he))
+        + _levels_at_he(net, dev, he_level, infinite_of(g_he), depth, finite)
+        + _per_example_at_he(he)
         + _levels_across_widths(results.get("weight_gradients"))
         + _projection_exactness(results.get("finite_width"))
+        + _step_five(net, he_level, infinite_of(g_he), (depth, width, spec_value(ds, "batch")),
+                     results.get("weight_gradients"), finite)
     )
     fig = plots.weight_gradients(ds.sel(activation="relu"), "fan_in", depth, width)
     return Section("weights", "3. What happens to the weight gradients, and what does He init fix?", text,
-                   [("weight_gradients", fig, "Left: per layer, one line per gain, theory dashed. "
-                                              "Right: level against gain.")])
+                   [("weight_gradients", fig, "Left: per layer, one line per gain, mean over networks with a "
+                                              "±2 SE band; infinite-width theory dashed, finite-width law dotted. "
+                                              "Middle: the same over the infinite-width theory. "
+                                              "Right: level (mean over layers) against gain.")])
+
+
+def _finite_width_level(point: xr.Dataset) -> Estimate:
+    """The finite-width law's level (mean over layers) at one gain, with its Monte Carlo error (the layers
+    share their draws, so the mean of the layers' errors, an upper bound)."""
+    error = point.get("theory_fw_grad_weight_meansq_error")
+    se = float(error.mean("layer")) if error is not None else 0.0
+    return Estimate(float(point.theory_fw_grad_weight_meansq.mean("layer")), se)
+
+
+def _levels_at_he(net: xr.Dataset, dev: xr.Dataset, level: Estimate, infinite: float, depth: int,
+                  finite: bool) -> str:
+    """He init's level and profile against both predictions."""
+    g_he = nearest(net.gain.values, SQRT2)
+    he, z_he = net.sel(gain=g_he), dev.sel(gain=g_he)
+    per_layer = he.grad_weight_meansq.mean("seed") / he.theory_grad_weight_meansq
+    worst = int(per_layer.argmax())
+    limit = bonferroni_z(depth * net.sizes["gain"])
+    text = (
+        f"- At He init the measured level is {level} (standard error {fmt(100 * level.se / level.value, 2)}% of it), "
+        f"{fmt(level.value / infinite, 3)} times the infinite-width theory's; layer by layer the infinite-width "
+        f"value is off by up to {fmt(float(per_layer.max()), 3)}× (layer {int(per_layer.layer[worst])}) and "
+        f"{int((abs(z_he.grad_weight_meansq) > limit).sum())} of {depth} layers are beyond the Bonferroni limit "
+        f"of {fmt(limit, 3)} standard errors (family-wise error 10⁻³ over layers and gains)."
+    )
+    if not finite:
+        return text
+    fw = _finite_width_level(he)
+    spec = Spec.from_json(net.attrs["spec"]).replace(
+        grid={"activation": ["relu"], "init": ["fan_in"], "depth": [depth], "width": [int(net.width)], "gain": [g_he]})
+    one_input = float(theory.one_input_weight_meansq(spec, he.theory_grad_weight_meansq).mean("layer"))
+    return text + (
+        f"\n- The finite-width law predicts {fw}, {fmt(level.value / fw.value, 3)} of it measured "
+        f"({fmt((level.value - fw.value) / math.hypot(level.se, fw.se), 2)} standard errors), and every layer of every "
+        f"gain within {fmt(float(abs(dev.fw_grad_weight_meansq).max()), 3)} standard errors; its profile's max/min at "
+        f"He init is {fmt(float(he.theory_fw_grad_weight_meansq.max() / he.theory_fw_grad_weight_meansq.min()))}. "
+        "It is exact: two inputs of one network reduce to a Markov chain of their 2 × 2 Gram matrix, and given "
+        "that chain the backward pass and the readout integrate in closed form. Almost all of the excess is in the "
+        "cross-example term, the bulk of ∂C/∂W at this batch: the one-input term's exact law with the infinite-width "
+        f"cross-example term gives only {fmt(one_input)} ({fmt(one_input / infinite, 3)}× the infinite-width level). "
+        "At finite width the two examples' cotangents are coupled to the outputs, and so to the forward pass, "
+        "through the mse readout, and their kernels fluctuate, which relu's arc-cosine maps feel; the two-input law "
+        "carries both."
+    )
 
 
 def _per_example_at_he(he: xr.Dataset) -> str:
@@ -177,8 +237,7 @@ def _per_example_at_he(he: xr.Dataset) -> str:
         f"({fmt(measured.value / float(first.theory_grad_act_meansq), 2)}×); over all layers within "
         f"{fmt(float(abs(z).max()), 2)} standard errors of the exact law. The excess is the mse readout's coupling "
         "to the forward norm (the part of ∂ℓ/∂x_L along x_L, of relative size O(O²/n) per layer, which the "
-        "relu invariant x_l·∂ℓ/∂x_l = x_L·∂ℓ/∂x_L carries down unattenuated). The batch-mean weight gradient adds "
-        "the cross-example term, whose finite-width excess has no prediction yet at batch > 1."
+        "relu invariant x_l·∂ℓ/∂x_l = x_L·∂ℓ/∂x_L carries down unattenuated)."
     )
 
 
@@ -232,13 +291,38 @@ def _projection_exactness(ds: xr.Dataset | None) -> str:
         "sum telescopes, and ‖x_(l−1)‖² and ‖δ_l‖² depend on disjoint layers, so E[(∂ℓ/∂W_l)²] = "
         "E[x_(l−1)²]·E[δ_l²] (point 4's store, widths "
         f"{int(ds.width.min())}–{int(ds.width.max())}, β ≤ 0.5: within {fmt(worst, 2)} standard errors at every layer)."
-        "\n\n**Step 5 answered.** Stable activations and activation gradients do give a stable weight gradient on "
-        "average: its level is E[x²]·E[δ²] exactly when the loss is linear in the output, and He init makes that "
-        "level independent of depth. At finite width two things fail. The mse loss couples the cotangent to the "
-        "forward norm, so the level exceeds the product by the factor in the table above, which grows with β and "
-        "with the number of outputs; and single networks spread, log-normally, with a variance that grows "
-        "like 5β plus the readout's own: the network SGD actually trains is one draw from that spread."
     )
+
+
+def _step_five(net: xr.Dataset, level: Estimate, infinite: float, shape: tuple[int, int, int],
+               one_input: xr.Dataset | None, finite: bool) -> str:
+    """The asker's step 5 ("stable activations and activation gradients give stable weight gradients"), answered
+    with the numbers of the batch store (He init; ``shape`` its depth, width and batch) and of the batch-1 store."""
+    depth, width, batch = shape
+    he = net.sel(gain=nearest(net.gain.values, SQRT2))
+    per_network = he.grad_weight_meansq.mean("layer")
+    typical = float(per_network.median("seed")) / level.value
+    mean_profile = he.grad_weight_meansq.mean("seed")
+    text = (
+        "\n\n**Step 5 answered.** Stable activations and activation gradients do give a stable weight gradient on "
+        "average in the sense He init fixes: only at σ_w = √2 is the level independent of depth (the slopes "
+        "above), and for a loss linear in the output at batch 1 it is E[x²]·E[δ²] exactly. What fails at finite "
+        f"width, measured at depth {depth}, width {width} (β = L/n = {fmt(depth / width)}), batch "
+        f"{batch}: the mean level at He init is {fmt(level.value / infinite, 3)} times the "
+        f"infinite-width product, and the profile tilts {fmt(float(mean_profile.max() / mean_profile.min()))}× across "
+        f"layers (infinite width: {fmt(float(he.theory_grad_weight_meansq.max() / he.theory_grad_weight_meansq.min()))}×)"
+    )
+    if finite:
+        fw = _finite_width_level(he)
+        text += f"; the finite-width law accounts for both (measured/predicted level {fmt(level.value / fw.value, 3)})"
+    text += (
+        ". The excess is a finite-width effect: at batch 1 it falls towards 1 as β → 0"
+        + (" (the width table above)" if one_input is not None else "")
+        + ", and it grows with β and with the number of outputs. And single networks spread log-normally, so the "
+        f"network SGD trains is one draw from that spread: at He init the median network's level is "
+        f"{fmt(typical, 2)} of the mean level."
+    )
+    return text
 
 
 def finite_width(results: dict) -> Section | None:

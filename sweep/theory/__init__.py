@@ -19,6 +19,8 @@ Modules, one purpose each:
 * ``finite_width``: the exact law of relu networks' norms, its moments and samples.
 * ``relu_gradients``: the exact finite-width law of (leaky) relu networks' gradients for one input:
   closed-form means, exact draws, the law of log grad_weight_meansq.
+* ``relu_batch``: the batch-mean weight gradient at finite width, from the exact law of two inputs of
+  one network (exact draws of their forward chain, the backward pass integrated given it).
 * ``compare``: ``deviation(ds)``.
 * ``precision``: float64 without flipping the global jax flag.
 """
@@ -42,12 +44,13 @@ from sweep.theory.meanfield import (
     length_map,
     mean_field,
 )
-from sweep.theory.predict import predict
+from sweep.theory.predict import one_input_weight_meansq, predict
 from sweep.theory.relu_gradients import gradient_means, log_grad_weight_law, sample_gradients
 
 __all__ = [
     "DepthScales", "MeanField", "chi1", "correlation_fixed_point", "correlation_map", "critical_gain",
     "depth_scales", "deviation", "fixed_point", "gradient_means", "length_map", "log_act_norm_moments",
-    "log_act_norm_moments_large_width", "log_grad_weight_law", "log_ratio_moments", "mean_field", "predict",
+    "log_act_norm_moments_large_width", "log_grad_weight_law", "log_ratio_moments", "mean_field",
+    "one_input_weight_meansq", "predict",
     "sample_gradients", "sample_relu_norms",
 ]

@@ -14,9 +14,10 @@ def deviation(ds: xr.Dataset, theory: xr.Dataset | None = None) -> xr.Dataset:
     For every statistic ``s`` with both ``ds[s]`` and ``theory["theory_" + s]``: the mean
     over the seeds whose value is finite (overflowed networks are left out), minus the
     theory, divided by std/√count (std with ddof = 1); ``fw_<s>`` the same against the exact
-    finite-width ``theory_fw_<s>``. At batch 1 also ``log_act_norm_mean`` and
-    ``log_act_norm_var``, from y = log act_meansq over the seeds with act_meansq > 0 (alive
-    networks, as the law is conditioned), and ``log_grad_weight_norm_mean`` / ``_var`` from
+    finite-width ``theory_fw_<s>``, with the prediction's own Monte Carlo error
+    ``theory_fw_<s>_error`` (where it has one) added to the standard error in quadrature. At
+    batch 1 also ``log_act_norm_mean`` and ``log_act_norm_var``, from y = log act_meansq over
+    the seeds with act_meansq > 0 (alive networks, as the law is conditioned), and ``log_grad_weight_norm_mean`` / ``_var`` from
     y = log grad_weight_meansq (per layer): the sample variance's standard error is
     √((m₄ − s⁴)/count), m₄ the fourth central moment.
 
@@ -45,6 +46,8 @@ def deviation(ds: xr.Dataset, theory: xr.Dataset | None = None) -> xr.Dataset:
                 x = x.where(np.isfinite(x))
                 count = x.count("seed")
                 se = x.std("seed", ddof=1) / np.sqrt(count)
+                if f"{name}_error" in theory:
+                    se = np.hypot(se, theory[f"{name}_error"])
                 out[key] = _wrap((x.mean("seed") - theory[name]) / se, key, "mean")
         spec = Spec.from_json(ds.attrs["spec"]) if "spec" in ds.attrs else None
         if spec is not None and spec.batch == 1:

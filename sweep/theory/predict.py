@@ -17,11 +17,15 @@ same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
   σ_b = 0, else NaN: elsewhere only the infinite-width ``theory_<stat>`` is derived). Each example's own
   gradients and loss have the one-input law at any batch, so ``fw_grad_act_meansq``,
   ``fw_grad_preact_meansq`` and ``fw_loss`` are exact at every batch size; ``fw_grad_weight_meansq``
-  (the batch-mean loss's weight gradient, which mixes examples) only at batch 1, NaN above.
+  (the batch-mean loss's weight gradient, which mixes examples) is exact in closed form at batch 1 and,
+  above, the exact two-input law of ``sweep.theory.relu_batch`` estimated from exact draws of the
+  forward chain (4 per measured network, 2^12–2^16: ``relu_batch.draws_for``), with its Monte Carlo
+  standard error as ``theory_fw_grad_weight_meansq_error`` (0 at batch 1).
 * ``theory_log_grad_weight_norm_mean`` / ``_var``, at batch 1 and for relu only: the law of log grad_weight_meansq
   over alive networks, from 2^18 exact draws of the reduced law (``relu_gradients.log_grad_weight_law``;
-  Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: the projection loss's
-  first-order forms log E − 1/n_0 − (5/2)β and 2/n_0 + 5β (NaN for mse).
+  Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: their first-order forms
+  (projection: log E − 1/n_0 − (5/2)β and 2/n_0 + 5β; mse: the readout's χ²_O part exactly and the rest
+  to first order, ``relu_gradients.log_grad_weight_law_large_width``).
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import numpy as np
 import xarray as xr
 
 from sweep.config import Spec, activations, inits, profiles
-from sweep.theory import finite_width, recursion, relu_gradients, residual
+from sweep.theory import finite_width, recursion, relu_batch, relu_gradients, residual
 from sweep.theory.precision import float64
 
 LAYER_STATS = (
@@ -46,6 +50,9 @@ LOG_NORM_STATS = ("log_act_norm_mean", "log_act_norm_var", "log_act_norm_mean_la
 
 FINITE_WIDTH_STATS = ("fw_grad_act_meansq", "fw_grad_preact_meansq", "fw_grad_weight_meansq")
 """Per-layer statistics with an exact finite-width mean (``theory_fw_<stat>``), beside ``theory_fw_loss``."""
+
+FINITE_WIDTH_ERRORS = ("fw_grad_weight_meansq_error",)
+"""The Monte Carlo standard errors of those ``theory_fw_<stat>`` that are estimated from draws."""
 
 LOG_GRAD_STATS = ("log_grad_weight_norm_mean", "log_grad_weight_norm_var", "log_grad_weight_norm_mean_large_width",
                   "log_grad_weight_norm_var_large_width")
@@ -71,8 +78,12 @@ _DEFINITIONS = {
                           "σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere",
     "fw_grad_preact_meansq": "exact E[‖∂ℓ/∂z_l‖²]/n_l at finite width, relu and leaky relu, Gaussian weights, "
                              "σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere",
-    "fw_grad_weight_meansq": "exact E[‖∂C/∂W_l‖²]/(n_{l-1} n_l) at finite width and batch 1, relu and leaky relu, "
-                             "Gaussian weights, σ_b = 0 (see sweep.theory.relu_gradients); NaN elsewhere and at batch > 1",
+    "fw_grad_weight_meansq": "E[‖∂C/∂W_l‖²]/(n_{l-1} n_l) at finite width, relu and leaky relu, Gaussian weights, "
+                             "σ_b = 0: exact at batch 1 (sweep.theory.relu_gradients); above, (1/B) T_same + "
+                             "(1 − 1/B) T_pair with the two-input term T_pair estimated from exact draws of the "
+                             "forward chain (sweep.theory.relu_batch); NaN elsewhere",
+    "fw_grad_weight_meansq_error": "the Monte Carlo standard error of theory_fw_grad_weight_meansq (0 at batch 1, "
+                                   "where it is exact)",
     "fw_loss": "exact E[C] at finite width, relu and leaky relu, Gaussian weights, σ_b = 0: mse "
                "(O/2)(E[‖x_L‖²]/n_L + 1), projection 0; NaN elsewhere",
     "log_grad_weight_norm_mean": "E[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
@@ -80,8 +91,11 @@ _DEFINITIONS = {
     "log_grad_weight_norm_var": "Var[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
                                 "σ_b = 0: 2^18 exact draws of the reduced law (sweep.theory.relu_gradients)",
     "log_grad_weight_norm_mean_large_width": "projection loss: log E[grad_weight_meansq] − 1/n_0 − (5/2) Σ_k 1/n_k; "
-                                             "NaN for mse",
-    "log_grad_weight_norm_var_large_width": "projection loss: 2/n_0 + 5 Σ_k 1/n_k, every layer; NaN for mse",
+                                             "mse: the first-order form of sweep.theory.relu_gradients "
+                                             "(log_grad_weight_law_large_width)",
+    "log_grad_weight_norm_var_large_width": "projection loss: 2/n_0 + 5 Σ_k 1/n_k, every layer; mse: ψ'(O/2) + "
+                                            "(1 + 2a)(2/n_0 + 5β_<l) + 5β_≥l + a²(2/n_0 + 5β) + 10aβ_≥l, "
+                                            "a = m/(1 + m), m = E[x_L²]",
 }
 
 
@@ -94,7 +108,8 @@ _CONV_DEFINITIONS = {
     "log_act_norm_mean": "dense relu networks only: NaN", "log_act_norm_var": "dense relu networks only: NaN",
     "log_act_norm_mean_large_width": "dense relu networks only: NaN",
     "log_act_norm_var_large_width": "dense relu networks only: NaN",
-    **{k: "dense relu networks only: NaN" for k in FINITE_WIDTH_STATS + LOG_GRAD_STATS + ("fw_loss",)},
+    **{k: "dense relu networks only: NaN" for k in FINITE_WIDTH_STATS + FINITE_WIDTH_ERRORS + LOG_GRAD_STATS
+       + ("fw_loss",)},
 }
 
 
@@ -116,7 +131,8 @@ def predict(spec: Spec) -> xr.Dataset:
     """The theory's prediction of every statistic ``sweep.run(spec)`` measures.
 
     Args:
-      spec: the sweep spec (its grid, batch, loss and outputs matter; seeds do not).
+      spec: the sweep spec (its grid, batch, loss and outputs matter; the number of seeds sets only how
+        many draws estimate ``theory_fw_grad_weight_meansq`` at batch > 1).
 
     Returns:
       A dataset with ``theory_<stat>`` for ``LAYER_STATS`` (dims ``GRID_AXES + ("layer",)``),
@@ -129,7 +145,8 @@ def predict(spec: Spec) -> xr.Dataset:
     shape = g.shape
     layers = max(g.depth)
     out = {k: np.full(shape + (layers,), np.nan) for k in LAYER_STATS + LOG_NORM_STATS + FINITE_WIDTH_STATS
-           + LOG_GRAD_STATS}
+           + FINITE_WIDTH_ERRORS + LOG_GRAD_STATS}
+    pairs = {}  # (widths, slope) -> batch > 1 points whose weight gradient needs the two-input law
     loss, fw_loss = np.full(shape, np.nan), np.full(shape, np.nan)
     rest = (g.init, g.profile, g.depth, g.width) + ((g.kernel_size,) if spec.conv else ())
     arch_index = list(itertools.product(*(range(len(a)) for a in rest)))
@@ -167,13 +184,34 @@ def predict(spec: Spec) -> xr.Dataset:
             loss[index] = back.loss.reshape(len(g.gain), len(g.bias_std))
             if not spec.conv:
                 _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
-                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec)
+                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec, pairs)
+    _batch_weight_gradients(out, pairs, spec)
 
     ds_coords = coords(spec)
     data = {f"theory_{k}": (g.axes + ("layer",), v, _attrs(k, spec.conv)) for k, v in out.items()}
     data["theory_loss"] = (g.axes, loss, _attrs("loss", spec.conv))
     data["theory_fw_loss"] = (g.axes, fw_loss, _attrs("fw_loss", spec.conv))
     return _with_attrs(xr.Dataset(data, coords=ds_coords), spec)
+
+
+def one_input_weight_meansq(spec: Spec, infinite: xr.DataArray) -> xr.DataArray:
+    """The batch-mean weight gradient with only its one-input term at finite width: (1/B) T_same exact and
+    (1 − 1/B) times the infinite-width cross-example term, i.e. ``infinite`` plus (1/B)(fw − infinite) of
+    batch 1. Set against ``theory_fw_grad_weight_meansq`` it shows what the two-input law adds.
+
+    Args:
+      spec: the sweep spec (batch B).
+      infinite: ``theory_grad_weight_meansq`` of ``spec`` (at batch B), as stored beside a measurement.
+
+    Returns:
+      Aligned with ``infinite`` (which may be a selection of the grid, with axes of length 1 dropped); NaN
+      where the finite-width law is.
+    """
+    one = predict(spec.replace(batch=1))
+    excess = one.theory_fw_grad_weight_meansq - one.theory_grad_weight_meansq
+    excess = excess.sel({k: infinite[k] for k in infinite.coords if k in excess.dims})
+    excess = excess.squeeze([d for d in excess.dims if d not in infinite.dims and excess.sizes[d] == 1], drop=True)
+    return infinite + excess / spec.batch
 
 
 def _with_attrs(ds: xr.Dataset, spec: Spec) -> xr.Dataset:
@@ -256,8 +294,9 @@ def _bias_free_points(gains, biases):
 
 
 def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: str, init: str, widths: tuple,
-                            gains, biases, spec: Spec) -> None:
-    """Fills the exact finite-width gradient means (and, at batch 1 for relu, the law of their logarithm)."""
+                            gains, biases, spec: Spec, pairs: dict) -> None:
+    """Fills the exact finite-width gradient means (and, at batch 1 for relu, the law of their logarithm); at
+    batch > 1 adds the point to ``pairs`` for ``_batch_weight_gradients``."""
     act = activations.get(name)
     if act.family not in ("relu", "leaky_relu") or init not in finite_width.GAUSSIAN_INITS:
         return
@@ -269,17 +308,29 @@ def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: 
         out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq
         fw_loss[index][k, b] = means.loss
         if spec.batch != 1:
+            pairs.setdefault((widths, slope), []).append((index + (k, b), gain, init))
             continue
         out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq
+        out["fw_grad_weight_meansq_error"][index][k, b, :depth] = 0.0
         if slope != 0:
             continue  # the law of the logarithm is drawn for relu only
         law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
         out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
         out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var
-        if spec.loss == "projection":
-            mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init)
-            out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
-            out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
+        mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init, spec.loss, spec.outputs)
+        out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
+        out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
+
+
+def _batch_weight_gradients(out: dict, pairs: dict, spec: Spec) -> None:
+    """Fills ``fw_grad_weight_meansq`` and its error at batch > 1, one set of draws per (widths, slope)."""
+    for (widths, slope), points in pairs.items():
+        depth = len(widths) - 1
+        estimate = relu_batch.batch_weight_meansq(widths, [(gain, init) for _, gain, init in points], spec.batch,
+                                                  spec.loss, spec.outputs, slope, relu_batch.draws_for(spec.seeds))
+        for (index, _, _), mean, error in zip(points, estimate.mean, estimate.error):
+            out["fw_grad_weight_meansq"][index][:depth] = mean
+            out["fw_grad_weight_meansq_error"][index][:depth] = error
 
 
 def _attrs(stat: str, conv: bool = False, residual: bool = False) -> dict:
