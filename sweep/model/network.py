@@ -143,7 +143,7 @@ class Architecture(NamedTuple):
             raise ValueError(f"{self} is not a prefix of {program}")
         scales = np.ones(len(program.weight_shapes), np.float32)
         scales[: len(self.weight_shapes)] = self.layer_scales
-        return Prefix(np.int32(self.depth), scales, np.float32(self.residual or 0.0))
+        return Prefix(np.int32(self.depth), scales, np.float32(self.residual or 0.0), np.float32(1.0))
 
 
 @_layered
@@ -196,11 +196,14 @@ class Prefix(NamedTuple):
       depth: L, an int32 scalar, 1 <= L <= L_max.
       scales: float32, the scale of each weight layer (``Init.kernel_scale``; those beyond L unused).
       branch_scale: a residual network's α_eff, a float32 scalar (0 for plain networks).
+      readout_scale: the probe readout's standard deviation relative to the standard one, a
+        float32 scalar: 1, or μP's m_in^-1/2 (``sweep.config.parametrizations.readout_init``).
     """
 
     depth: jax.Array
     scales: jax.Array
     branch_scale: jax.Array | float = 0.0
+    readout_scale: jax.Array | float = 1.0
 
 
 def programs(archs) -> dict[Architecture, Program]:

@@ -136,12 +136,9 @@ class Network(nn.Module):
         """
         arch, base = self.arch, self.base if self.base is not None else self.arch
         rule = lambda role, m_in, m_out: parametrizations.rule(self.parametrization, role, m_in, m_out, self.optimizer)
-        weights, biases = [], []
-        for i, (shape, base_shape) in enumerate(zip(arch.weight_shapes, base.weight_shapes)):
-            m_in, m_out = shape[-2] / base_shape[-2], shape[-1] / base_shape[-1]
-            role = "input" if i == 0 and not arch.is_residual else "hidden"
-            weights.append(rule(role, m_in, m_out))
-            biases.append(rule("bias", 1.0, m_out))
+        weights, biases = zip(*parametrizations.weight_rules(self.parametrization, arch.weight_shapes,
+                                                             base.weight_shapes, self.optimizer,
+                                                             reads_data=not arch.is_residual))
         readout = rule("readout", arch.readout_width / base.readout_width, 1.0)
         readout_bias = rule("bias", 1.0, 1.0)
         input_map = rule("input", 1.0, arch.widths[0] / base.widths[0])
