@@ -2,10 +2,14 @@
 
 For each configuration (depth x width x batch), trains relu networks (fan_in, gain √2, zero
 biases, a 10-way readout) for ``--steps`` SGD steps at learning rate 0.01 on MNIST-1D, with
-the same mini-batches, four ways, in one process, in alternation, ``--repeats`` times each:
+the same mini-batches, five ways, in one process, in alternation, ``--repeats`` times each:
 
 * vmapped: the trainer ``sweep run`` uses (``loop.make_trainer`` at the plan's micro-batch), one
-  call over every network, all steps in it;
+  call over every network, all steps in it, on one device (``sweep run``'s default on a CPU);
+* vmapped on every device: the same call sharded over the process's devices
+  (``devices.on_devices``, as ``sweep run`` does when it has several); on a CPU the script
+  makes one host device per core (``--xla_force_host_platform_device_count``, unless
+  ``XLA_FLAGS`` already sets it), so that the trainer can use every core;
 * one by one: the same trainer built for a micro-batch of one network, called once per network;
 * jitted step loop: the flax/optax tutorial pattern, a jitted ``train_step(params, opt_state, x,
   y, rows)`` (value_and_grad of the same module and loss, ``optax.sgd``, ``apply_updates``)
@@ -21,11 +25,16 @@ loops do not do). The jitted step loop gathers its mini-batch on the device from
 training set, as the trainer does; both start from the same parameters, and the loops' final
 losses are checked against the trainer's (the torch loop's within float32 rounding). Compiles
 and warm-ups are excluded. Per-network times are medians over the repeats, and each speed-up is
-formed within its repeat before the median is taken. Prints a table and writes JSON.
+formed within its repeat before the median is taken. Every way is timed in wall-clock time and
+in CPU time (of all the process's threads; the torch loop's from its own process), whose ratio
+is the cores it kept busy; a float32 GEMM peak measured before each repeat (``bench.gemm_peak``,
+1024²) and the GEMM rate of each way (its GEMMs' FLOPs, forward, input and weight gradients,
+over wall time) say how near a way is to the machine's limit. Prints a table and writes JSON.
 
     python3 scripts/bench_train.py                               # the default configurations
     python3 scripts/bench_train.py --configs 8x128x128:32 --repeats 3
     python3 scripts/bench_train.py --no-torch
+    XLA_FLAGS=--xla_force_host_platform_device_count=1 python3 scripts/bench_train.py   # one device only
 
 Vmapping pays where one network leaves the device idle: small networks on a CPU (each of their
 operations costs about as much to launch as to compute), almost any network on a GPU.
@@ -43,20 +52,28 @@ import tempfile
 import time
 from pathlib import Path
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-import optax
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
 
-import sweep
-from sweep import plan
-from sweep.model import network
-from sweep.train import data as datasets
-from sweep.train import loop, schedule
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
 
-DEFAULT_CONFIGS = "4x32x32:256,8x128x128:64,20x256x128:8"
+import sweep  # noqa: E402
+from sweep import plan  # noqa: E402
+from sweep.kernel import devices  # noqa: E402
+from sweep.model import network  # noqa: E402
+from sweep.train import data as datasets  # noqa: E402
+from sweep.train import loop, schedule  # noqa: E402
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench import gemm_peak  # noqa: E402
+
+DEFAULT_CONFIGS = "4x32x32:256,8x128x128:32,20x256x128:4"
 LEARNING_RATE = 0.01
-WAYS = ("vmapped", "one_by_one", "jitted_step_loop", "torch_loop")
 TORCH = Path(__file__).resolve().parent / "bench_train_torch.py"
 
 
@@ -81,15 +98,33 @@ def parse_args(argv=None) -> argparse.Namespace:
     return a
 
 
+def clocks() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def since(start: tuple[float, float]) -> tuple[float, float]:
+    """Wall and CPU (all threads) seconds since ``clocks()`` returned ``start``."""
+    return time.perf_counter() - start[0], time.process_time() - start[1]
+
+
+def gemm_flops(layers: list, batch: int) -> float:
+    """FLOPs of one training step's GEMMs: forward, weight gradients, and input gradients but the first's."""
+    products = [w.shape[0] * w.shape[1] for w, _ in layers]
+    return 2 * batch * (3 * sum(products) - products[0])
+
+
 def measure(args, depth: int, width: int, batch: int, networks: int, data: datasets.Dataset) -> dict:
-    """Each way's seconds per repeat and per-network medians for one configuration."""
+    """Each way's wall and CPU seconds per repeat, per-network medians and speed-ups, for one configuration."""
     spec = sweep.load_spec({"kind": "train", "dataset": "mnist1d", "optimizer": "sgd", "batch": batch,
                             "grid": {"activation": ["relu"], "depth": [depth], "width": [width]}})
     job = plan.make_plan(spec).groups[0].jobs[-1]  # the training job, as a sweep plans it
     micro = job.micro_batch
     config = loop.Config(job.arch, data.n_outputs, data.task, "sgd", "highest")
     together, single = loop.make_trainer(config, micro), loop.make_trainer(config, 1)
-    n = micro * -(-networks // micro)  # whole micro-batches, as the runner calls them
+    mesh = devices.local_mesh()
+    sharded = devices.on_devices(together.train, mesh, (True, True, False, False, False, False, False), donate=(0,))
+    whole = micro * mesh.size  # whole micro-batches on every device, as the runner calls them
+    n = whole * -(-networks // whole)
     looped = args.loop_networks or max(2, n // 16)
     state = together.init(jnp.uint32(0), jnp.arange(n, dtype=jnp.uint32), jnp.full(n, np.sqrt(2.0), jnp.float32),
                           jnp.zeros(n, jnp.float32))
@@ -102,18 +137,22 @@ def measure(args, depth: int, width: int, batch: int, networks: int, data: datas
         pick = (lambda a: a) if i is None else (lambda a: a[i : i + 1])
         return jax.block_until_ready(jax.tree.map(lambda a: jnp.array(pick(a), copy=True), tree))
 
-    def vmapped():
-        s = copy(state)  # train consumes (donates) its state
-        start = time.perf_counter()
-        losses = together.train(s, rates, x, y, device_rows, 0, 0.0)[1].block_until_ready()
-        return time.perf_counter() - start, np.asarray(losses[:looped, -1])
+    def vmapped(train, placement=None):
+        def way():
+            s, r = copy(state), rates  # train consumes (donates) its state
+            if placement is not None:  # on the devices before the clock starts, as the runner's calls find them
+                s, r = jax.block_until_ready(jax.device_put((s, r), placement))
+            start = clocks()
+            losses = train(s, r, x, y, device_rows, 0, 0.0)[1].block_until_ready()
+            return *since(start), np.asarray(losses)[:looped, -1]
+        return way
 
     def one_by_one():
         singles = [copy(state, i) for i in range(n)]
-        start = time.perf_counter()
+        start = clocks()
         out = [single.train(s, rates[i : i + 1], x, y, device_rows, 0, 0.0)[1] for i, s in enumerate(singles)]
         jax.block_until_ready(out)
-        return time.perf_counter() - start, np.concatenate([np.asarray(o[:, -1]) for o in out[:looped]])
+        return *since(start), np.concatenate([np.asarray(o[:, -1]) for o in out[:looped]])
 
     tx = optax.sgd(LEARNING_RATE)
 
@@ -130,7 +169,7 @@ def measure(args, depth: int, width: int, batch: int, networks: int, data: datas
     initial = [jax.tree.map(lambda a: a[0], copy(state.params, i)) for i in range(looped)]
 
     def jitted_step_loop():
-        start = time.perf_counter()
+        start = clocks()
         losses = []
         for p in initial:
             opt_state = tx.init(p)
@@ -138,39 +177,52 @@ def measure(args, depth: int, width: int, batch: int, networks: int, data: datas
                 p, opt_state, loss = train_step(p, opt_state, x, y, device_rows[t])
             losses.append(loss)
         jax.block_until_ready(losses)
-        return time.perf_counter() - start, np.asarray(losses)
+        return *since(start), np.asarray(losses)
 
-    ways = {"vmapped": vmapped, "one_by_one": one_by_one, "jitted_step_loop": jitted_step_loop}
-    counts = {"vmapped": n, "one_by_one": n, "jitted_step_loop": looped, "torch_loop": looped}
+    layers = network.layer_list(initial[0]["hidden"]) + [(initial[0]["readout"]["kernel"], initial[0]["readout"]["bias"])]
+    ways = {"vmapped": vmapped(together.train)}
+    if mesh.size > 1:
+        ways["vmapped_all_devices"] = vmapped(sharded, NamedSharding(mesh, PartitionSpec(devices.AXIS)))
+    ways |= {"one_by_one": one_by_one, "jitted_step_loop": jitted_step_loop}
+    counts = {"vmapped": n, "vmapped_all_devices": n, "one_by_one": n, "jitted_step_loop": looped, "torch_loop": looped}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_torch:
             ways["torch_loop"] = torch_loop(Path(tmp) / "torch.npz", initial, data, rows, args.torch_threads)
         for way in ways.values():  # compile every shape, warm every path
             way()
-        seconds = {k: [] for k in ways}
-        final = {}
-        threads = []
+        wall, cpu, final, peaks, threads = {k: [] for k in ways}, {k: [] for k in ways}, {}, [], []
         for _ in range(args.repeats):
+            peaks.append(gemm_peak(1, sizes=(1024,))["gflops"])
             for name, way in ways.items():
-                t, final[name] = way()
-                seconds[name].append(t)
+                w, c, final[name] = way()
+                wall[name].append(w)
+                cpu[name].append(c)
                 if name == "torch_loop":
                     threads.append(way.threads)
-    per_net = {k: [t / counts[k] for t in v] for k, v in seconds.items()}
+    per_net = {k: [t / counts[k] for t in v] for k, v in wall.items()}
     ratio = lambda k: [a / b for a, b in zip(per_net[k], per_net["vmapped"])]
-    row = {"depth": depth, "width": width, "batch": batch, "micro_batch": micro, "networks": n, "loop_networks": looped,
-           "seconds": seconds, "ms_per_network": {k: statistics.median(v) * 1e3 for k, v in per_net.items()},
-           "speedup_per_repeat": {k: ratio(k) for k in ways if k != "vmapped"},
-           "speedup": {k: statistics.median(ratio(k)) for k in ways if k != "vmapped"},
+    cpu_ratio = lambda k: [a / counts[k] / (b / n) for a, b in zip(cpu[k], cpu["vmapped"])]
+    flops = gemm_flops(layers, batch) * args.steps
+    others = [k for k in ways if k != "vmapped"]
+    row = {"depth": depth, "width": width, "batch": batch, "micro_batch": micro, "devices": mesh.size, "networks": n,
+           "loop_networks": looped, "gemm_flops_per_network": flops, "wall_seconds": wall, "cpu_seconds": cpu,
+           "ms_per_network": {k: statistics.median(v) * 1e3 for k, v in per_net.items()},
+           "cpu_ms_per_network": {k: statistics.median(c / counts[k] for c in v) * 1e3 for k, v in cpu.items()},
+           "cores_busy": {k: statistics.median(c / w for c, w in zip(cpu[k], wall[k])) for k in ways},
+           "gemm_gflops": {k: flops / statistics.median(v) / 1e9 for k, v in per_net.items()},
+           "gemm_peak_gflops_per_repeat": peaks, "gemm_peak_gflops": statistics.median(peaks),
+           "speedup_per_repeat": {k: ratio(k) for k in others},
+           "speedup": {k: statistics.median(ratio(k)) for k in others},
+           "cpu_speedup": {k: statistics.median(cpu_ratio(k)) for k in others},
            "final_loss_max_abs_difference": {k: float(np.max(np.abs(final[k][:looped] - final["vmapped"][:looped])))
-                                             for k in ways if k != "vmapped"}}
+                                             for k in others}}
     if threads:
         row["torch_threads_per_repeat"] = threads
     return row
 
 
 def torch_loop(path: Path, initial: list, data: datasets.Dataset, rows: np.ndarray, thread_counts: list[int]):
-    """The torch loop as a way: a subprocess per thread count, the faster one's time (``threads`` says which)."""
+    """The torch loop as a way: a subprocess per thread count, the faster one's times (``threads`` says which)."""
     arrays = {"x": np.asarray(data.x_train, np.float32), "y": np.asarray(data.y_train), "rows": rows,
               "lr": LEARNING_RATE, "networks": len(initial)}
     for i, params in enumerate(initial):
@@ -191,7 +243,7 @@ def torch_loop(path: Path, initial: list, data: datasets.Dataset, rows: np.ndarr
             if best is None or result["seconds"] < best["seconds"]:
                 best = result
         run.threads, run.version = best["threads"], best["torch"]
-        return best["seconds"], np.asarray(best["final_losses"])
+        return best["seconds"], best["cpu_seconds"], np.asarray(best["final_losses"])
 
     return run
 
@@ -200,27 +252,34 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     data = datasets.load("mnist1d")
     device = jax.devices()[0]
-    result = {"device": f"{device.platform} ({device.device_kind})", "cpus": os.cpu_count(),
-              "load_average_start": os.getloadavg(), "dataset": "mnist1d", "optimizer": "sgd",
-              "learning_rate": LEARNING_RATE, "steps": args.steps, "repeats": args.repeats, "rows": []}
-    print(f"{result['device']}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; relu networks (fan_in, gain √2), "
-          f"{args.steps} SGD steps on MNIST-1D; per-network medians of {args.repeats} alternating repeats", flush=True)
-    names = {"vmapped": "vmapped", "one_by_one": "1 by 1", "jitted_step_loop": "jit loop", "torch_loop": "torch"}
-    header = (f"{'config':>12} {'µ':>3} {'nets':>5} {'loop':>5} |" + "".join(f"{names[k]:>10}" for k in WAYS)
-              + " ms/net |" + "".join(f"{names[k]:>10}" for k in WAYS[1:]) + "  vmapped speed-up")
-    print(header + "\n" + "-" * len(header), flush=True)
+    result = {"device": f"{device.platform} ({device.device_kind})", "devices": jax.local_device_count(),
+              "cpus": os.cpu_count(), "load_average_start": os.getloadavg(), "dataset": "mnist1d", "optimizer": "sgd",
+              "learning_rate": LEARNING_RATE, "steps": args.steps, "repeats": args.repeats, "jax": jax.__version__,
+              "rows": []}
+    print(f"{result['device']} x{result['devices']}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; relu networks "
+          f"(fan_in, gain √2), {args.steps} SGD steps on MNIST-1D; per-network medians of {args.repeats} alternating "
+          f"repeats", flush=True)
+    names = {"vmapped": "vmapped", "vmapped_all_devices": "all devs", "one_by_one": "1 by 1",
+             "jitted_step_loop": "jit loop", "torch_loop": "torch"}
     for depth, width, batch, networks in args.configs:
         row = measure(args, depth, width, batch, networks, data)
         result["rows"].append(row)
-        ms, up = row["ms_per_network"], row["speedup"]
-        print(f"{f'{depth}x{width}x{batch}':>12} {row['micro_batch']:>3} {row['networks']:>5} {row['loop_networks']:>5} |"
-              + "".join(f"{ms[k]:>10.2f}" if k in ms else f"{'–':>10}" for k in WAYS) + "        |"
-              + "".join(f"{up[k]:>9.1f}×" if k in up else f"{'–':>10}" for k in WAYS[1:]), flush=True)
+        print(f"\n{depth}x{width}x{batch}: micro-batch {row['micro_batch']}, {row['networks']} networks vmapped and one "
+              f"by one, {row['loop_networks']} in each loop; GEMM peak {row['gemm_peak_gflops']:.0f} GFLOP/s"
+              + (f"; torch on {row['torch_threads_per_repeat']} threads" if "torch_threads_per_repeat" in row else ""))
+        print(f"{'':>10}{'ms/net':>10}{'CPU ms/net':>12}{'cores':>7}{'GFLOP/s':>9}{'speed-up':>10}{'CPU speed-up':>14}"
+              f"{'final loss Δ':>14}")
+        for k in row["ms_per_network"]:
+            up = f"{row['speedup'][k]:>9.2f}×{row['cpu_speedup'][k]:>13.2f}×" if k in row["speedup"] else f"{'':>24}"
+            diff = f"{row['final_loss_max_abs_difference'][k]:>14.1e}" if k in row["speedup"] else ""
+            print(f"{names[k]:>10}{row['ms_per_network'][k]:>10.2f}{row['cpu_ms_per_network'][k]:>12.2f}"
+                  f"{row['cores_busy'][k]:>7.2f}{row['gemm_gflops'][k]:>9.1f}{up}{diff}", flush=True)
     result["load_average_end"] = os.getloadavg()
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"written {out}")
+    print(f"\nspeed-up: the way's time per network over the vmapped trainer's (on one device), per repeat, median; "
+          f"load {os.getloadavg()[0]:.2f} at the end\nwritten {out}")
     return 0
 
 

@@ -5,8 +5,8 @@ sweep). ``bench_train.py`` runs it in a subprocess, so that torch's threads neve
 JAX's, with the networks' initial parameters, the data and the mini-batch schedule in an .npz
 file; each network is then an ``nn.Module`` of ``nn.Linear`` layers (relu between them, the
 readout last) trained for every step by ``zero_grad``, ``cross_entropy``, ``backward`` and
-``SGD.step``. It prints one JSON line: the seconds of the whole loop over the networks (their
-modules and optimizers built inside it, the data loaded before), and each network's final
+``SGD.step``. It prints one JSON line: the wall and CPU seconds of the whole loop over the
+networks (their modules and optimizers built inside it, the data loaded before), and each network's final
 mini-batch loss, which ``bench_train.py`` compares with its own loops' as a check that the work
 is the same.
 
@@ -64,10 +64,10 @@ def main(argv=None) -> int:
         return float(loss)
 
     train(*networks[0], 3)  # warm up the allocator and the kernels
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     losses = [train(w, b, len(rows)) for w, b in networks]
-    print(json.dumps({"seconds": time.perf_counter() - start, "final_losses": losses, "threads": a.threads,
-                      "torch": torch.__version__}))
+    print(json.dumps({"seconds": time.perf_counter() - start, "cpu_seconds": time.process_time() - cpu,
+                      "final_losses": losses, "threads": a.threads, "torch": torch.__version__}))
     return 0
 
 
