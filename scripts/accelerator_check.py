@@ -134,14 +134,14 @@ def main(argv=None) -> int:
     if args.quick:
         bench_args = ["--widths", "32", "--depth", "6", "--seconds", "1", "--repeats", "1", "--no-torch"]
         sampler_args = ["--widths", "256,512", "--depth", "4", "--seconds", "1", "--repeats", "1", "--no-torch"]
-        train_args = ["--configs", "2x8x8", "--networks", "32", "--steps", "20", "--repeats", "1"]
+        train_args = ["--configs", "2x8x8:32", "--steps", "20", "--repeats", "1", "--no-torch"]
     else:
         bench_args = ["--widths", "32,256,1024,4096", "--seconds", "5", "--repeats", "3"]
         sampler_args = ["--widths", "1024,4096,16384", "--seconds", "5", "--repeats", "3", "--memory", "16GB"]
         if device.platform != "cpu":
             bench_args.append("--no-torch")
             sampler_args.append("--no-torch")
-        train_args = ["--repeats", "3"]
+        train_args = ["--repeats", "3"] + (["--no-torch"] if device.platform != "cpu" else [])
     report["bench"] = run_script("bench.py", *bench_args)
     report["bench_sampler"] = run_script("bench_sampler.py", *sampler_args)
     report["bench_train"] = run_script("bench_train.py", *train_args)

@@ -126,6 +126,10 @@ BAD_SPECS = [
     ("sampler = 'exact'\n", "sampler: must be one of 'direct', 'conditional', got 'exact'"),
     ("sampler = 'conditional'\nlayer = 'conv'\nspatial = [8]\n", 'sampler: "conditional" is only for layer = "dense"'),
     ("[grid]\nkernel_size = [3]\n", 'grid.kernel_size: is only for layer = "conv"'),
+    ("[grid]\nparametrization = ['standard', 'mup']\n", "base_width: missing; grid.parametrization ['mup'] scales"),
+    ("base_width = 8\n", 'base_width: is only for a grid.parametrization with "ntk" or "mup"'),
+    ("base_width = 0\n[grid]\nparametrization = ['ntk']\n", "base_width: must be an integer >= 1"),
+    ("[grid]\nparametrization = ['yang']\n", "grid.parametrization: unknown parametrization 'yang'"),
     ("layer = 'conv'\nspatial = [8]\n[grid]\ninit = ['delta_orthogonal']\nprofile = ['alternating']\n",
      "grid.init: delta_orthogonal needs fan_in <= fan_out"),
 ]

@@ -58,8 +58,6 @@ def test_a_bad_parametrization_or_base_width_is_refused_naming_the_field():
         spec(base_width=0)
     with pytest.raises(SpecError, match="^readout_init: "):
         spec(readout_init="small")
-    with pytest.raises(SpecError, match="^grid.parametrization: is only for training specs"):
-        sweep.Spec.from_dict({"grid": {"parametrization": ["mup"]}})
 
 
 def test_a_spec_without_the_new_keys_reads_as_it_always_has():

@@ -11,7 +11,7 @@ standard parametrisation at the same width:
 
 The factors are set by the width multipliers m_in = fan_in / base fan_in and m_out =
 fan_out / base fan_out of each tensor, the base being the same network at ``base_width``
-(``TrainSpec.base_width``); a dimension that does not grow with width (the input features,
+(``Spec.base_width``, ``TrainSpec.base_width``); a dimension that does not grow with width (the input features,
 the outputs) has m = 1. At the base width every parametrisation is the standard one.
 
 Tensor Programs V (Yang, Hu et al. 2021, Table 3; the abc-parametrisations of Tensor
@@ -99,7 +99,7 @@ def check(name: str, field: str = "parametrization") -> str:
     return name
 
 
-def rule(name: str, role: str, m_in: float, m_out: float, optimizer: str) -> LayerRule:
+def rule(name: str, role: str, m_in: float, m_out: float, optimizer: str = "sgd") -> LayerRule:
     """A tensor's factors under a parametrisation.
 
     Args:
@@ -115,3 +115,35 @@ def rule(name: str, role: str, m_in: float, m_out: float, optimizer: str) -> Lay
     if role not in ROLES:
         raise ValueError(f"unknown tensor role {role!r}; allowed: {', '.join(ROLES)}")
     return _PARAMETRIZATIONS[check(name)](role, float(m_in), float(m_out), optimizer == "adam")
+
+
+def weight_rules(name: str, shapes, base_shapes, optimizer: str = "sgd",
+                 reads_data: bool = True) -> tuple[tuple[LayerRule, LayerRule], ...]:
+    """Each weight layer's factors and its bias's, from its shape and the same layer's at the base width.
+
+    Args:
+      name: a registered parametrisation.
+      shapes: the weight layers' shapes, ``(..., fan_in, fan_out)`` with a conv kernel's taps
+        first (the taps cancel in the ratios).
+      base_shapes: the same layers' shapes at the base width.
+      optimizer: as for ``rule``.
+      reads_data: whether the first layer reads the data, whose dimension does not grow with
+        width (Tensor Programs V's input weights: a trained network's first layer); ``False``
+        for a statistics network, whose input has ``width`` dimensions, so that every layer
+        is a hidden one.
+
+    Returns:
+      ``(weight rule, bias rule)`` per layer.
+    """
+    out = []
+    for i, (shape, base) in enumerate(zip(shapes, base_shapes)):
+        m_in, m_out = shape[-2] / base[-2], shape[-1] / base[-1]
+        role = "input" if i == 0 and reads_data else "hidden"
+        out.append((rule(name, role, m_in, m_out, optimizer), rule(name, "bias", 1.0, m_out, optimizer)))
+    return tuple(out)
+
+
+def readout_init(name: str, width: int, base_width: int) -> float:
+    """The readout's init factor (its standard deviation relative to the standard one) when it
+    reads ``width`` units, ``base_width`` at the base width: μP's m_in^-1/2, else 1."""
+    return rule(name, "readout", width / base_width, 1.0).init

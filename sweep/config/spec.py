@@ -57,8 +57,8 @@ class Grid:
       kernel_size: the convolutions' kernel sizes k (odd); empty for dense layers, whose
         grid has no such axis.
       branch_scale: residual networks' branch multipliers α ≥ 0; empty for plain networks.
-      parametrization: a training grid's parametrisations (``sweep.config.parametrizations``);
-        empty for the standard one alone, and always for statistics grids.
+      parametrization: the parametrisations (``sweep.config.parametrizations``); empty for the
+        standard one alone.
     """
 
     activation: tuple[str, ...] = ("relu",)
@@ -76,7 +76,7 @@ class Grid:
     def axes(self) -> tuple[str, ...]:
         """The grid's axes in the order of the dataset's dims: ``GRID_AXES``, with
         ``kernel_size`` (convolutions), ``branch_scale`` (residual networks) and ``parametrization``
-        (training grids that set it) after ``width``."""
+        (grids that set it) after ``width``."""
         return self.static_axes + GRID_AXES[5:]
 
     @property
@@ -255,6 +255,11 @@ class Spec(SpecBase):
         linear in the width. Layers it does not apply to (non-Gaussian inits, n_in <= batch,
         and every layer when ``jacobian`` is set) are drawn; the store's ``sampler_layers``
         attribute says which ran how.
+      base_width: the width at which every parametrisation is the standard one; needed by,
+        and only by, a grid whose ``parametrization`` axis has ``"ntk"`` or ``"mup"``. A
+        statistics network's effective weights have the same law in every parametrisation;
+        what changes is the probe readout's init (μP) and the gradient and step of each trained
+        tensor (the ``grad_param_meansq`` and ``sgd_update_meansq`` variables).
       scaled_copies: with common random numbers, no biases (every bias std 0), positive
         gains and a positively homogeneous activation (relu, leaky relu, linear), the gains of
         a draw are scaled copies of one network: run it once at unit gain and rescale
@@ -280,6 +285,7 @@ class Spec(SpecBase):
     spatial: tuple[int, ...] = ()
     block: str = "plain"
     branch_depth_exponent: float = 0.0
+    base_width: int | None = None
     grid: Grid = dataclasses.field(default_factory=Grid)
 
     @property
@@ -306,9 +312,7 @@ class Spec(SpecBase):
             raw.get("common_random_numbers", cls.common_random_numbers), "common_random_numbers")
         kw["scaled_copies"] = validate.boolean(raw.get("scaled_copies", cls.scaled_copies), "scaled_copies")
         kw["grid"] = validate.grid(raw.get("grid", {}), Grid)
-        if kw["grid"].parametrization:
-            raise SpecError("grid.parametrization", "is only for training specs (kind = \"train\"), whose learning "
-                                                    "rates and readout it scales")
+        kw["base_width"] = base_width_field(raw, kw["grid"])
         kw["layer"] = validate.choice(raw.get("layer", cls.layer), "layer", LAYERS)
         kw["spatial"], kw["grid"] = layer_fields(raw, kw["layer"], kw["grid"], kw["jacobian"])
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
@@ -384,6 +388,18 @@ def block_fields(raw: dict[str, Any], kw: dict[str, Any]) -> tuple[float, Grid]:
     if not grid.branch_scale:
         grid = dataclasses.replace(grid, branch_scale=(1.0,))
     return float(exponent), grid
+
+
+def base_width_field(raw: dict[str, Any], grid: Grid) -> int | None:
+    """``base_width``, checked against the parametrisations of the grid."""
+    scaled = [p for p in grid.parametrization if p != "standard"]
+    if "base_width" not in raw:
+        if scaled:
+            raise SpecError("base_width", f"missing; grid.parametrization {scaled} scales with width relative to it")
+        return None
+    if not scaled:
+        raise SpecError("base_width", "is only for a grid.parametrization with \"ntk\" or \"mup\"")
+    return validate.integer(raw["base_width"], "base_width", minimum=1)
 
 
 def read_toml(path: str | Path) -> dict[str, Any]:

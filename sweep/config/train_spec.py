@@ -21,7 +21,18 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from sweep.config import validate
-from sweep.config.spec import ALL_GRID_AXES, BLOCKS, GRID_AXES, LAYERS, Grid, SpecBase, block_fields, layer_fields, read_toml
+from sweep.config.spec import (
+    ALL_GRID_AXES,
+    BLOCKS,
+    GRID_AXES,
+    LAYERS,
+    Grid,
+    SpecBase,
+    base_width_field,
+    block_fields,
+    layer_fields,
+    read_toml,
+)
 from sweep.errors import SpecError
 
 TRAIN_AXES: tuple[str, ...] = GRID_AXES + ("learning_rate",)
@@ -56,18 +67,6 @@ DATASET_SHAPES: dict[str, DatasetShape] = {
 DATASETS: tuple[str, ...] = tuple(DATASET_SHAPES)
 OPTIMIZERS: tuple[str, ...] = ("sgd", "momentum", "adam")
 READOUT_INITS: tuple[str, ...] = ("normal", "zero")
-
-
-def _base_width(raw: dict[str, Any], grid: TrainGrid) -> int | None:
-    """``base_width``, checked against the parametrisations of the grid."""
-    scaled = [p for p in grid.parametrization if p != "standard"]
-    if "base_width" not in raw:
-        if scaled:
-            raise SpecError("base_width", f"missing; grid.parametrization {scaled} scales with width relative to it")
-        return None
-    if not scaled:
-        raise SpecError("base_width", "is only for a grid.parametrization with \"ntk\" or \"mup\"")
-    return validate.integer(raw["base_width"], "base_width", minimum=1)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -241,7 +240,7 @@ class TrainSpec(SpecBase):
         _, kw["grid"] = layer_fields(spatial, kw["layer"], kw["grid"], False)
         kw["block"] = validate.choice(raw.get("block", cls.block), "block", BLOCKS)
         kw["branch_depth_exponent"], kw["grid"] = block_fields(raw, {**kw, "common_random_numbers": False, "jacobian": False})
-        kw["base_width"] = _base_width(raw, kw["grid"])
+        kw["base_width"] = base_width_field(raw, kw["grid"])
         return cls(**kw)
 
     @classmethod

@@ -18,7 +18,7 @@ from sweep.config import TrainSpec
 from sweep.engine.watchdog import Watchdog
 from sweep.io import schema
 from sweep.kernel import devices
-from sweep.plan import Group, Job, Plan, Tile
+from sweep.plan import Group, Job, Plan, Tile, trained_factors
 
 
 class JobCall(NamedTuple):
@@ -71,7 +71,15 @@ def job_call(plan: Plan, group: Group, job: Job, mesh) -> JobCall:
         stored = schema.measured(spec)  # the per-layer (and per-block) statistics, not the probe's loss
         return JobCall(run_stats, lambda raw: {f"init_{k}": v for k, v in kernel.finish(raw, depth).items()
                                                if f"init_{k}" in stored})
-    return JobCall(run_stats, lambda raw: kernel.finish(raw, depth))
+    if not g.parametrization:
+        return JobCall(run_stats, lambda raw: kernel.finish(raw, depth))
+    factors = trained_factors(spec, group.values)
+
+    def finish(raw):
+        out = kernel.finish(raw, depth)
+        return out | factors.apply(out["grad_weight_meansq"])
+
+    return JobCall(run_stats, finish)
 
 
 def _median_loss(values: dict) -> dict:

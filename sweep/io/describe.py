@@ -35,9 +35,9 @@ def describe(ds: xr.Dataset) -> str:
     lines.append("")
     lines.append("  last layer, median over seeds (first bias_std):")
     last = ds.isel(bias_std=0).sel(layer=ds["depth"])  # each network's own last layer
-    extra = [(axis, label) for axis, label in (("kernel_size", "k"), ("branch_scale", "α")) if axis in spec.grid.axes]
+    extra = _extra_columns(spec.grid.axes)
     header = f"    {'activation':<16}{'init':<18}{'profile':<12}{'depth':>6}{'width':>6}"
-    header += "".join(label.rjust(6) for _, label in extra) + f"{'gain':>8}"
+    header += "".join(label.rjust(size) for _, label, size in extra) + f"{'gain':>8}"
     residual = "branch_layer" in ds.dims
     header += f"{'stream_ms' if residual else 'preact_ms':>12}{'grad_w2_ms' if residual else 'grad_w_ms':>12}"
     lines.append(header)
@@ -46,12 +46,22 @@ def describe(ds: xr.Dataset) -> str:
         z = float(row["stream_meansq" if residual else "preact_meansq"].median("seed"))
         w = row["grad_weight_meansq"]
         w = float((w.sel(branch_layer=2) if residual else w).median("seed"))
-        k = "".join(f"{point[axis]:>6.3g}" for axis, _ in extra)
+        k = "".join(_cell(point[axis], size) for axis, _, size in extra)
         lines.append(
             f"    {point['activation']:<16}{point['init']:<18}{point['profile']:<12}{point['depth']:>6}"
             f"{point['width']:>6}{k}{point['gain']:>8.3g}{z:>12.4g}{w:>12.4g}"
         )
     return "\n".join(lines)
+
+
+def _extra_columns(axes) -> list[tuple[str, str, int]]:
+    """``(axis, label, width)`` of the optional grid axes a table shows."""
+    columns = (("kernel_size", "k", 6), ("branch_scale", "α", 6), ("parametrization", "param", 10))
+    return [column for column in columns if column[0] in axes]
+
+
+def _cell(value, size: int) -> str:
+    return f"{value:>{size}}" if isinstance(value, str) else f"{value:>{size}.3g}"
 
 
 def _family(spec) -> str:
@@ -65,15 +75,16 @@ def _describe_training(ds: xr.Dataset, grid_axes: tuple[str, ...]) -> list[str]:
     final = ds.isel(eval_step=-1)
     lines = [f"  diverged : {int(ds['diverged'].sum())} networks", "",
              f"  after {int(final.eval_step)} steps, median over seeds (first profile and bias_std):"]
-    extra = [(axis, label) for axis, label in (("kernel_size", "k"), ("branch_scale", "α")) if axis in ds.dims]
-    header = f"    {'activation':<16}{'init':<14}{'depth':>6}{'width':>6}" + "".join(label.rjust(6) for _, label in extra)
+    extra = _extra_columns(tuple(ds.dims))
+    header = f"    {'activation':<16}{'init':<14}{'depth':>6}{'width':>6}" + "".join(label.rjust(size)
+                                                                               for _, label, size in extra)
     lines.append(header + f"{'gain':>8}{'lr':>9}{'test_loss':>11}{'test_acc':>10}")
     axes = [a for a in grid_axes if a not in ("profile", "bias_std")]
     table = final[["test_loss", "test_accuracy"]].isel(profile=0, bias_std=0).median("seed")
     for values in table["test_loss"].stack(point=axes).point.values[:16]:
         point = dict(zip(axes, values))
         row = table.sel(point)
-        k = "".join(f"{point[axis]:>6.3g}" for axis, _ in extra)
+        k = "".join(_cell(point[axis], size) for axis, _, size in extra)
         lines.append(f"    {point['activation']:<16}{point['init']:<14}{point['depth']:>6}{point['width']:>6}{k}"
                      f"{point['gain']:>8.3g}{point['learning_rate']:>9.3g}{float(row.test_loss):>11.4g}"
                      f"{float(row.test_accuracy):>10.3f}")

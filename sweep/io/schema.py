@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 import xarray as xr
 
-from sweep.config import inits, profiles
+from sweep.config import inits, parametrizations, profiles
 from sweep.config.spec import GRID_AXES, Spec
 from sweep.config.train_spec import TrainSpec
 
@@ -79,6 +79,17 @@ STREAM: dict[str, tuple[str, str]] = {
                            "mean over units and batch of (∂ℓ/∂x_l)², ℓ each example's own loss"),
 }
 """A residual network's per-block statistics of its stream."""
+
+PARAMETRIZED: dict[str, tuple[str, str]] = {
+    "grad_param_meansq": ("trained parameter gradient second moment",
+                          "mean over entries of (∂C/∂ω_l)² = a_l² grad_weight_meansq, ω_l the trained parameter behind "
+                          "the effective weights W_l = a_l ω_l (a_l the parametrisation's multiplier)"),
+    "sgd_update_meansq": ("SGD step second moment per unit learning rate",
+                          "mean over entries of (ΔW_l/η)² = (c_l a_l²)² grad_weight_meansq, ΔW_l the change of the "
+                          "effective weights in a first SGD step at base learning rate η (c_l the layer's "
+                          "learning-rate factor)"),
+}
+"""A statistics sweep's variables per trained tensor, with a ``parametrization`` axis (``sweep.plan.TrainedFactors``)."""
 
 _OTHER: dict[str, tuple[str, str]] = {
     "overflow": ("overflow", "a statistic of this layer exceeded the float range and is not finite"),
@@ -209,6 +220,10 @@ def measured(spec: Spec | TrainSpec) -> dict[str, Variable]:
         return _training(spec)
     dims = network_dims(spec)
     out = _network_statistics(spec, dims, lambda name, long_name, definition: (name, long_name, definition))
+    if spec.grid.parametrization:
+        per_layer = dims + ("layer",) + (("branch_layer",) if spec.residual else ())
+        for name, (long_name, definition) in PARAMETRIZED.items():
+            out[name] = Variable(per_layer, np.float64, np.nan, _attrs(long_name, definition))
     out["loss"] = Variable(dims, np.float64, np.nan, _attrs(*_OTHER["loss"]))
     if spec.jacobian:
         out["jacobian_singular_values"] = Variable(dims + ("singular_value",), np.float64, np.nan,
@@ -365,6 +380,8 @@ def to_dataset(spec: Spec | TrainSpec, arrays: dict[str, np.ndarray], attrs: dic
     ds.attrs.update(title=f"sweep {spec.kind}: {spec.name}", spec=spec.to_json())
     if spec.conv or spec.residual:
         ds.attrs["network"] = network_family(spec)
+    if spec.grid.parametrization:
+        ds.attrs.update(base_width=spec.base_width, parametrization_table=parametrizations.TABLE)
     if isinstance(spec, Spec) and spec.sampler == "conditional":
         ds.attrs.update(sampler=spec.sampler, sampler_layers=sampler_layers(spec))
     ds.attrs.update(attrs or {})

@@ -25,7 +25,21 @@ def micro_batched(fn, in_axes: tuple, micro_batch: int):
       A function of the same arguments, each batched one with a leading axis C (a multiple
       of µ); its outputs have a leading axis C.
     """
-    batched = jax.vmap(fn, in_axes=in_axes)
+    return in_micro_batches(jax.vmap(fn, in_axes=in_axes), in_axes, micro_batch)
+
+
+def in_micro_batches(fn, in_axes: tuple, micro_batch: int):
+    """``fn`` of µ networks at once over C networks, run as C / µ micro-batches with ``lax.map``.
+
+    Args:
+      fn: the function of a micro-batch: its batched arguments and outputs have a leading
+        axis µ.
+      in_axes: 0 for arguments with a leading network axis, ``None`` for shared ones.
+      micro_batch: µ.
+
+    Returns:
+      As ``micro_batched``.
+    """
 
     def run(*args):
         size = jax.tree.leaves([a for a, axis in zip(args, in_axes) if axis == 0])[0].shape[0]
@@ -34,7 +48,7 @@ def micro_batched(fn, in_axes: tuple, micro_batch: int):
 
         def one_micro_batch(xs):
             xs = iter(xs)
-            return batched(*(next(xs) if axis == 0 else a for a, axis in zip(args, in_axes)))
+            return fn(*(next(xs) if axis == 0 else a for a, axis in zip(args, in_axes)))
 
         out = jax.lax.map(one_micro_batch, mapped)
         return jax.tree.map(lambda a: a.reshape((size,) + a.shape[2:]), out)

@@ -40,11 +40,13 @@ from sweep.model.network import Architecture, Prefix, Program
 from sweep.plan.probe import Probe
 
 
-def draw_readout(key: jax.Array, probe: Probe, n_last: int) -> Readout:
-    """The probe loss's random numbers of the network with key ``key``."""
+def draw_readout(key: jax.Array, probe: Probe, n_last: int, scale=1.0) -> Readout:
+    """The probe loss's random numbers of the network with key ``key``, the readout (or projection)
+    times ``scale`` (``Prefix.readout_scale``)."""
     if probe.loss == "mse":
-        return Readout(streams.readout(key, n_last, probe.outputs), streams.targets(key, probe.batch, probe.outputs))
-    return Readout(streams.projection(key, n_last), None)
+        return Readout(scale * streams.readout(key, n_last, probe.outputs),
+                       streams.targets(key, probe.batch, probe.outputs))
+    return Readout(scale * streams.projection(key, n_last), None)
 
 
 def network_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array, gain, bias_std) -> NetworkStats:
@@ -63,12 +65,13 @@ def network_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array
     """
     if program.is_residual:
         return residual.network_stats(program, probe, prefix, key, gain, bias_std,
-                                      draw_readout(key, probe, program.last_width))
+                                      draw_readout(key, probe, program.last_width, prefix.readout_scale))
     precision, depth = probe.lax_precision, prefix.depth
     params = network.draw_params(key, program, gain, bias_std, prefix, probe.conditional_batch)
     x = network.inputs(key, program, probe.batch)
     fwd = passes.forward(params, program, x, precision, depth=depth)
-    loss, g = passes.loss_and_cotangent(fwd.x_last, draw_readout(key, probe, program.last_width), precision)
+    readout = draw_readout(key, probe, program.last_width, prefix.readout_scale)
+    loss, g = passes.loss_and_cotangent(fwd.x_last, readout, precision)
     g_scaled, m = normalise(g.mantissa)
     back = passes.backward(params, program, fwd.residuals, g_scaled, fwd.x_last.mantissa, precision, depth=depth)
     back = back._replace(exp_grad=back.exp_grad + g.exponent + m)
@@ -102,7 +105,7 @@ def draw_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.Array, g
     x = network.inputs(key, program, probe.batch)
     xs = jnp.broadcast_to(x, gains.shape + x.shape)
     fwd = passes.forward(params, program, xs, precision, gains, depth)
-    readout = draw_readout(key, probe, program.last_width)
+    readout = draw_readout(key, probe, program.last_width, prefix.readout_scale)
     loss, g = jax.vmap(passes.loss_and_cotangent, in_axes=(0, None, None))(fwd.x_last, readout, precision)
     g_scaled, m = jax.vmap(normalise)(g.mantissa)
     back = passes.backward(params, program, fwd.residuals, g_scaled, fwd.x_last.mantissa, precision, gains, depth)
@@ -125,7 +128,7 @@ def scaled_copy_stats(program: Program, probe: Probe, prefix: Prefix, key: jax.A
     """
     params = network.draw_params(key, program, 1.0, bias_std, prefix, probe.conditional_batch)
     x = network.inputs(key, program, probe.batch)
-    readout = draw_readout(key, probe, program.last_width)
+    readout = draw_readout(key, probe, program.last_width, prefix.readout_scale)
     return scaled_copies.stats(program, probe, prefix.depth, params, x, readout, gains)
 
 

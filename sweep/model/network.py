@@ -143,7 +143,7 @@ class Architecture(NamedTuple):
             raise ValueError(f"{self} is not a prefix of {program}")
         scales = np.ones(len(program.weight_shapes), np.float32)
         scales[: len(self.weight_shapes)] = self.layer_scales
-        return Prefix(np.int32(self.depth), scales, np.float32(self.residual or 0.0))
+        return Prefix(np.int32(self.depth), scales, np.float32(self.residual or 0.0), np.float32(1.0))
 
 
 @_layered
@@ -196,11 +196,14 @@ class Prefix(NamedTuple):
       depth: L, an int32 scalar, 1 <= L <= L_max.
       scales: float32, the scale of each weight layer (``Init.kernel_scale``; those beyond L unused).
       branch_scale: a residual network's α_eff, a float32 scalar (0 for plain networks).
+      readout_scale: the probe readout's standard deviation relative to the standard one, a
+        float32 scalar: 1, or μP's m_in^-1/2 (``sweep.config.parametrizations.readout_init``).
     """
 
     depth: jax.Array
     scales: jax.Array
     branch_scale: jax.Array | float = 0.0
+    readout_scale: jax.Array | float = 1.0
 
 
 def programs(archs) -> dict[Architecture, Program]:
@@ -354,19 +357,21 @@ def layer_list(params: Params) -> list[tuple[jax.Array, jax.Array]]:
     return out
 
 
-def scan_blocks(step, carry, xs, reverse: bool = False):
+def scan_blocks(step, carry, xs, reverse: bool = False, unroll: bool = False):
     """``lax.scan`` over a segment's repeats; a single repeat is called directly.
 
     A segment repeated once may change the carry's shape (a layer from n to 2n), which a
     scan cannot carry, so it runs unrolled; its outputs still get the leading repeats axis.
+    ``unroll`` unrolls every segment (``apply``'s).
     """
     if jax.tree.leaves(xs)[0].shape[0] > 1:
-        return jax.lax.scan(step, carry, xs, reverse=reverse)
+        return jax.lax.scan(step, carry, xs, reverse=reverse, unroll=unroll)
     carry, ys = step(carry, jax.tree.map(lambda a: a[0], xs))
     return carry, jax.tree.map(lambda a: a[None], ys)
 
 
-def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST, observe=None):
+def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Precision.HIGHEST, observe=None,
+          unroll: bool = False):
     """Runs the network forward.
 
     Args:
@@ -378,6 +383,7 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
       observe: ``None``, or ``observe(z, x) -> pytree of scalars`` of each layer l's
         pre-activation z_l and output x_l = φ(z_l) (a residual block's inner pre-activation
         z_{l,1} = W_{l,1} φ(x_{l-1}) + b_{l,1} and its stream output x_l).
+      unroll: unroll the scans over repeated layers (straight-line code, no loop per layer).
 
     Returns:
       The last hidden layer's activations, shape ``(batch, n_L)`` (``(batch, *spatial, c_L)``);
@@ -407,7 +413,7 @@ def apply(params: Params, arch: Architecture, x: jax.Array, precision=jax.lax.Pr
 
     observed = []
     for block in params:
-        x, seen = scan_blocks(residual_step if arch.is_residual else block_step, x, block)
+        x, seen = scan_blocks(residual_step if arch.is_residual else block_step, x, block, unroll=unroll)
         # (repeats, period) in layer order: repeat k's position j is layer start + k·period + j
         observed.append(jax.tree.map(lambda *a: jnp.stack(a, axis=1).reshape((-1,) + a[0].shape[1:]), *seen)
                         if observe else None)

@@ -39,7 +39,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from sweep.config import STATIC_AXES, Spec, TrainSpec, profiles
+from sweep.config import STATIC_AXES, Spec, TrainSpec, parametrizations, profiles
 from sweep.config.train_spec import DATASET_SHAPES
 from sweep.errors import SpecError
 from sweep.io import schema
@@ -76,7 +76,9 @@ class Job(NamedTuple):
       program: the compiled program the statistics kernel runs ``arch`` in (``stats``,
         ``init``): every job of the sweep with the same program shares one compile, and its
         micro-batch and memory are the program's.
-      parametrization: a training job's parametrisation (``sweep.config.parametrizations``).
+      parametrization: a ``stats`` or ``train`` job's parametrisation
+        (``sweep.config.parametrizations``); a training sweep's ``init`` job measures its
+        initial networks with the standard probe readout.
       base: with a parametrisation other than the standard one, the architecture at the
         spec's ``base_width``, against which its widths scale.
     """
@@ -96,8 +98,13 @@ class Job(NamedTuple):
 
     @property
     def prefix(self) -> Prefix:
-        """The job's networks' depth and layer scales inside ``program`` (statistics jobs)."""
-        return self.arch.prefix(self.program)
+        """The job's networks' depth, layer scales and probe readout scale inside ``program``
+        (statistics jobs)."""
+        prefix = self.arch.prefix(self.program)
+        if self.base is None:
+            return prefix
+        scale = parametrizations.readout_init(self.parametrization, self.arch.readout_width, self.base.readout_width)
+        return prefix._replace(readout_scale=np.float32(scale))
 
     @property
     def networks(self) -> int:
@@ -306,8 +313,59 @@ def init_probe(spec: TrainSpec) -> Probe:
     return Probe(spec.batch, "mse", DATASET_SHAPES[spec.dataset].outputs, spec.precision, False)
 
 
+def parametrization(spec: Spec | TrainSpec, values: Sequence) -> tuple[str, Architecture | None]:
+    """A group's parametrisation, and the architecture at the base width it scales against
+    (``None`` for the standard one)."""
+    point = dict(zip(spec.grid.static_axes, values))
+    name = point.get("parametrization", "standard")
+    if name == "standard":
+        return name, None
+    return name, architecture(spec, tuple(spec.base_width if axis == "width" else v for axis, v in point.items()))
+
+
+class TrainedFactors(NamedTuple):
+    """What a parametrisation changes in a statistics network, whose effective weights have the
+    standard law (``sweep.config.parametrizations``).
+
+    Attributes:
+      readout: the probe readout's init factor (μP: m_in^-1/2 of the width it reads; else 1).
+      grad_param: per weight layer, a_l²: E[(∂C/∂ω_l)²] = a_l² E[(∂C/∂W_l)²], ω_l the trained
+        parameter behind W_l = a_l ω_l; ``(L,)``, or ``(L, 2)`` (block, branch layer).
+      sgd_update: per weight layer, (c_l a_l²)²: the first SGD step moves W_l by
+        −η c_l a_l² ∂C/∂W_l, c_l the layer's learning-rate factor; shaped as ``grad_param``.
+    """
+
+    readout: float
+    grad_param: np.ndarray
+    sgd_update: np.ndarray
+
+    def apply(self, grad_weight_meansq):
+        """``grad_param_meansq`` and ``sgd_update_meansq`` from ``grad_weight_meansq`` ``(..., L[, 2])``."""
+        return {"grad_param_meansq": grad_weight_meansq * self.grad_param,
+                "sgd_update_meansq": grad_weight_meansq * self.sgd_update}
+
+
+def trained_factors(spec: Spec, values: Sequence) -> TrainedFactors:
+    """The ``TrainedFactors`` of the statistics network of the group at ``values``.
+
+    The network's input has ``width`` dimensions, so every weight layer is a hidden one in
+    Tensor Programs V's sense (``weight_rules(reads_data=False)``); the learning-rate factors
+    are SGD's.
+    """
+    name, base = parametrization(spec, values)
+    arch = architecture(spec, values)
+    base = arch if base is None else base
+    rules = [w for w, _ in parametrizations.weight_rules(name, arch.weight_shapes, base.weight_shapes, "sgd",
+                                                         reads_data=False)]
+    a2 = np.array([r.multiplier**2 for r in rules])
+    c = np.array([r.learning_rate for r in rules])
+    per_layer = (lambda v: v.reshape(-1, 2)) if arch.is_residual else (lambda v: v)
+    return TrainedFactors(parametrizations.readout_init(name, arch.readout_width, base.readout_width),
+                          per_layer(a2), per_layer((c * a2) ** 2))
+
+
 def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, shape, micro: int | None,
-               tile_fold: int = 1) -> Job:
+               tile_fold: int = 1, scaling: tuple[str, Architecture | None] = ("standard", None)) -> Job:
     need = sizing.stats_bytes(program, probe)
     if micro is None:
         per_draw = probe.gains_per_draw
@@ -315,7 +373,8 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
         factor = _CONDITIONAL_REFERENCE_FACTOR if any(sizing.conditional_layers(program, probe)) else 1
         micro = per_draw * fitting_power_of_two(per_draw * need, max(1, _MAX_MICRO_BATCH["stats"][None] // per_draw),
                                                 reference_factor=factor)
-    return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program)
+    return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program,
+               parametrization=scaling[0], base=scaling[1])
 
 
 def _train_job(spec: TrainSpec, values: tuple, arch: Architecture, shape, micro: int | None) -> Job:
@@ -328,13 +387,9 @@ def _train_job(spec: TrainSpec, values: tuple, arch: Architecture, shape, micro:
     # a Hessian-vector product costs about two steps, and the first step takes iterations + 2 of them
     steps = spec.steps + (2 * (spec.sharpness_iterations + 2) + 2 if spec.sharpness_iterations else 0)
     flops = sizing.train_flops(arch, d.outputs, spec.batch, steps, len(spec.eval_steps) + 1, d.examples, d.features)
-    point = dict(zip(spec.grid.static_axes, values))
-    parametrization = point.get("parametrization", "standard")
-    base = None
-    if parametrization != "standard":
-        base = architecture(spec, tuple(spec.base_width if axis == "width" else v for axis, v in point.items()))
+    name, base = parametrization(spec, values)
     return Job("train", arch, None, micro, need, flops, shape, per_key=len(spec.grid.learning_rate),
-               parametrization=parametrization, base=base)
+               parametrization=name, base=base)
 
 
 def make_plan(
@@ -382,7 +437,8 @@ def make_plan(
             jobs = (_stats_job("init", arch, programs[arch], init_probe(spec), stats_shape, recorded[0], tile_fold=rates),
                     _train_job(spec, values, arch, stats_shape + (rates,), recorded[-1]))
         else:
-            jobs = (_stats_job("stats", arch, programs[arch], stats_probe(spec), stats_shape, recorded[0]),)
+            jobs = (_stats_job("stats", arch, programs[arch], stats_probe(spec), stats_shape, recorded[0],
+                               scaling=parametrization(spec, values)),)
         for job in jobs:
             need = job.micro_batch * job.bytes_per_network
             if need > budget:

@@ -70,7 +70,8 @@ def survey(ds: xr.Dataset) -> Survey:
 
 def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
     """Labels for the axes a figure does not show: largest depth, width, kernel size and branch scale, first
-    profile (``constant`` where present), smallest bias std, first learning rate.
+    profile (``constant`` where present), smallest bias std, first learning rate, first parametrisation
+    (``standard`` where present).
 
     Args:
       s: the store.
@@ -88,6 +89,7 @@ def default_selection(s: Survey, keep: tuple[str, ...] = ()) -> dict:
         "profile": lambda c: "constant" if "constant" in c else c[0],
         "bias_std": lambda c: c.min(),
         "learning_rate": lambda c: c[0],
+        "parametrization": lambda c: "standard" if "standard" in c else c[0],
     }
     for axis, rule in rules.items():
         if axis in s.varying and axis not in keep:

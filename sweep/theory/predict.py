@@ -21,6 +21,11 @@ same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
   above, the exact two-input law of ``sweep.theory.relu_batch`` estimated from exact draws of the
   forward chain (4 per measured network, 2^12–2^16: ``relu_batch.draws_for``), with its Monte Carlo
   standard error as ``theory_fw_grad_weight_meansq_error`` (0 at batch 1).
+* With a ``parametrization`` axis: every backward statistic and the loss with the probe readout's
+  init as the parametrisation sets it (μP: variance 1/m_in of the standard one, ``recursion.backward``'s
+  ``readout_variance``; exactly, in the finite-width laws too), and ``theory_grad_param_meansq``,
+  ``theory_sgd_update_meansq`` (and ``fw_``) the weight gradient's times their per-layer factors
+  (``sweep.plan.TrainedFactors``), at every batch size.
 * ``theory_log_grad_weight_norm_mean`` / ``_var``, at batch 1 and for relu only: the law of log grad_weight_meansq
   over alive networks, from 2^18 exact draws of the reduced law (``relu_gradients.log_grad_weight_law``;
   Monte Carlo standard errors about 0.3% of the variance); ``..._large_width``: their first-order forms
@@ -36,6 +41,8 @@ import numpy as np
 import xarray as xr
 
 from sweep.config import Spec, activations, inits, profiles
+from sweep.io import schema
+from sweep.plan.plan import TrainedFactors, trained_factors
 from sweep.theory import finite_width, recursion, relu_batch, relu_gradients, residual
 from sweep.theory.precision import float64
 
@@ -84,6 +91,10 @@ _DEFINITIONS = {
                              "forward chain (sweep.theory.relu_batch); NaN elsewhere",
     "fw_grad_weight_meansq_error": "the Monte Carlo standard error of theory_fw_grad_weight_meansq (0 at batch 1, "
                                    "where it is exact)",
+    "grad_param_meansq": "a_l² · theory_grad_weight_meansq, a_l the parametrisation's multiplier of layer l",
+    "sgd_update_meansq": "(c_l a_l²)² · theory_grad_weight_meansq, c_l the layer's SGD learning-rate factor",
+    "fw_grad_param_meansq": "a_l² · theory_fw_grad_weight_meansq",
+    "fw_sgd_update_meansq": "(c_l a_l²)² · theory_fw_grad_weight_meansq",
     "fw_loss": "exact E[C] at finite width, relu and leaky relu, Gaussian weights, σ_b = 0: mse "
                "(O/2)(E[‖x_L‖²]/n_L + 1), projection 0; NaN elsewhere",
     "log_grad_weight_norm_mean": "E[log grad_weight_meansq] at batch 1 over alive networks, relu only, Gaussian weights, "
@@ -109,7 +120,7 @@ _CONV_DEFINITIONS = {
     "log_act_norm_mean_large_width": "dense relu networks only: NaN",
     "log_act_norm_var_large_width": "dense relu networks only: NaN",
     **{k: "dense relu networks only: NaN" for k in FINITE_WIDTH_STATS + FINITE_WIDTH_ERRORS + LOG_GRAD_STATS
-       + ("fw_loss",)},
+       + ("fw_loss", "fw_grad_param_meansq", "fw_sgd_update_meansq")},
 }
 
 
@@ -145,10 +156,11 @@ def predict(spec: Spec) -> xr.Dataset:
     shape = g.shape
     layers = max(g.depth)
     out = {k: np.full(shape + (layers,), np.nan) for k in LAYER_STATS + LOG_NORM_STATS + FINITE_WIDTH_STATS
-           + FINITE_WIDTH_ERRORS + LOG_GRAD_STATS}
+           + FINITE_WIDTH_ERRORS + LOG_GRAD_STATS + _trained_stats(spec)}
     pairs = {}  # (widths, slope) -> batch > 1 points whose weight gradient needs the two-input law
+    trained = []  # (index, factors, depth): filled once every weight gradient theory is
     loss, fw_loss = np.full(shape, np.nan), np.full(shape, np.nan)
-    rest = (g.init, g.profile, g.depth, g.width) + ((g.kernel_size,) if spec.conv else ())
+    rest = tuple(getattr(g, axis) for axis in g.static_axes[1:])  # init, profile, depth, width[, kernel_size][, ...]
     arch_index = list(itertools.product(*(range(len(a)) for a in rest)))
     positions = int(np.prod(spec.spatial)) if spec.conv else 1
     taps = lambda index: (g.kernel_size[index[4]],) * len(spec.spatial) if spec.conv else ()
@@ -170,8 +182,10 @@ def predict(spec: Spec) -> xr.Dataset:
             depth = g.depth[d]
             rows = slice(j * per_arch, (j + 1) * per_arch)
             own = recursion.Forward(*(x[rows, :depth] for x in fw))
+            factors = trained_factors(spec, (name,) + tuple(axis[k] for axis, k in zip(rest, arch)))
             back = recursion.backward(own, gains, np.broadcast_to(br, (per_arch, depth)),
-                                      np.full(per_arch, ws[-1]), spec.loss, spec.outputs, spec.batch, positions)
+                                      np.full(per_arch, ws[-1]), spec.loss, spec.outputs, spec.batch, positions,
+                                      factors.readout**2)
             values = {
                 "preact_mean": np.zeros_like(own.q), "preact_meansq": own.q, "preact_var": own.q,
                 "act_mean": own.mean, "act_meansq": own.meansq, "act_var": own.meansq - own.mean**2,
@@ -184,8 +198,12 @@ def predict(spec: Spec) -> xr.Dataset:
             loss[index] = back.loss.reshape(len(g.gain), len(g.bias_std))
             if not spec.conv:
                 _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
-                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec, pairs)
+                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec, pairs,
+                                        factors.readout)
+            trained.append((index, factors, depth))
     _batch_weight_gradients(out, pairs, spec)
+    for index, factors, depth in trained:
+        _trained(out, index, factors, depth)
 
     ds_coords = coords(spec)
     data = {f"theory_{k}": (g.axes + ("layer",), v, _attrs(k, spec.conv)) for k, v in out.items()}
@@ -214,6 +232,23 @@ def one_input_weight_meansq(spec: Spec, infinite: xr.DataArray) -> xr.DataArray:
     return infinite + excess / spec.batch
 
 
+def _trained_stats(spec: Spec) -> tuple[str, ...]:
+    """With a ``parametrization`` axis: the theory of ``grad_param_meansq`` and ``sgd_update_meansq`` (and fw_)."""
+    if not spec.grid.parametrization:
+        return ()
+    names = tuple(schema.PARAMETRIZED)
+    return names + (() if spec.residual else tuple(f"fw_{n}" for n in names))
+
+
+def _trained(out: dict, index: tuple, factors: TrainedFactors, depth: int) -> None:
+    """Fills ``_trained_stats`` from the weight gradient's theory: fixed factors per layer (``TrainedFactors``)."""
+    for prefix in ("", "fw_"):
+        if f"{prefix}grad_param_meansq" in out:
+            weight = out[f"{prefix}grad_weight_meansq"][index][..., :depth]
+            for name, value in factors.apply(weight).items():
+                out[prefix + name][index][..., :depth] = value
+
+
 def _with_attrs(ds: xr.Dataset, spec: Spec) -> xr.Dataset:
     ds.attrs.update(title=f"sweep theory: {spec.name}", spec=spec.to_json())
     return ds
@@ -224,7 +259,7 @@ def _predict_residual(spec: Spec) -> xr.Dataset:
     g = spec.grid
     layers = max(g.depth)
     stream_stats = ("stream_mean", "stream_meansq", "grad_stream_meansq")
-    out = {k: np.full(g.shape + (layers, 2), np.nan) for k in LAYER_STATS}
+    out = {k: np.full(g.shape + (layers, 2), np.nan) for k in LAYER_STATS + _trained_stats(spec)}
     out.update({k: np.full(g.shape + (layers,), np.nan) for k in stream_stats})
     loss = np.full(g.shape, np.nan)
     gains, biases = (a.ravel() for a in np.meshgrid(np.asarray(g.gain, np.float64), np.asarray(g.bias_std, np.float64),
@@ -244,16 +279,19 @@ def _predict_residual(spec: Spec) -> xr.Dataset:
         if point["init"] == "fixup":
             variances[:, 0], variances[:, 1] = 1.0 / depth, 0.0
         alpha = point["branch_scale"] * depth ** spec.branch_depth_exponent
+        factors = trained_factors(spec, tuple(point.values()))
         values = residual.predict(point["activation"], gains, biases, alpha, variances, forward, backward, width,
-                                  spec.loss, spec.outputs, spec.batch, positions)
+                                  spec.loss, spec.outputs, spec.batch, positions, factors.readout**2)
         rows = (len(g.gain), len(g.bias_std))
         for key in LAYER_STATS:
             out[key][index][..., :depth, :] = values[key].reshape(rows + (depth, 2))
+        _trained(out, index, factors, depth)
         for key in stream_stats:
             out[key][index][..., :depth] = values[key].reshape(rows + (depth,))
         loss[index] = values["loss"].reshape(rows)
     ds_coords = {**coords(spec), "branch_layer": np.arange(1, 3)}
-    data = {f"theory_{k}": (g.axes + ("layer", "branch_layer"), out[k], _attrs(k, spec.conv, True)) for k in LAYER_STATS}
+    data = {f"theory_{k}": (g.axes + ("layer", "branch_layer"), out[k], _attrs(k, spec.conv, True))
+            for k in LAYER_STATS + _trained_stats(spec)}
     data.update({f"theory_{k}": (g.axes + ("layer",), out[k], _attrs(k, spec.conv, True)) for k in stream_stats})
     data["theory_loss"] = (g.axes, loss, _attrs("loss", spec.conv, True))
     return xr.Dataset(data, coords=ds_coords)
@@ -294,31 +332,41 @@ def _bias_free_points(gains, biases):
 
 
 def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: str, init: str, widths: tuple,
-                            gains, biases, spec: Spec, pairs: dict) -> None:
+                            gains, biases, spec: Spec, pairs: dict, readout_scale: float = 1.0) -> None:
     """Fills the exact finite-width gradient means (and, at batch 1 for relu, the law of their logarithm); at
-    batch > 1 adds the point to ``pairs`` for ``_batch_weight_gradients``."""
+    batch > 1 adds the point to ``pairs`` for ``_batch_weight_gradients``.
+
+    A readout s times the standard one (μP's) is the standard readout of the network with every
+    gain t = s^(1/L) times larger: the networks are positively homogeneous and bias-free, so
+    x_l, the cotangents at x_l and z_l, and ∂ℓ/∂W_l are t^l, t^-(L-l)·s = t^l and t times those of
+    this network at gain σ_w, with the same loss. Its means are this network's at σ_w·t times
+    t^(2l) (cotangents) and t² (weight gradients).
+    """
     act = activations.get(name)
     if act.family not in ("relu", "leaky_relu") or init not in finite_width.GAUSSIAN_INITS:
         return
     slope = act.params[0] if act.family == "leaky_relu" else 0.0
     depth = len(widths) - 1
+    t = readout_scale ** (1.0 / depth)
+    cotangent = t ** (2.0 * np.arange(1, depth + 1))
     for k, b, gain in _bias_free_points(gains, biases):
+        gain = gain * t
         means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
-        out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq
-        out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq
+        out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq * cotangent
+        out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq * cotangent
         fw_loss[index][k, b] = means.loss
         if spec.batch != 1:
-            pairs.setdefault((widths, slope), []).append((index + (k, b), gain, init))
+            pairs.setdefault((widths, slope), []).append((index + (k, b), gain, init, t**2))
             continue
-        out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq
+        out["fw_grad_weight_meansq"][index][k, b, :depth] = means.grad_weight_meansq * t**2
         out["fw_grad_weight_meansq_error"][index][k, b, :depth] = 0.0
         if slope != 0:
             continue  # the law of the logarithm is drawn for relu only
         law = relu_gradients.log_grad_weight_law(widths, gain, init, spec.loss, spec.outputs)
-        out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean
+        out["log_grad_weight_norm_mean"][index][k, b, :depth] = law.mean + 2.0 * np.log(t)
         out["log_grad_weight_norm_var"][index][k, b, :depth] = law.var
         mean, var = relu_gradients.log_grad_weight_law_large_width(widths, gain, init, spec.loss, spec.outputs)
-        out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean
+        out["log_grad_weight_norm_mean_large_width"][index][k, b, :depth] = mean + 2.0 * np.log(t)
         out["log_grad_weight_norm_var_large_width"][index][k, b, :depth] = var
 
 
@@ -326,11 +374,11 @@ def _batch_weight_gradients(out: dict, pairs: dict, spec: Spec) -> None:
     """Fills ``fw_grad_weight_meansq`` and its error at batch > 1, one set of draws per (widths, slope)."""
     for (widths, slope), points in pairs.items():
         depth = len(widths) - 1
-        estimate = relu_batch.batch_weight_meansq(widths, [(gain, init) for _, gain, init in points], spec.batch,
+        estimate = relu_batch.batch_weight_meansq(widths, [(gain, init) for _, gain, init, _ in points], spec.batch,
                                                   spec.loss, spec.outputs, slope, relu_batch.draws_for(spec.seeds))
-        for (index, _, _), mean, error in zip(points, estimate.mean, estimate.error):
-            out["fw_grad_weight_meansq"][index][:depth] = mean
-            out["fw_grad_weight_meansq_error"][index][:depth] = error
+        for (index, _, _, scale), mean, error in zip(points, estimate.mean, estimate.error):
+            out["fw_grad_weight_meansq"][index][:depth] = mean * scale
+            out["fw_grad_weight_meansq_error"][index][:depth] = error * scale
 
 
 def _attrs(stat: str, conv: bool = False, residual: bool = False) -> dict:

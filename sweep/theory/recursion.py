@@ -178,7 +178,7 @@ def forward(name: str, gain: np.ndarray, bias_std: np.ndarray, ratio: np.ndarray
 
 
 def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.ndarray,
-             loss: str, outputs: int, batch: int, positions: int = 1) -> Backward:
+             loss: str, outputs: int, batch: int, positions: int = 1, readout_variance=1.0) -> Backward:
     """Runs the backward recursion from the readout (see the module doc).
 
     Args:
@@ -190,29 +190,35 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
       outputs: readout dimension O of ``"mse"``.
       batch: examples per network B.
       positions: spatial positions of a conv net, 1 for dense layers.
+      readout_variance: s², the readout's (or projection's) variance relative to the
+        standard 1/n_L, a scalar or ``(P,)`` (μP: 1/m_in; see ``readout_cotangent``).
 
     Returns:
       ``Backward`` with ``(P, L)`` arrays and ``(P,)`` loss.
     """
-    depth, p = fw.q.shape[1], positions
+    depth, p, s2 = fw.q.shape[1], positions, readout_variance
     n = np.asarray(last_width, np.float64)
-    m, k = fw.meansq[:, -1], fw.cross[:, -1]
+    # The readout s·R reads x_L as the standard R reads s·x_L (see readout_cotangent): the last
+    # layer's moments that the readout couples to are s² times larger, the cotangent s times.
+    m, k = s2 * fw.meansq[:, -1], s2 * fw.cross[:, -1]
+    square_slope, square_slope_x = s2 * fw.square_slope_sq[:, -1], s2 * fw.square_slope_cross[:, -1]
     slope, slope_x = fw.slope_sq[:, -1], fw.slope_cross[:, -1]
-    g, gx, gs, expected_loss = readout_cotangent(m, k, n, loss, outputs, p)
+    g, gx, gs, expected_loss = _standard_readout_cotangent(m, k, n, loss, outputs, p)
     if loss == "mse" and p == 1:
         scale, extra = outputs / n, (outputs + 1) / n
-        d = scale * ((1 + m) * slope + extra * fw.square_slope_sq[:, -1])
-        dx = scale * (k * slope_x + extra * fw.square_slope_cross[:, -1])
+        d = scale * ((1 + m) * slope + extra * square_slope)
+        dx = scale * (k * slope_x + extra * square_slope_x)
     elif loss == "mse":
         scale, extra, pooled = outputs / n / p**2, (outputs + 1) / n, m / p + (1 - 1 / p) * k
-        coupled = fw.square_slope_sq[:, -1] / p**2 + (pooled - m / p**2) * slope
+        coupled = square_slope / p**2 + (pooled - m / p**2) * slope
         d = scale * ((1 + pooled) * slope + extra * coupled)
-        coupled_x = fw.square_slope_cross[:, -1] / p**2 + k * (1 - 1 / p**2) * slope_x
+        coupled_x = square_slope_x / p**2 + k * (1 - 1 / p**2) * slope_x
         dx = scale * (k * slope_x + extra * coupled_x)
     elif p == 1:
         d, dx = slope / n, slope_x / n
     else:
         d, dx = slope * g, slope_x * g
+    g, gx, gs, d, dx = (s2 * v for v in (g, gx, gs, d, dx))
     ds = gs * slope_x
     out = {key: np.empty_like(fw.q) for key in ("grad_act_meansq", "grad_preact_meansq", "grad_weight_meansq")}
     gain_sq = np.asarray(gain, np.float64) ** 2
@@ -229,7 +235,7 @@ def backward(fw: Forward, gain: np.ndarray, ratio: np.ndarray, last_width: np.nd
     return Backward(**out, loss=expected_loss)
 
 
-def readout_cotangent(m, k, width, loss: str, outputs: int, positions: int = 1):
+def readout_cotangent(m, k, width, loss: str, outputs: int, positions: int = 1, variance=1.0):
     """The cotangent at the last layer, from the readout (see the module doc).
 
     Args:
@@ -237,11 +243,19 @@ def readout_cotangent(m, k, width, loss: str, outputs: int, positions: int = 1):
       width: n_L, ``(P,)``.
       loss, outputs: the probe's.
       positions: spatial positions of a conv net, 1 for dense layers.
+      variance: s², the readout's variance relative to the standard 1/n_L. A readout s·R of x_L
+        is the standard readout R of s·x_L, so its loss is the standard one at s²·m, s²·k, and
+        its cotangent at x_L is s times the standard one there.
 
     Returns:
       ``(G_L, G×_L, G°_L, E[C])``: per unit, between two examples, between two positions of one
       example (= G_L: the pooled readout sends one cotangent to every position), and the loss.
     """
+    g, gx, gs, expected_loss = _standard_readout_cotangent(variance * m, variance * k, width, loss, outputs, positions)
+    return variance * g, variance * gx, variance * gs, expected_loss
+
+
+def _standard_readout_cotangent(m, k, width, loss: str, outputs: int, positions: int = 1):
     n, p = np.asarray(width, np.float64), positions
     if loss == "mse":
         scale, extra = outputs / n, (outputs + 1) / n

@@ -56,7 +56,7 @@ def _layer(name: str, batch: int, q: np.ndarray, cov: np.ndarray):
 
 def predict(name: str, gain: np.ndarray, bias_std: np.ndarray, alpha: float, variances: np.ndarray,
             forward_ratios: np.ndarray, backward_ratios: np.ndarray, width: int, loss: str, outputs: int,
-            batch: int, positions: int = 1) -> dict[str, np.ndarray]:
+            batch: int, positions: int = 1, readout_variance: float = 1.0) -> dict[str, np.ndarray]:
     """Every statistic of residual networks of one architecture, at many (σ_w, σ_b).
 
     Args:
@@ -68,6 +68,8 @@ def predict(name: str, gain: np.ndarray, bias_std: np.ndarray, alpha: float, var
       width: the stream width n (the readout's).
       loss, outputs, batch: the probe's.
       positions: P spatial positions of a conv net, 1 for dense layers.
+      readout_variance: the readout's variance relative to the standard 1/n
+        (``recursion.readout_cotangent``).
 
     Returns:
       The layer statistics as ``(P, L, 2)`` (NaN where a branch layer has no such statistic),
@@ -98,7 +100,7 @@ def predict(name: str, gain: np.ndarray, bias_std: np.ndarray, alpha: float, var
         stream["stream_meansq"][:, l] = s
 
     g, gx, gs, expected_loss = recursion.readout_cotangent(s, k, np.full(n_points, float(width)), loss, outputs,
-                                                           positions)
+                                                           positions, readout_variance)
 
     def weight(meansq, cross, d, dx, ds):
         return recursion.weight_meansq(meansq, cross, d, dx, ds, batch, positions)

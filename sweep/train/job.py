@@ -14,7 +14,7 @@ from collections.abc import Callable
 import jax.numpy as jnp
 import numpy as np
 
-from sweep.config import TrainSpec, parametrizations
+from sweep.config import TrainSpec
 from sweep.kernel import devices
 from sweep.plan import Job
 from sweep.train import data as datasets
@@ -73,8 +73,6 @@ def attributes(spec: TrainSpec) -> dict:
         coordinate_check=(f"coord_* after {', '.join(map(str, spec.coord_check_steps))} updates, on step 0's mini-batch "
                           f"of {spec.batch} training examples"),
     )
-    if spec.grid.parametrization:
-        attrs.update(base_width=spec.base_width, parametrization_table=parametrizations.TABLE)
     return attrs
 
 
