@@ -93,8 +93,9 @@ def stored(jitted: Callable, description: str) -> Callable:
             with lock:
                 executable = executables.get(signature)
                 if executable is None:
-                    executable = _load_or_compile(jitted, description, signature, args, leaves, folder)
+                    executable, out = _first_call(jitted, description, signature, args, leaves, folder)
                     executables[signature] = executable
+                    return out
         return executable(*args)
 
     return call
@@ -106,7 +107,13 @@ def _describe(x) -> str:
     return f"{jax.typeof(x)} {sharding!r}"
 
 
-def _load_or_compile(jitted, description: str, signature: tuple, args: tuple, leaves: list, folder: Path):
+def _first_call(jitted, description: str, signature: tuple, args: tuple, leaves: list, folder: Path):
+    """The executable for this signature and its result for ``args``: loaded from the store if
+    it has it and it runs, else compiled, run, and then stored.
+
+    The first call waits for its result either way: a loaded executable that fails to run (an
+    entry this jaxlib cannot execute) is compiled again, and an executable is serialised only
+    once it has run, so that everything it runs has been built."""
     key = _key(description, signature, leaves)
     path = folder / f"{key}.executable"
     name = f"jit({getattr(jitted, '__name__', 'function')})"
@@ -116,17 +123,20 @@ def _load_or_compile(jitted, description: str, signature: tuple, args: tuple, le
             payload, in_tree, out_tree = pickle.loads(path.read_bytes())
             executable = serialize_executable.deserialize_and_load(payload, in_tree, out_tree,
                                                                    execution_devices=_devices(leaves))
-        except Exception:  # unreadable (a foreign or damaged entry): compile it again below
+            seconds = time.perf_counter() - start
+            out = jax.block_until_ready(executable(*args))
+        except Exception:  # unreadable or not runnable here (a foreign or damaged entry): compile it again
             pass
         else:
-            jax.monitoring.record_event_duration_secs(LOAD_EVENT, time.perf_counter() - start, fun_name=name)
-            return executable
+            jax.monitoring.record_event_duration_secs(LOAD_EVENT, seconds, fun_name=name)
+            return executable, out
     executable = jitted.lower(*args).compile()
+    out = jax.block_until_ready(executable(*args))
     try:
         _write(path, pickle.dumps(serialize_executable.serialize(executable)))
     except (OSError, ValueError, NotImplementedError):  # a read-only folder, or a backend that cannot serialise
         pass
-    return executable
+    return executable, out
 
 
 def _devices(leaves: list) -> list | None:
