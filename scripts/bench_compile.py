@@ -1,6 +1,6 @@
 """What a grid costs to compile: one program per family against one per grid point, and the cache.
 
-usage: python scripts/bench_compile.py [--repeats 3] [--baseline DIR] [--only depths,cache,grid]
+usage: python scripts/bench_compile.py [--repeats 3] [--grid-repeats 1] [--baseline DIR] [--only depths,cache,grid,theory]
 
 Every measurement is a first run in a fresh process (nothing compiled before), timed around
 ``sweep.run`` inside it (interpreter start and imports excluded, stated separately), with
@@ -12,9 +12,13 @@ alternating repeats and medians:
 * ``cache``: a second run of the 4-depth sweep with the persistent compilation cache against
   its first run (fresh cache);
 * ``grid``: relu and tanh x fan_in, fan_out, fan_avg, orthogonal x constant and alternating x
-  depths 4, 8, 12 x widths 32, 64, Jacobian on (96 grid points, 27,648 networks), run once
-  with a fresh persistent cache and once more with it; with ``--baseline DIR`` (a checkout of
-  an earlier version of sweep) also with that version, side by side.
+  depths 4, 8, 12 x widths 32, 64, Jacobian on (96 grid points, 27,648 networks), run with a
+  fresh persistent cache and once more with it, ``--grid-repeats`` times; with ``--baseline
+  DIR`` (a checkout of an earlier version of sweep) also with that version, alternating. Each
+  run's compile (or load) and compute seconds are read from its store's run log, the rest
+  (store writing, planning, Python) is what remains of its time;
+* ``theory``: ``theory.predict`` of ``analysis/specs/quick.toml`` and ``phase.toml`` (with
+  ``--baseline``, alternating with that version's).
 
 Writes ``results/bench_compile.json`` and prints a Markdown table.
 """
@@ -57,7 +61,29 @@ if "cache" in inspect.signature(sweep.run).parameters:
     kwargs["cache"] = sys.argv[3] == "cache"
 start = time.perf_counter()
 sweep.run(spec, **kwargs)
-print(json.dumps({"run_s": time.perf_counter() - start, "import_s": imported, "package": sweep.__file__}))
+run_s = time.perf_counter() - start
+# Where the time went, from the store's run log: compile (or load) and compute per program.
+from pathlib import Path
+timing = [json.loads(line) for log in sorted((Path(sys.argv[2]) / ".sweep" / "runs").glob("*.jsonl"))
+          for line in open(log) if '"timing"' in line]
+programs = timing[-1]["programs"].values() if timing else []
+compile_s, compute_s = sum(p["compile_s"] for p in programs), sum(p["compute_s"] for p in programs)
+print(json.dumps({"run_s": run_s, "import_s": imported, "package": sweep.__file__, "compile_s": compile_s,
+                  "compute_s": compute_s, "other_s": run_s - compile_s - compute_s}))
+"""
+
+# Times theory.predict of named analysis specs in this fresh process (imports excluded).
+THEORY = r"""
+import json, sys, time
+sys.path.insert(0, sys.argv[2])
+import sweep
+assert sweep.__file__.startswith(sys.argv[2]), sweep.__file__
+from sweep import theory
+from sweep.config import load_spec
+spec = load_spec(sys.argv[3])
+start = time.perf_counter()
+theory.predict(spec)
+print(json.dumps({"run_s": time.perf_counter() - start, "import_s": 0.0, "package": sweep.__file__}))
 """
 
 
@@ -76,6 +102,18 @@ def one_run(spec: dict, source: Path, where: Path, cache_dir: Path | None) -> di
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def theory_run(name: str, source: Path) -> dict:
+    """Times ``theory.predict`` of ``analysis/specs/<name>.toml`` in a fresh process, with the package at ``source``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_", "SWEEP_"))}
+    env.update(PYTHONPATH=str(source), JAX_PLATFORMS="cpu", SWEEP_NO_CACHE="1")
+    result = subprocess.run([sys.executable, "-c", THEORY, name, str(source.resolve()),
+                             str(ROOT / "analysis" / "specs" / f"{name}.toml")],
+                            env=env, capture_output=True, text=True, timeout=3600)
+    if result.returncode:
+        raise RuntimeError(result.stderr[-2000:])
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
 def median(runs: list[dict], key: str = "run_s") -> float:
     return statistics.median(r[key] for r in runs)
 
@@ -84,7 +122,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline", type=Path, help="a checkout of an earlier sweep, run side by side on the grid")
-    parser.add_argument("--only", default="depths,cache,grid")
+    parser.add_argument("--grid-repeats", type=int, default=1)
+    parser.add_argument("--only", default="depths,cache,grid,theory")
     parser.add_argument("--json", type=Path, default=ROOT / "results" / "bench_compile.json")
     args = parser.parse_args(argv)
     parts = set(args.only.split(","))
@@ -111,22 +150,39 @@ def main(argv=None) -> int:
             rows.append(("4-depth sweep, second run / first run, persistent cache", median(runs["second"]),
                          median(runs["first"]), ratio, "<= 0.2"))
         if "grid" in parts:
-            now = one_run(GRID, ROOT, where, where / "grid-cache")
-            again = one_run(GRID, ROOT, where, where / "grid-cache")
-            results["grid"] = {"now": now, "again": again, "cache_ratio": again["run_s"] / now["run_s"]}
-            rows.append(("96-point grid, second run / first run, persistent cache", again["run_s"], now["run_s"],
-                         again["run_s"] / now["run_s"], "<= 0.2"))
+            runs = {"first": [], "second": []} | ({"baseline": []} if args.baseline is not None else {})
+            for r in range(args.grid_repeats):
+                cache = where / f"grid-cache-{r}"
+                runs["first"].append(one_run(GRID, ROOT, where, cache))
+                runs["second"].append(one_run(GRID, ROOT, where, cache))
+                if args.baseline is not None:
+                    runs["baseline"].append(one_run(GRID, args.baseline, where, None))
+            first, second = median(runs["first"]), median(runs["second"])
+            results["grid"] = {**runs, "cache_ratio": second / first}
+            rows.append(("96-point grid, second run / first run, persistent cache", second, first, second / first,
+                         "<= 0.2"))
+            for key in ("compile_s", "compute_s", "other_s"):
+                rows.append((f"  of which {key[:-2]} (second run / first run)", median(runs["second"], key),
+                             median(runs["first"], key), median(runs["second"], key) / median(runs["first"], key), ""))
             if args.baseline is not None:
-                before = one_run(GRID, args.baseline, where, None)
-                results["grid"]["baseline"] = before
-                speedup = before["run_s"] / now["run_s"]
-                results["grid"]["speedup"] = speedup
-                rows.append(("96-point grid, baseline / now, first runs", before["run_s"], now["run_s"], speedup,
-                             ">= 4"))
-            else:
-                rows.append(("96-point grid, first run", now["run_s"], float("nan"), float("nan"), ""))
+                before = median(runs["baseline"])
+                results["grid"]["speedup"] = before / first
+                rows.append(("96-point grid, baseline / now, first runs", before, first, before / first, ">= 4"))
+        if "theory" in parts:
+            names = ("quick", "phase")
+            runs = {f"{name} {which}": [] for name in names for which in ("now", "baseline")}
+            for _ in range(args.repeats):
+                for name in names:
+                    runs[f"{name} now"].append(theory_run(name, ROOT))
+                    if args.baseline is not None:
+                        runs[f"{name} baseline"].append(theory_run(name, args.baseline))
+            results["theory"] = runs
+            for name in names:
+                now = median(runs[f"{name} now"])
+                before = median(runs[f"{name} baseline"]) if args.baseline is not None else float("nan")
+                rows.append((f"theory.predict({name}), baseline / now", before, now, before / now, ""))
     imports = [r["import_s"] for part in results.values() for runs in part.values() if isinstance(runs, list)
-               for r in runs] + [r["import_s"] for part in results.values() for r in part.values() if isinstance(r, dict)]
+               for r in runs if r["import_s"]]
     results["import_s"] = statistics.median(imports) if imports else 0.0
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(results, indent=2))
@@ -134,7 +190,8 @@ def main(argv=None) -> int:
     for what, a, b, ratio, target in rows:
         print(f"| {what} | {a:.1f} | {b:.1f} | {ratio:.2f} | {target} |")
     print(f"\n(times of sweep.run in a fresh process; imports took {results['import_s']:.1f} s more; depths and "
-          f"cache: medians of {args.repeats} alternating repeats; grid: one run each; written {args.json})")
+          f"cache, theory: medians of {args.repeats} alternating repeats; grid: medians of {args.grid_repeats}; "
+          f"theory: predict without sweep.run; written {args.json})")
     return 0
 
 

@@ -39,7 +39,7 @@ width = [8]
 gain = [0.8, 1.4, 2.0]
 bias_std = [0.0, 0.3]
 """
-CHUNK = "40"  # 18 tiles of 34 networks per group; 2 of its 3 micro-batches of 256 networks end inside one
+CHUNK = "40"  # 18 tiles of 34 networks per group; 18 of its 19 micro-batches of 32 networks end inside one
 TILES = 72
 
 # The engine before tiles: contiguous calls of a call's networks, the last padded with the
@@ -85,8 +85,10 @@ np.savez(legacy.replace(".npz", "-memory.npz"), **{name: in_memory[name].values 
 
 # The Jacobian's singular values, stored tile by tile, as computed in memory in other tiles.
 spec = spec.replace(jacobian=True, seeds=20)
-stored = sweep.run(spec, out=out + "-jacobian", memory=4 * int(memory), chunk_networks=7, progress=False).load()
-in_memory = sweep.run(spec, memory=4 * int(memory), chunk_networks=25, progress=False)
+(job,) = planning.make_plan(spec).groups[0].jobs
+memory = job.micro_batch * job.bytes_per_network  # one micro-batch per call
+stored = sweep.run(spec, out=out + "-jacobian", memory=memory, chunk_networks=7, progress=False).load()
+in_memory = sweep.run(spec, memory=memory, chunk_networks=25, progress=False)
 assert stored["jacobian_singular_values"].notnull().all()
 for name in schema.measured(spec):
     np.testing.assert_array_equal(stored[name].values, in_memory[name].values, err_msg=name)
@@ -260,10 +262,11 @@ def test_killed_and_resumed_runs_give_the_same_store_and_compute_nothing_twice(s
     before, after, _ = crash("torn", 2)
     assert len(after) == len(before) + 1
     before, after, result = crash("ctrl-c", 2, expect=130)
-    # Tiles 0-4 were stored. Ctrl-C came while micro-batch 0's tiles were stored, with micro-batch
-    # 1's call in flight: that call was finished, then micro-batch 2's, to complete tile 15 that 1
-    # began, which ends the first group; the second group, not begun, is left.
-    assert before == set(range(5)) and after == set(range(18))
+    # Tiles 0-4 were stored. Ctrl-C came as tile 6 was recorded (micro-batch 7 of 32 networks
+    # completed it), with micro-batch 8's call in flight: that call was finished, completing
+    # tile 7, then micro-batch 9's, to complete tile 8 that 8 began; tile 9, which 9 began, and
+    # the rest are left.
+    assert before == set(range(5)) and after == set(range(9))
     assert result.stderr.count("\n") == 1 and "continue with: sweep run" in result.stderr
     assert result.stderr.rstrip().endswith(f"--out {out} --resume")
     before, after, _ = crash("finalise", 1)

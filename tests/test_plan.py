@@ -10,6 +10,7 @@ from helpers import small_spec
 import sweep
 from sweep import plan as planning
 from sweep.plan import tiles as tiling
+from sweep.plan.plan import least_padded
 
 SHAPES = [  # (gains, bias_stds, seeds), networks per tile
     ((3, 2, 100), 40), ((3, 2, 100), 1000), ((5, 3, 7), 10), ((5, 3, 7), 2), ((1, 1, 1), 5), ((9, 1, 16), 3276),
@@ -154,3 +155,23 @@ def test_launch_scripts_are_valid_bash_and_say_how_to_use_them(script):
     assert subprocess.run(["bash", "-n", str(path)]).returncode == 0
     result = subprocess.run(["bash", str(path)], capture_output=True, text=True)
     assert result.returncode != 0 and "usage: " in result.stderr
+
+
+@pytest.mark.parametrize("items, most, expected", [
+    (144, 128, 16),  # 9 gains x 16 seeds: 144 computed, not 256
+    (288, 256, 32),  # two bias stds: 288, not 512
+    (256, 256, 256), (512, 128, 128),  # no padding: the largest
+    (320, 256, 64), (300, 256, 16),  # 320 in 5 of 64; 300 in 64s would pad 20, more than a sixteenth
+    (7, 256, 16),  # nothing within a sixteenth: the least padding, then the largest
+    (1, 1, 1),
+])
+def test_micro_batches_on_a_cpu_pad_a_grid_point_by_at_most_a_sixteenth(items, most, expected):
+    micro = least_padded(items, most)
+    assert micro == expected
+    assert most // 16 <= micro <= most and micro & (micro - 1) == 0
+
+
+def test_a_cpu_plan_computes_144_networks_per_grid_point_not_256():
+    spec = small_spec(seeds=16, grid={"gain": [0.5 + 0.25 * k for k in range(9)], "width": [32], "depth": [8]})
+    (job,) = planning.make_plan(spec).groups[0].jobs
+    assert job.networks == 144 and job.micro_batch == 16

@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from helpers import slow
 from scipy import integrate, special
 
 from sweep.config import activations
@@ -156,3 +157,53 @@ def test_theory_leaves_the_global_float32_default_alone():
     assert not jax.config.jax_enable_x64
     assert jnp.ones(1).dtype == jnp.float32
     assert np.asarray(single("tanh", 0.5).meansq).dtype == np.float64
+
+
+PIECEWISE_LINEAR = ("leaky_relu(0.2)", slow("relu"), slow("leaky_relu(-0.5)"), slow("linear"))
+
+
+@pytest.mark.parametrize("name", PIECEWISE_LINEAR)
+def test_piecewise_linear_closed_forms_equal_the_quadrature(name):
+    """The recursions' closed forms against the rules they replace: every moment, every pair
+    field, correlations from −1 to 1, unequal variances, and a variance of 0 (where the
+    quadrature sees φ(0) and φ'(0) only). Absolute floor 1e-15 of the moment's scale: linear
+    φ has E[φ] = 0, which the quadrature gets to round-off."""
+    with float64():
+        closed_single, closed_pair = moments.rules(name)
+        assert closed_single is moments.piecewise_linear_single(name)
+        for q in (0.0, 1e-6, 0.3, 1.0, 7.0, 1e6):
+            expected, got = moments.single(name)(jnp.float64(q)), closed_single(jnp.float64(q))
+            for e, g in zip(expected, got):
+                assert float(g) == pytest.approx(float(e), rel=1e-12, abs=1e-15 * max(q, 1.0))
+            for q2 in (0.0, q, 2.5):
+                for c in (-1.0, -0.7, 0.0, 0.3, 0.999, 1.0):
+                    args = (jnp.float64(q), jnp.float64(q2), jnp.float64(c * math.sqrt(q * q2)))
+                    for e, g in zip(moments.pair(name)(*args), closed_pair(*args)):
+                        assert float(g) == pytest.approx(float(e), rel=1e-9, abs=1e-15 * max(q, q2, 1.0))
+
+
+def test_the_comparison_tells_a_slope_of_0_21_from_0_2():
+    """Power: the tolerances above reject the closed forms of a neighbouring leaky relu."""
+    with float64():
+        args = (jnp.float64(1.3), jnp.float64(1.3), jnp.float64(0.4))
+        quadrature, neighbour = moments.pair("leaky_relu(0.2)")(*args), moments.piecewise_linear_pair("leaky_relu(0.21)")(*args)
+        for e, g in zip(quadrature, neighbour):
+            assert float(g) != pytest.approx(float(e), rel=1e-9, abs=1e-15)
+
+
+def test_smooth_and_kinked_activations_keep_the_quadrature():
+    for name in ("tanh", "gelu", "selu", "elu", "erf"):
+        assert moments.rules(name) == (moments.single(name), moments.pair(name))
+
+
+def test_merged_edges_are_the_sorted_edges():
+    """The rules' edges, merged from ascending runs, equal ``jnp.sort`` of them, ties and clipping included."""
+    rng = np.random.default_rng(0)
+    with float64():
+        uniform = jnp.asarray(np.arange(-12.0, 12.5, 2.0))
+        for centre in (0.0, 2.0, -11.5, 13.0, 0.3, *rng.uniform(-14, 14, 20)):
+            offsets = 2 * 0.3 ** np.arange(10)
+            graded = jnp.clip(jnp.concatenate([centre - offsets, jnp.array([centre]), centre + offsets[::-1]]), -12, 12)
+            other = jnp.clip(jnp.asarray(sorted(rng.uniform(-13, 13, 5).round(1))), -12, 12)
+            for runs in ([uniform, graded], [uniform, graded, other]):
+                np.testing.assert_array_equal(gaussian._merge(runs), jnp.sort(jnp.concatenate(runs)))

@@ -6,9 +6,12 @@ sweep, or another sweep with the same programs, loads them instead of compiling:
 under ``$XDG_CACHE_HOME/sweep/jax`` (``~/.cache/sweep/jax``), elsewhere with
 ``SWEEP_CACHE_DIR``, off with ``SWEEP_NO_CACHE=1`` or ``sweep run --no-cache``. A cache the
 user configured for JAX (``JAX_COMPILATION_CACHE_DIR``) is left as it is. A loaded executable
-is the one that was compiled, so stored numbers do not depend on the cache.
+is the one that was compiled, so stored numbers do not depend on the cache. Beside it, in
+``executables`` inside the same folder, the statistics kernels' executables are kept by what
+they compute (``sweep.kernel.executables``), so that a repeated sweep loads them without
+tracing and lowering them first, which JAX's cache needs to compute its key.
 
-Compile time is measured with ``jax.monitoring``'s compile events, per thread: the engine's
+Compile time is measured with ``jax.monitoring``'s compile events (and the store's loads), per thread: the engine's
 kernel calls run on the watchdog's worker thread, and JAX compiles synchronously when a call
 is dispatched, so the compile time of a call is what the events report during its dispatch.
 """
@@ -22,6 +25,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import jax
+
+from sweep.kernel import executables
 
 # The stages of turning a traced function into an executable (jax._src.dispatch's events).
 _COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/jaxpr_to_mlir_module_duration",
@@ -60,6 +65,11 @@ def _on_duration(event: str, duration: float, **kwargs) -> None:
         counters = _counters()
         counters[0] += duration
         counters[1] += event == _BACKEND_EVENT
+    elif event == executables.LOAD_EVENT:
+        counters = _counters()
+        counters[0] += duration
+        counters[1] += 1
+        counters[2] += 1
 
 
 def _on_event(event: str, **kwargs) -> None:
@@ -122,16 +132,21 @@ def use_cache(enabled: bool | None = None) -> str | None:
         enabled = os.environ.get("SWEEP_NO_CACHE", "") in ("", "0")
     if not enabled:
         jax.config.update("jax_enable_compilation_cache", False)
+        executables.set_directory(None)
         return None
     configured = jax.config.jax_compilation_cache_dir
     if configured:
+        # Beside a local cache; a remote one (a URL) keeps JAX's entries only.
+        executables.set_directory(None if "://" in str(configured) else Path(configured) / "executables")
         return configured
     directory = default_cache_dir()
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError:  # a read-only home: run without the cache rather than fail
+        executables.set_directory(None)
         return None
     jax.config.update("jax_compilation_cache_dir", str(directory))
     # Every kernel program is worth keeping; JAX's default skips those under a second.
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+    executables.set_directory(directory / "executables")
     return str(directory)

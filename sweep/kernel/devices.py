@@ -21,6 +21,7 @@ import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec
 
 from sweep.errors import SpecError
+from sweep.kernel import executables
 from sweep.kernel.stats import make_kernel as single_device_kernel
 
 AXIS = "net"
@@ -39,7 +40,8 @@ def local_mesh(devices: int | None = None) -> jax.sharding.Mesh:
     return jax.make_mesh((count,), (AXIS,), axis_types=(jax.sharding.AxisType.Explicit,), devices=local[:count])
 
 
-def on_devices(fn: Callable, mesh: jax.sharding.Mesh, batched: tuple[bool, ...], donate: tuple[int, ...] = ()) -> Callable:
+def on_devices(fn: Callable, mesh: jax.sharding.Mesh, batched: tuple[bool, ...], donate: tuple[int, ...] = (),
+               description: str | None = None) -> Callable:
     """``fn`` on every device of ``mesh``, each running a contiguous share of the networks.
 
     Args:
@@ -49,6 +51,8 @@ def on_devices(fn: Callable, mesh: jax.sharding.Mesh, batched: tuple[bool, ...],
       batched: per positional argument, whether it has the network axis (a pytree of such
         arrays counts as one argument).
       donate: positional arguments whose buffers the call may reuse.
+      description: everything static that ``fn`` closes over, in text: its executables are
+        then kept in ``sweep.kernel.executables``' store, which this names them by.
 
     Returns:
       ``fn``'s equivalent, taking host or device arrays whose network axis is a multiple of
@@ -57,13 +61,15 @@ def on_devices(fn: Callable, mesh: jax.sharding.Mesh, batched: tuple[bool, ...],
     if mesh.size == 1:
         # A one-device mesh is always the first local device, JAX's default: called exactly as
         # the engine always has, the function compiles to the very same executable.
-        return fn
+        return fn if description is None else executables.stored(fn, description)
     spec = PartitionSpec(AXIS)
     in_specs = tuple(spec if b else PartitionSpec() for b in batched)
     # check_vma is off because the kernels' scans carry start as constants; it is only a type
     # check of collectives, and the kernels have none.
     sharded = jax.jit(jax.shard_map(fn, mesh=mesh, in_specs=in_specs, out_specs=spec, check_vma=False),
                       donate_argnums=donate)
+    if description is not None:
+        sharded = executables.stored(sharded, description)
     placement = NamedSharding(mesh, spec)
 
     def place(a, is_batched):
@@ -96,7 +102,8 @@ def make_kernel(program, probe, micro_batch: int, mesh: jax.sharding.Mesh) -> Ca
       ``sweep.kernel.stats.make_kernel``'s, taking host arrays whose length is a multiple of
       ``micro_batch * mesh.size``; it returns without waiting for the devices.
     """
-    single = on_devices(single_device_kernel(program, probe, micro_batch), mesh, (False, False, True, True, True))
+    single = on_devices(single_device_kernel(program, probe, micro_batch), mesh, (False, False, True, True, True),
+                        description=f"statistics kernel {program!r} {probe!r} micro-batch {micro_batch}")
     return lambda rng_seed, prefix, *arrays: single(
         jnp.uint32(rng_seed), jax.tree.map(jnp.asarray, prefix), *(jnp.asarray(a) if mesh.size == 1 else a for a in arrays))
 

@@ -17,9 +17,11 @@ A job's *positions* are flat indices of its rectangle in C order, and three ways
 them serve three purposes:
 
 * Micro-batches: positions ``[m·µ, (m+1)·µ)``, the last one padded with the job's final
-  network. ``µ`` is fixed by the architecture alone, and a network is always computed inside
-  the same micro-batch, hence the same compiled shape: this is what makes results
-  bit-identical whatever the memory budget, device count, process count or resumption.
+  network. ``µ`` is fixed by the program, the platform and the job's size (on a CPU,
+  ``least_padded``: a power of two that pads a sixteenth of the networks at most), and a
+  network is always computed inside the same micro-batch, hence the same compiled shape: this
+  is what makes results bit-identical whatever the memory budget, device count, process count
+  or resumption.
 * Kernel calls: runs of whole micro-batches, as many as the memory budget allows per device.
 * Tiles (``sweep.plan.tiles``): the stored chunks, the same cells of the group's rectangle for
   every job; a tile is complete when every job has computed its networks.
@@ -56,6 +58,7 @@ LOCAL_AXES = {"stats": ("gain", "bias_std", "seed"), "train": ("gain", "bias_std
 _CONDITIONAL_REFERENCE_FACTOR = 4  # 1024 wide, batch 128: 0.21 s per network at 1 per micro-batch, 0.15 at 4
 _MAX_MICRO_BATCH = {"stats": {None: 256}, "train": {"cpu": 32, None: 256}}  # more gains nothing (measured)
 _CHUNK_BYTES = 2**20  # a stored chunk of one variable: zarr's sweet spot
+_PADDING_PARTS = 16  # a statistics job's last micro-batch may add a sixteenth of its networks
 
 
 class Job(NamedTuple):
@@ -65,7 +68,8 @@ class Job(NamedTuple):
       kind: ``"stats"``, ``"init"`` or ``"train"`` (see the module's docstring).
       arch: the architecture it runs.
       probe: what the statistics kernel measures (``stats``, ``init``); ``None`` for ``train``.
-      micro_batch: networks ``vmap``-ed together; fixed by the architecture alone.
+      micro_batch: networks ``vmap``-ed together; fixed by the program and the number of
+        networks per grid point (``least_padded``).
       bytes_per_network: device memory of one network in a call.
       flops_per_network: floating-point work of one network.
       shape: the job's rectangle of networks, in flat order.
@@ -371,10 +375,30 @@ def _stats_job(kind: str, arch: Architecture, program: Program, probe: Probe, sh
         per_draw = probe.gains_per_draw
         # Conditional layers run B-step factorisation loops, which gain from more networks at once.
         factor = _CONDITIONAL_REFERENCE_FACTOR if any(sizing.conditional_layers(program, probe)) else 1
-        micro = per_draw * fitting_power_of_two(per_draw * need, max(1, _MAX_MICRO_BATCH["stats"][None] // per_draw),
-                                                reference_factor=factor)
+        fits = fitting_power_of_two(per_draw * need, max(1, _MAX_MICRO_BATCH["stats"][None] // per_draw),
+                                    reference_factor=factor)
+        # A CPU computes a network in a smaller micro-batch as fast or faster, so the copies
+        # that pad the last one are pure cost there; an accelerator runs a micro-batch's
+        # networks in parallel and keeps the largest that fits.
+        micro = per_draw * (least_padded(math.prod(shape) // per_draw, fits) if platform() == "cpu" else fits)
     return Job(kind, arch, probe, micro, need, sizing.stats_flops(arch, probe), shape, tile_fold, program=program,
                parametrization=scaling[0], base=scaling[1])
+
+
+def least_padded(items: int, most: int) -> int:
+    """Items per micro-batch: the largest power of two from ``most``/16 to ``most`` that pads
+    ``items`` by at most a sixteenth, else the one of them that pads them least.
+
+    A job's last micro-batch is filled up with copies of its final network (or draw), which
+    cost as much as the others: 144 networks in micro-batches of 128 compute 256, in
+    micro-batches of 16 they compute 144. On a CPU a network costs no more in a smaller
+    micro-batch (tanh, width 64, 288 networks per grid point: micro-batches of 16 or 32 took
+    a third of the time of 256). The floor keeps micro-batches large enough to batch well.
+    """
+    sizes = [most >> k for k in range(5) if most >> k >= 1]
+    padding = {m: -(-items // m) * m - items for m in sizes}
+    fitting = [m for m in sizes if padding[m] * _PADDING_PARTS <= items]
+    return fitting[0] if fitting else min(sizes, key=lambda m: (padding[m], -m))
 
 
 def _train_job(spec: TrainSpec, values: tuple, arch: Architecture, shape, micro: int | None) -> Job:

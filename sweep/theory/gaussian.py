@@ -90,13 +90,35 @@ def normal_rule(points: jax.Array, mesh: Mesh = ONE_D) -> tuple[jax.Array, jax.A
     uniform = np.arange(-HALF_WIDTH, HALF_WIDTH + 1e-9, mesh.step)
     offsets = mesh.graded_start * mesh.graded_ratio ** np.arange(mesh.graded_levels)
     points = jnp.clip(jnp.atleast_1d(points), -HALF_WIDTH, HALF_WIDTH)
-    graded = jnp.concatenate([points[:, None] + offsets, points[:, None] - offsets, points[:, None]], axis=1)
-    edges = jnp.sort(jnp.clip(jnp.concatenate([jnp.asarray(uniform), graded.ravel()]), -HALF_WIDTH, HALF_WIDTH))
+    # Each centre's edges in ascending order (the offsets descend): c − o₀ < … < c < … < c + o₀.
+    graded = jnp.concatenate([points[:, None] - offsets, points[:, None], points[:, None] + offsets[::-1]], axis=1)
+    edges = _merge([jnp.asarray(uniform)] + list(jnp.clip(graded, -HALF_WIDTH, HALF_WIDTH)))
     x, w = np.polynomial.legendre.leggauss(mesh.order)
     lo, hi = edges[:-1, None], edges[1:, None]
     nodes = (lo + hi) / 2 + (hi - lo) / 2 * x
     weights = (hi - lo) / 2 * w * jnp.exp(-nodes**2 / 2) / np.sqrt(2 * np.pi)
     return nodes.ravel(), weights.ravel()
+
+
+def _merge(runs: list[jax.Array]) -> jax.Array:
+    """The values of ascending ``runs`` in ascending order, as ``jnp.sort`` of them all gives them.
+
+    A value's place is its place in its own run plus the values of the other runs below it
+    (ties go to the earlier run), and each place is filled by a masked sum that adds one value
+    to zeros, which is exact. Comparisons and sums vectorise; XLA's sort on a CPU calls a
+    comparator per comparison, and ``expect_pair`` builds a rule for every outer node.
+    """
+    places = []
+    for a, run in enumerate(runs):
+        place = jnp.arange(run.shape[0])
+        for b, other in enumerate(runs):
+            if b != a:
+                below = other[None, :] <= run[:, None] if b < a else other[None, :] < run[:, None]
+                place = place + jnp.sum(below, axis=1)
+        places.append(place)
+    values, places = jnp.concatenate(runs), jnp.concatenate(places)
+    slots = jnp.arange(values.shape[0])
+    return jnp.sum(jnp.where(places[None, :] == slots[:, None], values[None, :], 0.0), axis=1)
 
 
 def _standardised(kinks: Sequence[float], q: jax.Array) -> jax.Array:
@@ -127,15 +149,19 @@ def expect(f: Callable[[jax.Array], Any], q: jax.Array, kinks: Sequence[float] =
 
 
 def expect_pair(f: Callable[[jax.Array, jax.Array], Any], q1: jax.Array, q2: jax.Array, cov: jax.Array,
-                kinks1: Sequence[float] = (0.0,), kinks2: Sequence[float] = (0.0,), mesh: Mesh = PAIR) -> Any:
+                kinks1: Sequence[float] = (0.0,), kinks2: Sequence[float] = (0.0,), mesh: Mesh = PAIR,
+                first: Callable[[jax.Array], Any] | None = None) -> Any:
     """E[f(u₁, u₂)] for a centred Gaussian pair.
 
     Args:
-      f: elementwise function ``(u1 (N,), u2 (N,)) -> (N,)`` or a pytree of such arrays.
+      f: elementwise function ``(u1 (N,), u2 (N,)) -> (N,)`` or a pytree of such arrays; with
+        ``first``, ``f(a, u2)`` takes ``a = first(u1)`` instead of u₁.
       q1, q2: scalar variances of u₁ and u₂, ≥ 0.
       cov: scalar covariance Σ; the correlation Σ/√(q₁q₂) is clipped to [-1, 1].
       kinks1, kinks2: singular points of f in each argument (see ``centres``).
       mesh: the panel layout of each axis.
+      first: what ``f`` needs of u₁ (e.g. φ(u₁) and φ'(u₁)), a function of it alone: then
+        evaluated once per outer node instead of at every node of its inner rule.
 
     Returns:
       The expectation, a scalar (or the same pytree of scalars).
@@ -148,11 +174,12 @@ def expect_pair(f: Callable[[jax.Array, jax.Array], Any], q1: jax.Array, q2: jax
     s1, w1 = normal_rule(_standardised(kinks1, q1), mesh)
     t2 = _standardised(kinks2, q2)
 
-    def inner(s):
+    def inner(s, a):
         crossing = jnp.where(rho > 0, (t2 - c * s) / safe_rho, HALF_WIDTH)
         s2, w2 = normal_rule(crossing, mesh)
-        values = f(jnp.sqrt(q1) * s * jnp.ones_like(s2), jnp.sqrt(q2) * (c * s + rho * s2))
+        u1 = jnp.sqrt(q1) * s * jnp.ones_like(s2)
+        values = f(u1 if first is None else a, jnp.sqrt(q2) * (c * s + rho * s2))
         return jax.tree_util.tree_map(lambda v: jnp.sum(w2 * v), values)
 
-    per_node = jax.vmap(inner)(s1)
+    per_node = jax.vmap(inner)(s1, s1 if first is None else first(jnp.sqrt(q1) * s1))
     return jax.tree_util.tree_map(lambda v: jnp.sum(w1 * v), per_node)

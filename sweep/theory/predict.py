@@ -36,6 +36,8 @@ same coordinates (values and dtypes as ``sweep.store.to_dataset``), so that
 from __future__ import annotations
 
 import itertools
+import os
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import xarray as xr
@@ -167,16 +169,21 @@ def predict(spec: Spec) -> xr.Dataset:
     gains, biases = np.meshgrid(np.asarray(g.gain, np.float64), np.asarray(g.bias_std, np.float64), indexing="ij")
     gains, biases = gains.ravel(), biases.ravel()
     per_arch = len(gains)
+    known: dict = {}  # finite-width gradient means by what they depend on
+    # All architectures of an activation in one forward pass, padded to the deepest; the
+    # activations' passes compile and run in threads at once (XLA releases the GIL).
+    widths = [profiles.widths(g.profile[p], g.width[w], g.depth[d]) for _, p, d, w, *_ in arch_index]
+    ratios = [_ratios(g.init[index[0]], ws, taps(index)) for index, ws in zip(arch_index, widths)]
+    forward_ratio = np.ones((len(arch_index), layers))
+    for j, (fr, _) in enumerate(ratios):
+        forward_ratio[j, : len(fr)] = fr
+    rows = (np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)), np.repeat(forward_ratio, per_arch, axis=0))
+    pool = ThreadPoolExecutor(min(len(g.activation), os.cpu_count() or 1))
+    passes = [pool.submit(_forward_unique, name, *rows, spec.batch) for name in g.activation]
+    pool.shutdown(wait=False)
 
     for a, name in enumerate(g.activation):
-        # All architectures of this activation in one forward pass, padded to the deepest.
-        widths = [profiles.widths(g.profile[p], g.width[w], g.depth[d]) for _, p, d, w, *_ in arch_index]
-        ratios = [_ratios(g.init[index[0]], ws, taps(index)) for index, ws in zip(arch_index, widths)]
-        forward_ratio = np.ones((len(arch_index), layers))
-        for j, (fr, _) in enumerate(ratios):
-            forward_ratio[j, : len(fr)] = fr
-        fw = _forward_unique(name, np.tile(gains, len(arch_index)), np.tile(biases, len(arch_index)),
-                             np.repeat(forward_ratio, per_arch, axis=0), spec.batch)
+        fw = passes[a].result()
         for j, (arch, ws, (_, br)) in enumerate(zip(arch_index, widths, ratios)):
             i, d = arch[0], arch[2]
             depth = g.depth[d]
@@ -198,8 +205,8 @@ def predict(spec: Spec) -> xr.Dataset:
             loss[index] = back.loss.reshape(len(g.gain), len(g.bias_std))
             if not spec.conv:
                 _log_norms(out, index, name, g.init[i], ws, g.gain, g.bias_std)
-                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec, pairs,
-                                        factors.readout)
+                _finite_width_gradients(out, fw_loss, index, name, g.init[i], ws, g.gain, g.bias_std, spec, known,
+                                        pairs, factors.readout)
             trained.append((index, factors, depth))
     _batch_weight_gradients(out, pairs, spec)
     for index, factors, depth in trained:
@@ -332,9 +339,10 @@ def _bias_free_points(gains, biases):
 
 
 def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: str, init: str, widths: tuple,
-                            gains, biases, spec: Spec, pairs: dict, readout_scale: float = 1.0) -> None:
+                            gains, biases, spec: Spec, known: dict, pairs: dict, readout_scale: float = 1.0) -> None:
     """Fills the exact finite-width gradient means (and, at batch 1 for relu, the law of their logarithm); at
-    batch > 1 adds the point to ``pairs`` for ``_batch_weight_gradients``.
+    batch > 1 adds the point to ``pairs`` for ``_batch_weight_gradients``. ``known`` keeps the means
+    computed so far in this prediction.
 
     A readout s times the standard one (μP's) is the standard readout of the network with every
     gain t = s^(1/L) times larger: the networks are positively homogeneous and bias-free, so
@@ -351,7 +359,12 @@ def _finite_width_gradients(out: dict, fw_loss: np.ndarray, index: tuple, name: 
     cotangent = t ** (2.0 * np.arange(1, depth + 1))
     for k, b, gain in _bias_free_points(gains, biases):
         gain = gain * t
-        means = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
+        # The means depend on gain and init only through the layers' variances: fan_in and fan_avg
+        # at constant widths, say, share them, and are computed once.
+        key = (widths, relu_gradients.variance_scales(widths, gain, init).tobytes(), slope)
+        if key not in known:
+            known[key] = relu_gradients.gradient_means(widths, gain, init, spec.loss, spec.outputs, slope)
+        means = known[key]
         out["fw_grad_act_meansq"][index][k, b, :depth] = means.grad_act_meansq * cotangent
         out["fw_grad_preact_meansq"][index][k, b, :depth] = means.grad_preact_meansq * cotangent
         fw_loss[index][k, b] = means.loss

@@ -70,8 +70,6 @@ import numpy as np
 from sweep.config import activations
 from sweep.theory import moments
 
-_POINTS_PER_MAP = 16  # points evaluated together by lax.map (bounds memory of pair rules)
-
 
 class Forward(NamedTuple):
     """Forward quantities per point and layer; each ``(P, L)`` float64.
@@ -132,7 +130,7 @@ def _dead_rule(name: str):
 
 @functools.cache
 def _forward_fn(name: str, batch: int):
-    single, pair, dead = moments.single(name), moments.pair(name), _dead_rule(name)
+    (single, pair), dead = moments.rules(name), _dead_rule(name)
 
     def layer(q, cov):
         s = single(q)
@@ -146,7 +144,9 @@ def _forward_fn(name: str, batch: int):
             meansq_prev, cross_prev = carry
             q = gain**2 * r * meansq_prev + bias_std**2
             cov = gain**2 * r * cross_prev + bias_std**2
-            s, p, d = jax.lax.map(lambda a: layer(*a), (q, cov), batch_size=_POINTS_PER_MAP)
+            # One point at a time: a pair rule's arrays (396 × 396 nodes) then stay in the caches,
+            # which made them about 1.4 times faster than 16 points at once (tanh, gelu).
+            s, p, d = jax.lax.map(lambda a: layer(*a), (q, cov))
             out = Forward(q, cov, s.mean, s.meansq, s.slope_sq, s.square_slope_sq,
                           p.cross, p.slope_cross, p.square_slope_cross, d)
             return (s.meansq, p.cross), out

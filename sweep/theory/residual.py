@@ -32,19 +32,17 @@ import numpy as np
 from sweep.theory import moments, recursion
 from sweep.theory.precision import float64
 
-_POINTS_PER_MAP = 16
-
 
 @functools.cache
 def _layer_fn(name: str, batch: int):
-    single, pair, dead = moments.single(name), moments.pair(name), recursion._dead_rule(name)
+    (single, pair), dead = moments.rules(name), recursion._dead_rule(name)
 
     def one(q, cov):
         s, p = single(q), pair(q, q, cov)
         c = jnp.where(q > 0, cov / jnp.where(q > 0, q, 1.0), 1.0)
         return s.mean, s.meansq, s.slope_sq, p.cross, p.slope_cross, dead(c, batch)
 
-    return jax.jit(lambda q, cov: jax.lax.map(lambda a: one(*a), (q, cov), batch_size=_POINTS_PER_MAP))
+    return jax.jit(lambda q, cov: jax.lax.map(lambda a: one(*a), (q, cov)))  # as recursion's
 
 
 def _layer(name: str, batch: int, q: np.ndarray, cov: np.ndarray):
