@@ -17,9 +17,10 @@ runs on its own threads without waiting on the pool.
 
 Each function takes one matrix (``vmap`` it for a batch). The loops run over columns with
 ``lax.fori_loop`` and fixed shapes: entries outside the active part are masked, not sliced.
-Costs are those of unblocked (level-2) algorithms: fine for the batch × batch and
-width × width matrices the engine factorises, slower than LAPACK for widths in the
-thousands (see the README's measurements).
+Costs are those of unblocked (level-2) algorithms, except ``cholesky_inverse``, which
+recursive halving turns into matrix products around loops of at most 32 columns: fine for
+the batch × batch and width × width matrices the engine factorises, slower than LAPACK for
+widths in the thousands (see the README's measurements).
 """
 
 from __future__ import annotations
@@ -197,30 +198,3 @@ def lower_inverse(factor: jax.Array) -> jax.Array:
     """L⁺ for a lower triangular L from ``cholesky``: its inverse, with a zero row for each
     left-out (zero) column, ``(n, n)``."""
     return solve_lower(factor, jnp.eye(factor.shape[0], dtype=factor.dtype))
-
-
-def row_basis(x: jax.Array, tolerance: float, passes: int = 2) -> jax.Array:
-    """Orthonormal rows spanning the rows of a wide matrix, by Cholesky-QR repeated ``passes`` times.
-
-    Each pass replaces the rows y by L⁺ y, with L the ``cholesky`` factor of their Gram matrix
-    y yᵀ (``tolerance`` leaves out the directions it cannot resolve). One pass leaves rows
-    orthonormal only to about u·κ(x)², u float32's unit roundoff; the second pass starts from
-    rows that are already nearly orthonormal, and ends within a few u of it (Yamamoto et al.
-    2015, "Roundoff error analysis of the CholeskyQR2 algorithm"). The passes only ever
-    combine rows of x, so the result stays in x's row space; a direction of x that a pass
-    leaves out (a pivot below ``tolerance`` times its row's square norm) is one that x's
-    Gram matrix cannot resolve, and ``x − (x yᵀ) y`` measures what is lost.
-
-    Args:
-      x: ``(k, n)`` with k <= n.
-      tolerance: the relative pivot of ``cholesky``.
-      passes: Cholesky-QR passes.
-
-    Returns:
-      ``(k, n)``, with orthonormal or zero rows.
-    """
-    y = x
-    for _ in range(passes):
-        factor = cholesky(jnp.matmul(y, y.T, precision=_HIGHEST), tolerance)
-        y = jnp.matmul(lower_inverse(factor), y, precision=_HIGHEST)
-    return y
