@@ -39,3 +39,18 @@ def test_a_layer_is_its_scale_times_a_raw_draw_as_jax_initializers_draw_it(init)
                 jax.random.fold_in(key, 0), shape)
             # The same draw; the initializer multiplies by sqrt(variance) in its own order.
             np.testing.assert_allclose(np.float32(spec.scale(*shape)) * raw, reference, rtol=1e-6)
+
+
+@pytest.mark.parametrize("shape", [(4, 6), (3, 5), (1, 1), (128, 33)])
+def test_the_conditional_samplers_draws_are_jax_normals(shape):
+    """G and H are ``jax.random.normal`` of their tagged keys, bit for bit."""
+    key = streams.layer_key(streams.network_key(3, 17), 2)
+    g, h = (np.asarray(jax.random.normal(jax.random.fold_in(key, tag), shape)) for tag in (2, 3))
+    np.testing.assert_array_equal(jax.jit(streams.conditional_forward, static_argnums=(1, 2))(key, *shape), g)
+    np.testing.assert_array_equal(jax.jit(streams.conditional_backward, static_argnums=(1, 2))(key, *shape), h)
+
+
+@pytest.mark.parametrize("shape", [(7,), (2, 3, 5)])
+def test_the_fused_normals_are_jax_normals_of_any_shape(shape):
+    key = jax.random.key(11)
+    np.testing.assert_array_equal(jax.jit(lambda k: streams._normal(k, shape))(key), jax.random.normal(key, shape))

@@ -61,6 +61,49 @@ def test_cholesky_and_forward_substitution_solve_a_gram_system():
     np.testing.assert_allclose(factor.astype(np.float64) @ solution, b, atol=1e-4)
 
 
+def _grams():
+    """``(g, rank)``: Gram matrices of 128 rows, Gaussian, of rank 38 (38 rows repeated), and
+    with a spectrum spread evenly over six decades (pivots on both sides of the tolerance, no
+    rank at float32's resolution: ``None``)."""
+    rng = np.random.default_rng(3)
+    spread = rng.standard_normal((128, 128)) @ (np.logspace(0, -6, 128)[:, None] * rng.standard_normal((128, 512)))
+    repeated = rng.standard_normal((40, 512))[rng.integers(0, 40, 128)]
+    rows = {"gaussian": rng.standard_normal((128, 512)), "rank 38": repeated, "six decades": spread}
+    out = {}
+    for name, x in rows.items():
+        x = np.asarray(x, np.float32)
+        rank = None if name == "six decades" else np.linalg.matrix_rank(x.astype(np.float64))  # that one: 128, spread
+        out[name] = np.asarray(jnp.matmul(x, x.T, precision="highest")), rank
+    return out
+
+
+@pytest.mark.parametrize("name", ["gaussian", "rank 38", "six decades"])
+def test_the_blocked_factorisation_factorises_what_it_keeps_and_inverts_it(name):
+    """``cholesky_inverse`` (recursive halving to blocks of 32): L is lower triangular, L⁺ has a
+    zero row exactly where L has a zero column (a direction left out), L Lᵀ equals g on the
+    directions kept to a Cholesky factorisation's backward error, and L⁺ inverts L there. It
+    keeps every direction of a full-rank g and at least the rank of a deficient one (its Schur
+    complements round differently from ``cholesky``'s, so near the tolerance it may keep a
+    direction of rounding that ``cholesky`` leaves out)."""
+    g, rank = _grams()[name]
+    tolerance = 4 * 2.0**-24
+    lower, inverse = (np.asarray(a, np.float64) for a in jax.jit(lambda a: linalg.cholesky_inverse(a, tolerance))(g))
+    kept = np.diag(lower) > 0
+    assert np.all(np.triu(lower, 1) == 0) and np.all(np.triu(inverse, 1) == 0)
+    assert np.all(lower[:, ~kept] == 0) and np.all(inverse[~kept] == 0) and np.all(np.diag(inverse)[kept] > 0)
+    if rank is not None:
+        assert kept.sum() >= rank and (rank < len(g) or kept.all())
+    k = np.ix_(kept, kept)
+    bound = 8 * len(g) * 2.0**-24
+    # Backward error: entry-wise below a small multiple of n·u·√(g_ii g_jj).
+    assert (np.abs(lower @ lower.T - g)[k] / np.sqrt(np.outer(np.diag(g), np.diag(g)))[k]).max() < bound
+    block = lower[k]
+    assert np.abs(inverse[k] @ block - np.eye(len(block))).max() < bound * np.linalg.cond(block)
+    if kept.all():  # the same factor as column by column, to rounding
+        plain = np.asarray(jax.jit(lambda a: linalg.cholesky(a, tolerance))(g), np.float64)
+        np.testing.assert_allclose(lower, plain, atol=bound * np.abs(plain).max())
+
+
 def test_a_rank_deficient_gram_gives_zero_columns_not_nan():
     x = np.random.default_rng(2).standard_normal((6, 3)).astype(np.float32)
     g = x @ x.T  # rank 3 of 6
@@ -76,8 +119,11 @@ from sweep.model import linalg, streams
 
 width, batch, networks = 256, 128, 64
 def one(x):  # the sampler's shape: the Gram of a batch of inputs, its factor, a solve
-    factor = linalg.cholesky(jnp.matmul(x, x.T, precision="highest"))
-    return linalg.solve_lower(factor, x), jax.vmap(streams.raw_weights, in_axes=(0, None, None))(
+    gram = jnp.matmul(x, x.T, precision="highest")
+    factor = linalg.cholesky(gram)
+    _, inverse = linalg.cholesky_inverse(gram, 4 * 2.0**-24)  # blocked: three levels of halving
+    solved = linalg.solve_lower(factor, x) + jnp.matmul(inverse, x, precision="highest")
+    return solved, jax.vmap(streams.raw_weights, in_axes=(0, None, None))(
         jax.random.split(jax.random.key(0), 2), (24, 12), "orthogonal")
 mesh = jax.make_mesh((jax.device_count(),), ("d",), axis_types=(jax.sharding.AxisType.Explicit,))
 f = jax.jit(jax.shard_map(jax.vmap(one), mesh=mesh, in_specs=P("d"), out_specs=P("d")))

@@ -120,11 +120,12 @@ def layer_forward(h: jax.Array, w, n_out: int, precision, gains) -> tuple[jax.Ar
     return gemm(h, w, precision, gains), None
 
 
-def layer_backward(delta: jax.Array, w, extra, precision, gains) -> jax.Array:
+def layer_backward(delta: jax.Array, w, extra, precision, gains, differences=None) -> jax.Array:
     """``gemm(delta, w, transpose=True)``, or for a conditional layer its product in law given
-    the forward pass's ``extra`` (``layer_forward``)."""
+    the forward pass's ``extra`` (``layer_forward``) and, if known, ``differences``, the
+    Gram matrix of δ's row differences (``conditional.differences_gram``)."""
     if isinstance(w, conditional.ConditionalLayer):
-        return _gained(conditional.backward(delta, w, extra, precision), gains)
+        return _gained(conditional.backward(delta, w, extra, precision, differences), gains)
     return gemm(delta, w, precision, gains, transpose=True)
 
 
@@ -145,7 +146,8 @@ def gram_is_cheaper(batch: int, n_in: int, n_out: int) -> bool:
 
 
 def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | None = None,
-                       taps: tuple[int, ...] = (), gram_h: jax.Array | None = None) -> jax.Array:
+                       taps: tuple[int, ...] = (), gram_h: jax.Array | None = None,
+                       gram_delta: jax.Array | None = None) -> jax.Array:
     """Mean square of the entries of ∂C/∂W = hᵀδ / B, C the batch-mean loss.
 
     Args:
@@ -158,6 +160,7 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
       taps: a conv kernel's spatial shape; ``()`` for a dense layer.
       gram_h: h hᵀ ``(B, B)`` when it is known already (a conditional layer's); the Gram
         path then uses it.
+      gram_delta: δ δᵀ ``(B, B)`` when it is known already, as ``gram_h``.
 
     Returns:
       A float32 scalar.
@@ -173,7 +176,7 @@ def grad_weight_meansq(h: jax.Array, delta: jax.Array, precision, gram: bool | N
         dw = jnp.matmul(h.T, delta, precision=precision) / batch
         return jnp.mean(jnp.square(dw))
     hh = jnp.einsum("bi,ci->bc", h, h, precision=precision) if gram_h is None else gram_h
-    dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision)
+    dd = jnp.einsum("bo,co->bc", delta, delta, precision=precision) if gram_delta is None else gram_delta
     return jnp.sum(hh * dd) / (float(batch) ** 2 * n_in * n_out)
 
 
@@ -287,9 +290,13 @@ def backward(params, arch, residuals, g: jax.Array, x_last: jax.Array, precision
 
     def before_gemm(g, h, z, gram_h, taps):
         delta = jax.vjp(phi, z)[1](g)[0]  # z, or the layer's scaled output: the same φ' (see forward)
+        # A conditional layer's backward pass needs the Gram matrix of δ's row differences;
+        # the weight gradient's norm takes δδᵀ from it instead of a product of its own.
+        differences = None if gram_h is None else conditional.differences_gram(delta)
+        gram_delta = None if gram_h is None else conditional.gram(differences)
         moments = (jnp.mean(jnp.square(g)), jnp.mean(jnp.square(delta)),
-                   grad_weight_meansq(h, delta, precision, taps=taps, gram_h=gram_h))
-        return delta, moments
+                   grad_weight_meansq(h, delta, precision, taps=taps, gram_h=gram_h, gram_delta=gram_delta))
+        return delta, moments, differences
 
     def real(carry, w, residual):
         g, f, output = carry
@@ -297,9 +304,9 @@ def backward(params, arch, residuals, g: jax.Array, x_last: jax.Array, precision
         z = output if arch.slope_from_output else z
         lazy = isinstance(w, conditional.ConditionalLayer)
         taps, gram_h = ((), conditional.input_gram(extra)) if lazy else (w.shape[:-2], None)
-        delta, moments = _each(functools.partial(before_gemm, taps=taps), gains)(g, h, z, gram_h)
+        delta, moments, differences = _each(functools.partial(before_gemm, taps=taps), gains)(g, h, z, gram_h)
         stats = BackwardStats(*moments, f)
-        g_prev, m = _each(normalise, gains)(layer_backward(delta, w, extra, precision, gains))
+        g_prev, m = _each(normalise, gains)(layer_backward(delta, w, extra, precision, gains, differences))
         return (g_prev, f + m, h if arch.slope_from_output else None), stats
 
     start = (g, jnp.int32(0) if gains is None else jnp.zeros(gains.shape, jnp.int32),
@@ -320,7 +327,8 @@ def mean_products(a: jax.Array) -> jax.Array:
     return jnp.stack([jnp.stack([pairs[min(i, j), max(i, j)] for j in range(k)]) for i in range(k)])
 
 
-def grad_weight_products(h: jax.Array, deltas: jax.Array, precision, taps: tuple[int, ...] = ()) -> jax.Array:
+def grad_weight_products(h: jax.Array, deltas: jax.Array, precision, taps: tuple[int, ...] = (),
+                         grams: tuple[jax.Array, jax.Array] | None = None) -> jax.Array:
     """``grad_weight_meansq`` for K cotangents at once, with their cross terms.
 
     Args:
@@ -328,6 +336,8 @@ def grad_weight_products(h: jax.Array, deltas: jax.Array, precision, taps: tuple
       deltas: K per-example cotangents at z, ``(K, B, n_out)`` (``(K, B, *spatial, c_out)``).
       precision: ``lax.Precision``.
       taps: a conv kernel's spatial shape; ``()`` for a dense layer.
+      grams: ``(h hᵀ, δ δᵀ)`` when they are known already (a conditional layer's), ``(B, B)``
+        and ``(K, K, B, B)``; the Gram path then uses them.
 
     Returns:
       ``(K, K)``: the mean over the weight's entries of (hᵀδ_j / B)(hᵀδ_k / B).
@@ -338,9 +348,9 @@ def grad_weight_products(h: jax.Array, deltas: jax.Array, precision, taps: tuple
         return mean_products(dw)
     batch, n_in = h.shape
     n_out = deltas.shape[-1]
-    if gram_is_cheaper(batch, n_in, n_out):
-        hh = jnp.einsum("bi,ci->bc", h, h, precision=precision)
-        dd = jnp.einsum("kbo,jco->kjbc", deltas, deltas, precision=precision)
+    if grams is not None or gram_is_cheaper(batch, n_in, n_out):
+        hh, dd = grams or (jnp.einsum("bi,ci->bc", h, h, precision=precision),
+                           jnp.einsum("kbo,jco->kjbc", deltas, deltas, precision=precision))
         return jnp.einsum("bc,kjbc->kj", hh, dd, precision=precision) / (float(batch) ** 2 * n_in * n_out)
     dw = jnp.einsum("bi,kbo->kio", h, deltas, precision=precision) / batch
     return mean_products(dw)
@@ -369,16 +379,25 @@ def backward_streams(params, arch, residuals, cotangents: jax.Array, x_last: jax
         g, f, output = carry  # g: the cotangent at x_l, 2^f · g, not yet rescaled
         h, z, extra = residual
         z = output if arch.slope_from_output else z
-        taps = () if isinstance(w, conditional.ConditionalLayer) else w.shape[:-2]
+        lazy = isinstance(w, conditional.ConditionalLayer)
+        taps = () if lazy else w.shape[:-2]
         products = mean_products(g)
         # Within float32's normal exponents, so that 2^-shift is one exact multiplication.
         shift = jnp.clip(rms_exponent(jnp.diagonal(products)), -126, 126)
         pullback = jax.vjp(phi, z)[1]  # φ' at z, or at the layer's scaled output (see forward)
         delta = jax.vmap(lambda gk: pullback(gk)[0])(g) * pow2(-shift).reshape(shift.shape + (1,) * (g.ndim - 1))
+        # A conditional layer's K streams share its W̃, so they go through it stacked; the Gram
+        # matrix of the stacked rows' differences serves it and the weight gradients' products.
+        stacked = delta.reshape((-1,) + delta.shape[2:])
+        differences = conditional.differences_gram(stacked) if lazy else None
+        grams = None
+        if lazy:
+            k, b = delta.shape[:2]
+            grams = (conditional.input_gram(extra),
+                     conditional.gram(differences).reshape(k, b, k, b).transpose(0, 2, 1, 3))
         stats = StreamProducts(ldexp(products, -(shift[:, None] + shift[None, :])), mean_products(delta),
-                               grad_weight_products(h, delta, precision, taps), f + shift)
-        # A conditional layer's K streams share its W̃, so they go through it stacked.
-        stacked = layer_backward(delta.reshape((-1,) + delta.shape[2:]), w, extra, precision, None)
+                               grad_weight_products(h, delta, precision, taps, grams), f + shift)
+        stacked = layer_backward(stacked, w, extra, precision, None, differences)
         g_prev = stacked.reshape(delta.shape[:2] + stacked.shape[1:])
         return (g_prev, f + shift, h if arch.slope_from_output else None), stats
 

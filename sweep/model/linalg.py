@@ -17,9 +17,10 @@ runs on its own threads without waiting on the pool.
 
 Each function takes one matrix (``vmap`` it for a batch). The loops run over columns with
 ``lax.fori_loop`` and fixed shapes: entries outside the active part are masked, not sliced.
-Costs are those of unblocked (level-2) algorithms: fine for the batch × batch and
-width × width matrices the engine factorises, slower than LAPACK for widths in the
-thousands (see the README's measurements).
+Costs are those of unblocked (level-2) algorithms, except ``cholesky_inverse``, which
+recursive halving turns into matrix products around loops of at most 32 columns: fine for
+the batch × batch and width × width matrices the engine factorises, slower than LAPACK for
+widths in the thousands (see the README's measurements).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def orthogonal_from_gaussian(gaussian: jax.Array, shape: tuple[int, int]) -> jax
     return q.T if shape[0] < shape[1] else q
 
 
-def cholesky(g: jax.Array, tolerance: float = 0.0) -> jax.Array:
+def cholesky(g: jax.Array, tolerance: float = 0.0, diagonal: jax.Array | None = None) -> jax.Array:
     """The lower Cholesky factor L of a symmetric positive semi-definite matrix, g = L Lᵀ.
 
     Column by column (left-looking). A pivot that is not positive, or at most ``tolerance``
@@ -106,24 +107,64 @@ def cholesky(g: jax.Array, tolerance: float = 0.0) -> jax.Array:
       g: ``(n, n)``, symmetric positive (semi-)definite.
       tolerance: the relative pivot below which a column is left out (0: only pivots that
         are not positive).
+      diagonal: ``(n,)``, the diagonal that ``tolerance`` is relative to, when ``g`` is a
+        Schur complement of a larger matrix (``cholesky_inverse``); by default g's own.
 
     Returns:
       ``(n, n)`` lower triangular.
     """
     n = g.shape[0]
     rows = jnp.arange(n)
+    diagonal = jnp.diagonal(g) if diagonal is None else diagonal
 
     def column(j, factor):
         row_j = jax.lax.dynamic_index_in_dim(factor, j, axis=0, keepdims=False)  # L[j, :], zero from j on
         g_j = jax.lax.dynamic_index_in_dim(g, j, axis=1, keepdims=False)
         c = g_j - jnp.matmul(factor, row_j, precision=_HIGHEST)
         pivot = c[j]
-        kept = (pivot > 0) & (pivot > tolerance * g_j[j])
+        kept = (pivot > 0) & (pivot > tolerance * diagonal[j])
         d = jnp.sqrt(jnp.where(kept, pivot, 1.0))
         col = jnp.where((rows >= j) & kept, c / d, 0.0)
         return jax.lax.dynamic_update_index_in_dim(factor, col[:, None], j, axis=1)
 
     return jax.lax.fori_loop(0, n, column, jnp.zeros_like(g))
+
+
+def cholesky_inverse(g: jax.Array, tolerance: float = 0.0, block: int = 32) -> tuple[jax.Array, jax.Array]:
+    """``cholesky(g, tolerance)`` and its ``lower_inverse``, by recursive halving.
+
+    With g = [[g11, g21ᵀ], [g21, g22]]: L11 = chol(g11) and T11 = L11⁺; L21 = g21 T11ᵀ; L22 =
+    chol(g22 − L21 L21ᵀ), the Schur complement, whose pivots are those the column-by-column
+    factorisation meets, so the same directions are left out (``tolerance`` stays relative to
+    g's own diagonal); and L⁺ = [[T11, 0], [−T22 L21 T11, T22]]. A left-out column of L11 is
+    a zero row of T11, hence a zero column of L21, as column by column. Blocks of at most
+    ``block`` rows are factorised and inverted by the loops of ``cholesky`` and
+    ``lower_inverse``; the rest is matrix products. The sequential steps are as many as
+    there, but each is a ``block``-sized matrix-vector product instead of an n-sized one.
+
+    Args:
+      g: ``(n, n)``, symmetric positive (semi-)definite.
+      tolerance: as for ``cholesky``.
+      block: the largest block factorised by loops.
+
+    Returns:
+      ``(L, L⁺)``, both ``(n, n)`` lower triangular.
+    """
+
+    def factor(g, diagonal):
+        n = g.shape[0]
+        if n <= block:
+            lower = cholesky(g, tolerance, diagonal)
+            return lower, lower_inverse(lower)
+        k = n // 2
+        l11, t11 = factor(g[:k, :k], diagonal[:k])
+        l21 = jnp.matmul(g[k:, :k], t11.T, precision=_HIGHEST)
+        l22, t22 = factor(g[k:, k:] - jnp.matmul(l21, l21.T, precision=_HIGHEST), diagonal[k:])
+        t21 = -jnp.matmul(t22, jnp.matmul(l21, t11, precision=_HIGHEST), precision=_HIGHEST)
+        zeros = jnp.zeros((k, n - k), g.dtype)
+        return jnp.block([[l11, zeros], [l21, l22]]), jnp.block([[t11, zeros], [t21, t22]])
+
+    return factor(g, jnp.diagonal(g))
 
 
 def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
@@ -148,37 +189,12 @@ def solve_lower(factor: jax.Array, b: jax.Array) -> jax.Array:
         x_i = jnp.where(pivot != 0, (b_i - rest) / jnp.where(pivot != 0, pivot, 1.0), 0.0)
         return jax.lax.dynamic_update_index_in_dim(x, x_i, i, axis=0)
 
-    return jax.lax.fori_loop(0, n, row, jnp.zeros_like(b))
+    # Zeros with the manual axes of both operands (under shard_map a loop's carry keeps its
+    # type, and the rows written into it come from both).
+    return jax.lax.fori_loop(0, n, row, jnp.zeros_like(b) + jnp.zeros_like(factor[:, :1]))
 
 
 def lower_inverse(factor: jax.Array) -> jax.Array:
     """L⁺ for a lower triangular L from ``cholesky``: its inverse, with a zero row for each
     left-out (zero) column, ``(n, n)``."""
     return solve_lower(factor, jnp.eye(factor.shape[0], dtype=factor.dtype))
-
-
-def row_basis(x: jax.Array, tolerance: float, passes: int = 2) -> jax.Array:
-    """Orthonormal rows spanning the rows of a wide matrix, by Cholesky-QR repeated ``passes`` times.
-
-    Each pass replaces the rows y by L⁺ y, with L the ``cholesky`` factor of their Gram matrix
-    y yᵀ (``tolerance`` leaves out the directions it cannot resolve). One pass leaves rows
-    orthonormal only to about u·κ(x)², u float32's unit roundoff; the second pass starts from
-    rows that are already nearly orthonormal, and ends within a few u of it (Yamamoto et al.
-    2015, "Roundoff error analysis of the CholeskyQR2 algorithm"). The passes only ever
-    combine rows of x, so the result stays in x's row space; a direction of x that a pass
-    leaves out (a pivot below ``tolerance`` times its row's square norm) is one that x's
-    Gram matrix cannot resolve, and ``x − (x yᵀ) y`` measures what is lost.
-
-    Args:
-      x: ``(k, n)`` with k <= n.
-      tolerance: the relative pivot of ``cholesky``.
-      passes: Cholesky-QR passes.
-
-    Returns:
-      ``(k, n)``, with orthonormal or zero rows.
-    """
-    y = x
-    for _ in range(passes):
-        factor = cholesky(jnp.matmul(y, y.T, precision=_HIGHEST), tolerance)
-        y = jnp.matmul(lower_inverse(factor), y, precision=_HIGHEST)
-    return y
