@@ -152,10 +152,17 @@ def crn_spec(**changes):
 def test_common_random_numbers_share_the_first_gains_draws():
     shared = sweep.run(crn_spec(), progress=False)
     independent = sweep.run(crn_spec(common_random_numbers=False), progress=False)
-    # The first gain is 0.5, a power of two: gain · W is then exact, and so is every number.
+    # The first gain is 0.5, a power of two: gain · W is exact, so the first gain's networks are
+    # the independent run's own. Only rounding may differ: a shared draw's micro-batch holds a
+    # multiple of the 3 gains, a plain one a power of two, and XLA's CPU code for a GEMM (and so
+    # its summation order) depends on its shape. Eight float32 ulps allow that (1.2 were seen);
+    # other draws differ by the law's spread, here 3.4 times the value at the second gain.
+    rounding = 8 * np.finfo(np.float32).eps
     for name in ("preact_meansq", "grad_weight_meansq", "loss"):
-        np.testing.assert_array_equal(shared[name].isel(gain=0).values, independent[name].isel(gain=0).values)
-    assert not np.allclose(shared.preact_meansq.isel(gain=1).values, independent.preact_meansq.isel(gain=1).values)
+        np.testing.assert_allclose(shared[name].isel(gain=0).values, independent[name].isel(gain=0).values,
+                                   rtol=rounding, atol=0, err_msg=name)
+    assert not np.allclose(shared.preact_meansq.isel(gain=1).values, independent.preact_meansq.isel(gain=1).values,
+                           rtol=1e-2)
     # Without biases a relu network is homogeneous in its gain: with common draws, gain 2
     # versus gain 0.5 multiplies E[z_l²] by exactly 4^(2l).
     ratio = (shared.preact_meansq.isel(gain=2) / shared.preact_meansq.isel(gain=0)).sel(bias_std=0.0).squeeze(drop=True)

@@ -135,14 +135,19 @@ def without_projection(delta, layer, residual, precision, differences=None):
 @pytest.fixture
 def wrong_sampler(monkeypatch):
     """``without_projection`` in place of the backward pass, in kernels compiled afresh (and
-    dropped again afterwards, so that no other test meets them)."""
+    dropped again afterwards, so that no other test meets them). The executable store is off
+    meanwhile: it keys a kernel by the package's source, which a patch leaves as it was, and
+    would load the right sampler's executable."""
     def clear():
         kernel_stats.make_kernel.cache_clear()
         devices.make_kernel.cache_clear()
 
     clear()
+    jax_cache = jax.config.jax_enable_compilation_cache
+    monkeypatch.setenv("SWEEP_NO_CACHE", "1")
     monkeypatch.setattr(conditional, "backward", without_projection)
     yield
+    jax.config.update("jax_enable_compilation_cache", jax_cache)
     clear()
 
 
