@@ -16,7 +16,7 @@ readout of 10 outputs: the workload of the PyTorch baseline), in one run:
 
 Engine and baseline repeats are interleaved so that a change in the machine's load hits
 both alike; every figure is the median of its repeats. PyTorch is needed only here:
-``python3 -m pip install torch`` (a CPU build).
+``python3 -m pip install torch`` (it runs on the CPU).
 
 usage:
   python scripts/bench.py [--quick] [--out results/bench.json] [--torch-loop PATH]

@@ -1,6 +1,6 @@
 """The per-network PyTorch training loop of ``bench_train.py``: what a user writes without the engine.
 
-Benchmark only (``python3 -m pip install torch``, a CPU build; torch is not a dependency of
+Benchmark only (``python3 -m pip install torch``, run on the CPU; torch is not a dependency of
 sweep). ``bench_train.py`` runs it in a subprocess, so that torch's threads never run beside
 JAX's, with the networks' initial parameters, the data and the mini-batch schedule in an .npz
 file; each network is then an ``nn.Module`` of ``nn.Linear`` layers (relu between them, the
