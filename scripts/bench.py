@@ -43,7 +43,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 import sweep  # noqa: E402
-from sweep.kernel import passes  # noqa: E402
+from sweep.kernel import devices, passes  # noqa: E402
+
+devices.use_cpu_cores()  # as sweep run does, before JAX starts its backends
 
 TARGET_RATIO = {32: 20.0, 256: 3.0, 1024: 1.5}  # engine ÷ baseline, on a 2-core CPU
 TARGET_PEAK_FRACTION = 0.5  # useful FLOP/s ÷ GEMM peak, at width >= 256

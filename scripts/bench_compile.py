@@ -53,6 +53,11 @@ start = time.perf_counter()
 import sweep
 assert sweep.__file__.startswith(sys.argv[4]), sweep.__file__
 import sweep.engine.run  # the engine's imports (JAX, xarray, zarr) are not the sweep's time
+try:  # as sweep run does; earlier versions ran on one CPU device
+    from sweep.kernel.devices import use_cpu_cores
+    use_cpu_cores()
+except ImportError:
+    pass
 from sweep.config import Spec
 imported = time.perf_counter() - start
 spec = Spec.from_dict(json.loads(sys.argv[1]))

@@ -35,6 +35,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import run_torch, time_engine  # noqa: E402
 
 import sweep  # noqa: E402
+from sweep.kernel.devices import use_cpu_cores  # noqa: E402
+
+use_cpu_cores()  # as sweep run does, before JAX starts its backends
 
 TARGETS = {1024: 3.0, 4096: 10.0}  # conditional ÷ direct, at these widths
 TORCH_TARGET = {4096: 10.0}  # conditional ÷ the baseline
@@ -49,7 +52,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seconds", type=float, default=10.0, help="target duration of one timed run")
     p.add_argument("--repeats", type=int, default=3)
-    p.add_argument("--memory", default="4GB", help="the engine's memory budget (direct draws at width 4096 need 3 GB)")
+    p.add_argument("--memory", default="8GB",
+                   help="the engine's memory budget, shared by a CPU's devices (direct draws at width 4096 need 3 GB each)")
     p.add_argument("--threads", default=f"{os.cpu_count()},1", help="torch thread counts to try")
     p.add_argument("--torch-loop", default=os.environ.get("SWEEP_TORCH_LOOP", str(ROOT.parent / "shared/bench/torch_loop.py")))
     p.add_argument("--no-torch", action="store_true")

@@ -5,11 +5,10 @@ biases, a 10-way readout) for ``--steps`` SGD steps at learning rate 0.01 on MNI
 the same mini-batches, five ways, in one process, in alternation, ``--repeats`` times each:
 
 * vmapped: the trainer ``sweep run`` uses (``loop.make_trainer`` at the plan's micro-batch), one
-  call over every network, all steps in it, on one device (``sweep run``'s default on a CPU);
-* vmapped on every device: the same call sharded over the process's devices
-  (``devices.on_devices``, as ``sweep run`` does when it has several); on a CPU the script
-  makes one host device per core (``--xla_force_host_platform_device_count``, unless
-  ``XLA_FLAGS`` already sets it), so that the trainer can use every core;
+  call over every network, all steps in it, sharded over the process's devices
+  (``devices.on_devices``) as ``sweep run`` runs it: on a CPU one device per core
+  (``devices.use_cpu_cores``, ``sweep run``'s default; an ``XLA_FLAGS`` device count wins);
+* vmapped on one device: the same call on the first device alone;
 * one by one: the same trainer built for a micro-batch of one network, called once per network;
 * jitted step loop: the flax/optax tutorial pattern, a jitted ``train_step(params, opt_state, x,
   y, rows)`` (value_and_grad of the same module and loss, ``optax.sgd``, ``apply_updates``)
@@ -52,22 +51,20 @@ import tempfile
 import time
 from pathlib import Path
 
-if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
-    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
-                               + f" --xla_force_host_platform_device_count={os.cpu_count()}").strip()
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
 
-import jax  # noqa: E402
-import jax.numpy as jnp  # noqa: E402
-import numpy as np  # noqa: E402
-import optax  # noqa: E402
-from jax.sharding import NamedSharding, PartitionSpec  # noqa: E402
+import sweep
+from sweep import plan
+from sweep.kernel import devices
+from sweep.model import network
+from sweep.train import data as datasets
+from sweep.train import loop, schedule
 
-import sweep  # noqa: E402
-from sweep import plan  # noqa: E402
-from sweep.kernel import devices  # noqa: E402
-from sweep.model import network  # noqa: E402
-from sweep.train import data as datasets  # noqa: E402
-from sweep.train import loop, schedule  # noqa: E402
+devices.use_cpu_cores()  # as sweep run does, before JAX starts its backends
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench import gemm_peak  # noqa: E402
@@ -180,11 +177,11 @@ def measure(args, depth: int, width: int, batch: int, networks: int, data: datas
         return *since(start), np.asarray(losses)
 
     layers = network.layer_list(initial[0]["hidden"]) + [(initial[0]["readout"]["kernel"], initial[0]["readout"]["bias"])]
-    ways = {"vmapped": vmapped(together.train)}
+    ways = {"vmapped": vmapped(sharded, NamedSharding(mesh, PartitionSpec(devices.AXIS)) if mesh.size > 1 else None)}
     if mesh.size > 1:
-        ways["vmapped_all_devices"] = vmapped(sharded, NamedSharding(mesh, PartitionSpec(devices.AXIS)))
+        ways["vmapped_one_device"] = vmapped(together.train)
     ways |= {"one_by_one": one_by_one, "jitted_step_loop": jitted_step_loop}
-    counts = {"vmapped": n, "vmapped_all_devices": n, "one_by_one": n, "jitted_step_loop": looped, "torch_loop": looped}
+    counts = {"vmapped": n, "vmapped_one_device": n, "one_by_one": n, "jitted_step_loop": looped, "torch_loop": looped}
     with tempfile.TemporaryDirectory() as tmp:
         if not args.no_torch:
             ways["torch_loop"] = torch_loop(Path(tmp) / "torch.npz", initial, data, rows, args.torch_threads)
@@ -259,7 +256,7 @@ def main(argv=None) -> int:
     print(f"{result['device']} x{result['devices']}, {os.cpu_count()} cpus, load {os.getloadavg()[0]:.2f}; relu networks "
           f"(fan_in, gain √2), {args.steps} SGD steps on MNIST-1D; per-network medians of {args.repeats} alternating "
           f"repeats", flush=True)
-    names = {"vmapped": "vmapped", "vmapped_all_devices": "all devs", "one_by_one": "1 by 1",
+    names = {"vmapped": "vmapped", "vmapped_one_device": "1 device", "one_by_one": "1 by 1",
              "jitted_step_loop": "jit loop", "torch_loop": "torch"}
     for depth, width, batch, networks in args.configs:
         row = measure(args, depth, width, batch, networks, data)
@@ -278,7 +275,7 @@ def main(argv=None) -> int:
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=1))
-    print(f"\nspeed-up: the way's time per network over the vmapped trainer's (on one device), per repeat, median; "
+    print(f"\nspeed-up: the way's time per network over the vmapped trainer's (on every device), per repeat, median; "
           f"load {os.getloadavg()[0]:.2f} at the end\nwritten {out}")
     return 0
 

@@ -24,7 +24,9 @@ CHILD = """
 import json, resource, sys, time
 sys.path.insert(0, {root!r})
 import sweep
+from sweep.kernel.devices import use_cpu_cores
 from sweep.plan import bytes_of_result
+use_cpu_cores()  # as sweep run does: the budget is then shared by one CPU device per core
 spec = sweep.Spec.from_dict(json.loads({spec!r}))
 start = time.perf_counter()
 sweep.run(spec, out={out!r}, memory={memory!r}, progress=False)

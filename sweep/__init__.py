@@ -19,7 +19,7 @@ Importing ``sweep`` is cheap: the engine and the store load on first use.
 from sweep.config import Grid, Spec, TrainGrid, TrainSpec, load_spec
 from sweep.errors import SpecError
 
-__all__ = ["Grid", "Spec", "SpecError", "TrainGrid", "TrainSpec", "load", "load_spec", "run"]
+__all__ = ["Grid", "Spec", "SpecError", "TrainGrid", "TrainSpec", "load", "load_spec", "run", "use_cpu_cores"]
 __version__ = "0.1.0"
 
 
@@ -28,6 +28,10 @@ def __getattr__(name: str):
         from sweep.engine.run import run
 
         return run
+    if name == "use_cpu_cores":
+        from sweep.kernel.devices import use_cpu_cores
+
+        return use_cpu_cores
     if name == "load":
         from sweep.io.zarr_store import load
 

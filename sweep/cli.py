@@ -25,7 +25,8 @@ app = typer.Typer(
 )
 
 MemoryOption = Annotated[
-    str | None, typer.Option("--memory", help="Device memory budget per kernel call, e.g. 4GB (default: auto).")
+    str | None, typer.Option("--memory", help="Memory budget of the kernel calls, e.g. 4GB: per device on an "
+                             "accelerator, shared by a CPU's devices (default: auto).")
 ]
 
 
@@ -39,7 +40,8 @@ def run(
         "--resume", help="Continue an interrupted run of the same spec (or start one; done if --out is complete)."
     )] = False,
     devices: Annotated[int | None, typer.Option(
-        "--devices", help="Use this many of each process's devices (default: all).", show_default=False
+        "--devices", help="Use this many of each process's devices (default: all; on a CPU, one per core).",
+        show_default=False
     )] = None,
     chunk_networks: Annotated[int | None, typer.Option(
         "--chunk-networks", help="About how many networks each stored chunk holds (default: ~1 MiB chunks).",
@@ -73,6 +75,9 @@ def run(
 ):
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
+    from sweep.kernel.devices import use_cpu_cores
+
+    use_cpu_cores()
 
     the_spec = sweep.load_spec(spec)
     out = out or Path("results") / f"{the_spec.name}.zarr"

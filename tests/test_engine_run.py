@@ -1,16 +1,19 @@
 """Running, storing and loading sweeps; the command line and its errors."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
 import xarray as xr
-from helpers import assert_identical, small_spec
+from helpers import assert_identical, assert_same_store, small_spec
 
 import sweep
 from sweep import cli, plan
+from sweep.engine import checkpoint
 from sweep.io import schema
 from sweep.kernel import LAYER_STATS
 
@@ -163,6 +166,39 @@ def test_the_installed_command_exits_2_on_bad_input(tmp_path):
     result = subprocess.run([sys.executable, "-m", "sweep", "run", str(spec_file)], capture_output=True, text=True)
     assert result.returncode == 2
     assert result.stderr.strip() == "sweep: error: grid.width: must be positive integers, got [0]"
+
+
+def test_sweep_run_on_a_cpu_makes_a_device_of_each_core_and_shares_the_budget_among_them(tmp_path):
+    """``sweep run`` shards over one CPU device per core, with the same numbers as on one; its
+    --memory is the host's, each device sizing its calls from its share; a device count given
+    in ``XLA_FLAGS`` is kept."""
+    spec_file = tmp_path / "spec.toml"
+    spec_file.write_text('seeds = 6\nbatch = 8\n[grid]\nwidth = [16]\ndepth = [3]\ngain = [1.0, 2.0]\n')
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
+    env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), JAX_PLATFORMS="cpu")
+    cores = len(os.sched_getaffinity(0))
+    logs = {}
+    for name, flags in (("cores", None), ("one", "--xla_force_host_platform_device_count=1")):
+        out = tmp_path / f"{name}.zarr"
+        done = subprocess.run([sys.executable, "-m", "sweep", "run", str(spec_file), "--out", str(out), "--memory",
+                               "64MB", "--no-progress", "--no-theory"], env=env | ({"XLA_FLAGS": flags} if flags else {}),
+                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        (log,) = checkpoint.read_logs(out)
+        logs[name] = log[0]
+    assert (logs["cores"]["devices"], logs["cores"]["memory_bytes"]) == (cores, 64 * 10**6 // cores)
+    assert (logs["one"]["devices"], logs["one"]["memory_bytes"]) == (1, 64 * 10**6)
+    assert_same_store(tmp_path / "cores.zarr", tmp_path / "one.zarr")
+
+
+def test_a_cpu_budget_is_shared_by_its_devices_and_an_accelerator_s_is_each_device_s():
+    from sweep.plan.memory import device_share
+
+    assert device_share("4GB", 4, "cpu") == 10**9
+    assert device_share("4GB", 4, "gpu") == 4 * 10**9
+    assert device_share(3, 2, "cpu") == 1
+    with pytest.raises(sweep.SpecError, match="memory"):
+        device_share("lots", 2, "cpu")
 
 
 def test_the_default_sweep_spec_is_valid():

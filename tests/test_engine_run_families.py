@@ -101,7 +101,8 @@ def family(request, tmp_path_factory):
     the_plan = planning.make_plan(sweep.Spec.from_toml(spec_file), chunk_networks=4)
     largest = max(job.micro_batch * job.bytes_per_network for group in the_plan.groups for job in group.jobs)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
-    env.update(PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(where / "jax-cache"),
+    env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1",  # the budget is then one micro-batch a call
+               PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(where / "jax-cache"),
                JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0")
     setup = {"dir": where, "spec": spec_file, "env": env, "tiles": len(the_plan.tiles),
              "one_micro_batch": str(largest)}

@@ -157,6 +157,7 @@ def setup(tmp_path_factory):
     memory = str(job.micro_batch * job.bytes_per_network)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(
+        XLA_FLAGS="--xla_force_host_platform_device_count=1",  # the budget is then one micro-batch a call
         PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(where / "jax-cache"),
         JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0", JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES="0",
     )
@@ -203,12 +204,17 @@ def test_tiled_results_equal_the_engine_before_tiles(reference):
 @pytest.mark.slow
 def test_eight_devices_give_the_same_store_as_one(setup, reference):
     out = setup["dir"] / "eight.zarr"
-    result = sweep_cli(setup, "--out", out, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    # On a CPU the budget is shared by its devices: one micro-batch a call on each of the eight.
+    result = subprocess.run(
+        [sys.executable, "-m", "sweep", "run", str(setup["spec"]), "--memory", str(8 * int(setup["memory"])),
+         "--chunk-networks", CHUNK, "--no-progress", "--out", str(out)],
+        env={**setup["env"], "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, cwd=setup["dir"],
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert_same_store(out, reference[0])
     assert sweep.load(out).attrs["device_kind"].endswith("x8")
     (log,) = checkpoint.read_logs(out)
-    assert log[0]["devices"] == 8
+    assert (log[0]["devices"], log[0]["memory_bytes"]) == (8, int(setup["memory"]))
 
 
 def free_port() -> int:

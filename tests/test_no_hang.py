@@ -181,7 +181,7 @@ def test_every_registry_family_runs_on_one_two_and_eight_devices_bit_identically
     folders = {}
     for devices in (1, 2, 8):
         folders[devices] = tmp_path / f"devices-{devices}"
-        done = run_python(RUN_SPECS, json.dumps(REGISTRY_SPECS), folders[devices], "70MB", devices=devices)
+        done = run_python(RUN_SPECS, json.dumps(REGISTRY_SPECS), folders[devices], f"{70 * devices}MB", devices=devices)
         assert done.returncode == 0, done.stderr[-3000:]
     for name in REGISTRY_SPECS:
         one = sweep.load(folders[1] / f"{name}.zarr")

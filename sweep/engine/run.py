@@ -37,6 +37,7 @@ from sweep.io import schema, zarr_store
 from sweep.io.provenance import provenance
 from sweep.kernel import devices as device_mesh
 from sweep.plan import Tile, assign, make_plan
+from sweep.plan.memory import device_share
 
 _POLL_SECONDS = (0.05, 2.0)  # first and longest wait between looks for the other processes
 
@@ -73,8 +74,8 @@ def run(
     Args:
       spec: a ``Spec`` or ``TrainSpec``, or the path of a TOML spec file of either kind.
       out: where to write the zarr store; ``None`` keeps the result in memory only.
-      memory: device memory budget for one kernel call on one device, e.g. ``"4GB"``
-        (default: automatic).
+      memory: memory budget of the kernel calls, e.g. ``"4GB"``, per device on accelerators and
+        shared by all the devices of a CPU (default: automatic, ``sweep.plan.memory``).
       overwrite: replace an existing store at ``out``, or an unfinished one beside it.
       progress: show a progress bar with ETA and networks/s.
       resume: continue the unfinished store of an interrupted run of the same spec (start
@@ -107,6 +108,7 @@ def run(
     compilation.use_cache(cache)
     try:
         mesh, error = device_mesh.local_mesh(devices), None
+        memory = device_share(memory, mesh.size, mesh.devices.flat[0].platform)
         kind_attrs = _kind_attributes(spec)
     except SpecError as e:
         mesh, error, kind_attrs = None, e, {}

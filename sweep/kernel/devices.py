@@ -13,6 +13,7 @@ and devices work independently.
 from __future__ import annotations
 
 import functools
+import os
 from collections.abc import Callable
 
 import jax
@@ -25,6 +26,30 @@ from sweep.kernel import executables
 from sweep.kernel.stats import make_kernel as single_device_kernel
 
 AXIS = "net"
+
+
+def use_cpu_cores() -> int | None:
+    """Makes JAX's CPU backend one device per core, if JAX has not started it yet.
+
+    XLA runs the small operations that dominate small networks (and the conditional sampler's
+    factorisations) on one thread each, so one CPU device leaves the other cores mostly idle;
+    with one device per core the engine shards every kernel call over them
+    (``on_devices``), with bit-identical numbers. ``sweep run`` calls this first; from Python,
+    call it (``sweep.use_cpu_cores()``) before any JAX work. An explicit ``--xla_force_host_platform_device_count``
+    in ``XLA_FLAGS`` or a ``jax_num_cpu_devices`` setting is left as it is.
+
+    Returns:
+      The CPU devices it set, or ``None`` when it changed nothing (set already, or JAX's
+      backends already started).
+    """
+    if "xla_force_host_platform_device_count" in os.environ.get("XLA_FLAGS", "") or jax.config.jax_num_cpu_devices > 0:
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    try:
+        jax.config.update("jax_num_cpu_devices", cores)
+    except RuntimeError:  # the backends have started: their devices are fixed for this process
+        return None
+    return cores
 
 
 def local_mesh(devices: int | None = None) -> jax.sharding.Mesh:

@@ -40,6 +40,17 @@ def parse_memory(text: str | int | None) -> int:
     return value
 
 
+def device_share(memory: str | int | None, devices: int, platform_name: str | None = None) -> int:
+    """The budget of one device: ``memory`` (see ``parse_memory``) on an accelerator, which has
+    its own; on a CPU, whose devices share the host's memory, its share of ``devices``.
+
+    Raises:
+      SpecError: for ``memory`` as ``parse_memory``.
+    """
+    budget = parse_memory(memory)
+    return max(1, budget // devices) if platform(platform_name) == "cpu" else budget
+
+
 def platform(name: str | None = None) -> str:
     """``name``, or by default the JAX backend's (``cpu``, ``gpu``, ``tpu``)."""
     if name is None:

@@ -469,8 +469,8 @@ def make_plan(
                 what = "training the smallest chunk" if job.kind == "train" else "the smallest chunk"
                 raise SpecError("memory", (
                     f"{what} of {dict(zip(static, values))} ({job.micro_batch} networks) needs about "
-                    f"{need / 1e6:.1f} MB; the budget is {budget / 1e6:.1f} MB (raise --memory or lower "
-                    "batch/width/depth)"))
+                    f"{need / 1e6:.1f} MB; the budget is {budget / 1e6:.1f} MB per device (raise --memory, "
+                    "or lower --devices on a CPU, or batch/width/depth)"))
         groups.append(Group(tuple(position), values, jobs, static))
     local_shape = stats_shape + ((len(g.learning_rate),) if training else ())
     if tile_shape is None:
