@@ -74,11 +74,13 @@ def spec(args, width: int, networks: int, sampler: str) -> sweep.Spec:
 
 
 def calibrated(args, width: int, sampler: str) -> sweep.Spec:
-    """A spec of about ``args.seconds`` of work (at least one network), compiled."""
-    one = spec(args, width, 1, sampler)
+    """A spec of about ``args.seconds`` of work, compiled: a multiple of one network per device,
+    so that no device computes padding while the others work."""
+    devices = jax.local_device_count()
+    one = spec(args, width, devices, sampler)
     time_engine(one, args.memory)  # compile
     seconds = time_engine(one, args.memory)
-    networks = max(1, math.floor(args.seconds / seconds))
+    networks = devices * max(1, math.floor(args.seconds / seconds))
     out = spec(args, width, networks, sampler)
     time_engine(out, args.memory)  # compile the timed shape
     return out

@@ -170,25 +170,30 @@ def test_the_installed_command_exits_2_on_bad_input(tmp_path):
 
 def test_sweep_run_on_a_cpu_makes_a_device_of_each_core_and_shares_the_budget_among_them(tmp_path):
     """``sweep run`` shards over one CPU device per core, with the same numbers as on one; its
-    --memory is the host's, each device sizing its calls from its share; a device count given
-    in ``XLA_FLAGS`` is kept."""
+    --memory is the host's, each device sizing its calls from its share, and a budget too small
+    for a micro-batch on every core runs on fewer; a device count given in ``XLA_FLAGS`` is kept."""
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text('seeds = 6\nbatch = 8\n[grid]\nwidth = [16]\ndepth = [3]\ngain = [1.0, 2.0]\n')
+    (job,) = plan.make_plan(sweep.load_spec(spec_file)).groups[0].jobs
+    one_micro_batch = job.micro_batch * job.bytes_per_network
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), JAX_PLATFORMS="cpu")
     cores = len(os.sched_getaffinity(0))
+    runs = {"cores": (cores * one_micro_batch, None), "fewer": (one_micro_batch, None),
+            "one": (cores * one_micro_batch, "--xla_force_host_platform_device_count=1")}
     logs = {}
-    for name, flags in (("cores", None), ("one", "--xla_force_host_platform_device_count=1")):
+    for name, (memory, flags) in runs.items():
         out = tmp_path / f"{name}.zarr"
         done = subprocess.run([sys.executable, "-m", "sweep", "run", str(spec_file), "--out", str(out), "--memory",
-                               "64MB", "--no-progress", "--no-theory"], env=env | ({"XLA_FLAGS": flags} if flags else {}),
-                              cwd=tmp_path, capture_output=True, text=True, timeout=300)
+                               str(memory), "--no-progress", "--no-theory"], cwd=tmp_path, capture_output=True,
+                              text=True, env=env | ({"XLA_FLAGS": flags} if flags else {}), timeout=300)
         assert done.returncode == 0, done.stderr
         (log,) = checkpoint.read_logs(out)
-        logs[name] = log[0]
-    assert (logs["cores"]["devices"], logs["cores"]["memory_bytes"]) == (cores, 64 * 10**6 // cores)
-    assert (logs["one"]["devices"], logs["one"]["memory_bytes"]) == (1, 64 * 10**6)
+        logs[name] = (log[0]["devices"], log[0]["memory_bytes"])
+    assert logs == {"cores": (cores, one_micro_batch), "fewer": (1, one_micro_batch),
+                    "one": (1, cores * one_micro_batch)}
     assert_same_store(tmp_path / "cores.zarr", tmp_path / "one.zarr")
+    assert_same_store(tmp_path / "fewer.zarr", tmp_path / "one.zarr")
 
 
 def test_a_cpu_budget_is_shared_by_its_devices_and_an_accelerator_s_is_each_device_s():

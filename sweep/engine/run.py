@@ -37,7 +37,7 @@ from sweep.io import schema, zarr_store
 from sweep.io.provenance import provenance
 from sweep.kernel import devices as device_mesh
 from sweep.plan import Tile, assign, make_plan
-from sweep.plan.memory import device_share
+from sweep.plan.memory import device_share, parse_memory
 
 _POLL_SECONDS = (0.05, 2.0)  # first and longest wait between looks for the other processes
 
@@ -107,8 +107,7 @@ def run(
     with_theory = _theory_setting(spec, with_theory)
     compilation.use_cache(cache)
     try:
-        mesh, error = device_mesh.local_mesh(devices), None
-        memory = device_share(memory, mesh.size, mesh.devices.flat[0].platform)
+        (mesh, memory), error = _devices_and_budget(spec, memory, devices), None
         kind_attrs = _kind_attributes(spec)
     except SpecError as e:
         mesh, error, kind_attrs = None, e, {}
@@ -125,6 +124,24 @@ def run(
         return _run_in_memory(spec, memory, chunk_networks, mesh, progress, stall_timeout, attrs, extra)
     return _run_to_store(spec, Path(out), memory, overwrite, progress, resume, mesh, chunk_networks, attrs, extra,
                          stall_timeout)
+
+
+def _devices_and_budget(spec: Spec | TrainSpec, memory, devices: int | None):
+    """This process's mesh and the memory budget of each of its devices.
+
+    An accelerator's budget is its own. A CPU's devices share the host's memory, so the budget
+    is split among them; without ``devices``, only as many CPU devices are used as the budget
+    gives every one of them room for the sweep's largest micro-batch (a budget that holds one
+    micro-batch runs on one device, as before CPUs had one device per core).
+    """
+    mesh = device_mesh.local_mesh(devices)
+    platform_name = mesh.devices.flat[0].platform
+    if platform_name == "cpu" and devices is None and mesh.size > 1:
+        budget = parse_memory(memory)
+        largest = max(job.micro_batch * job.bytes_per_network
+                      for group in make_plan(spec, budget).groups for job in group.jobs)
+        mesh = device_mesh.local_mesh(max(1, min(mesh.size, budget // largest)))
+    return mesh, device_share(memory, mesh.size, platform_name)
 
 
 def _theory_setting(spec: Spec | TrainSpec, with_theory: bool | None) -> bool:
