@@ -35,7 +35,9 @@ sys.path.insert(0, str(ROOT / "scripts"))
 from bench import run_torch, time_engine  # noqa: E402
 
 import sweep  # noqa: E402
+from sweep import plan  # noqa: E402
 from sweep.kernel.devices import use_cpu_cores  # noqa: E402
+from sweep.plan.memory import device_share  # noqa: E402
 
 use_cpu_cores()  # as sweep run does, before JAX starts its backends
 
@@ -73,14 +75,26 @@ def spec(args, width: int, networks: int, sampler: str) -> sweep.Spec:
                  "width": [width], "gain": [1.0], "bias_std": [0.0]}})
 
 
+def computed(args, width: int, networks: int, sampler: str, devices: int) -> int:
+    """The networks a run of ``networks`` computes on ``devices`` CPU devices, padding included
+    (whole micro-batches, and calls of a multiple of the devices' micro-batches)."""
+    the_plan = plan.make_plan(spec(args, width, networks, sampler), device_share(args.memory, devices))
+    job = the_plan.groups[0].jobs[0]
+    size = the_plan.call_size(job, devices)
+    return -(-job.micro_batches // size) * size * job.micro_batch
+
+
 def calibrated(args, width: int, sampler: str) -> sweep.Spec:
-    """A spec of about ``args.seconds`` of work, compiled: a multiple of one network per device,
-    so that no device computes padding while the others work."""
+    """A spec of about ``args.seconds`` of work, compiled, whose networks fill its kernel calls:
+    the time per network is then the sampler's, not that of padding that a device computes while
+    the others work (a sweep of many networks pads its last call only)."""
     devices = jax.local_device_count()
     one = spec(args, width, devices, sampler)
     time_engine(one, args.memory)  # compile
     seconds = time_engine(one, args.memory)
-    networks = devices * max(1, math.floor(args.seconds / seconds))
+    target = devices * max(1, math.floor(args.seconds / seconds))
+    nearest = sorted(range(devices, 2 * target + devices, devices), key=lambda n: abs(n - target))
+    networks = next((n for n in nearest if computed(args, width, n, sampler, devices) == n), target)
     out = spec(args, width, networks, sampler)
     time_engine(out, args.memory)  # compile the timed shape
     return out

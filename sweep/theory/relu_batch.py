@@ -94,7 +94,12 @@ import numpy as np
 from sweep.theory import relu_gradients
 
 CHUNK = 2048
-"""Forward draws per vectorised step (bounds memory: CHUNK × n_l × 2 normals at a time)."""
+"""The most forward draws per vectorised step."""
+
+_CHUNK_BYTES = 320 * 2**20
+"""Memory of one step's forward draws, about 160 bytes per draw and unit of the widest layer (the
+normals, the quadrant masks and products in float64): CHUNK draws up to width 1024, fewer beyond,
+so that the theory of a wide sweep stays well inside its memory budget."""
 
 _POINTS = 8
 """Points (gain, fan mode) whose backward passes run together (bounds memory: _POINTS × CHUNK × L × 16)."""
@@ -322,8 +327,9 @@ def pair_term(widths: Sequence[int], points: Sequence[tuple[float, str]], loss: 
     sums = np.zeros((len(points), depth, 2))  # Σ of (pair, control) about the pivot
     products = np.zeros((len(points), depth, 2, 2))
     pivot = None
-    for start in range(0, num, CHUNK):
-        gram0, quadrant_sums = forward_sums(rng, widths, min(CHUNK, num - start), slope)
+    chunk = max(1, min(CHUNK, _CHUNK_BYTES // (160 * max(widths))))
+    for start in range(0, num, chunk):
+        gram0, quadrant_sums = forward_sums(rng, widths, min(chunk, num - start), slope)
         y = np.concatenate([conditional_terms(gram0, quadrant_sums, widths, scales[i:i + _POINTS], loss, outputs, slope)
                             for i in range(0, len(points), _POINTS)])  # (P, k, 2, L)
         y = np.moveaxis(y, (1, 3), (3, 1))  # (P, L, 2, k)
