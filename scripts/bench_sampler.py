@@ -80,8 +80,8 @@ def computed(args, width: int, networks: int, sampler: str, devices: int) -> int
     (whole micro-batches, and calls of a multiple of the devices' micro-batches)."""
     the_plan = plan.make_plan(spec(args, width, networks, sampler), device_share(args.memory, devices))
     job = the_plan.groups[0].jobs[0]
-    size = the_plan.call_size(job, devices)
-    return -(-job.micro_batches // size) * size * job.micro_batch
+    calls = the_plan.calls(job, np.arange(job.micro_batches), devices)
+    return sum(len(ids) for ids in calls) * job.micro_batch
 
 
 def calibrated(args, width: int, sampler: str) -> sweep.Spec:

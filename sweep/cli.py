@@ -75,9 +75,8 @@ def run(
 ):
     """Run a sweep and write its dataset to a zarr store."""
     import sweep
-    from sweep.kernel.devices import use_cpu_cores
 
-    use_cpu_cores()
+    sweep.use_cpu_cores()
 
     the_spec = sweep.load_spec(spec)
     out = out or Path("results") / f"{the_spec.name}.zarr"

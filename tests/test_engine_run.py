@@ -175,7 +175,7 @@ def test_sweep_run_on_a_cpu_makes_a_device_of_each_core_and_shares_the_budget_am
     spec_file = tmp_path / "spec.toml"
     spec_file.write_text('seeds = 6\nbatch = 8\n[grid]\nwidth = [16]\ndepth = [3]\ngain = [1.0, 2.0]\n')
     (job,) = plan.make_plan(sweep.load_spec(spec_file)).groups[0].jobs
-    one_micro_batch = job.micro_batch * job.bytes_per_network
+    one_micro_batch = job.micro_batch_bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(PYTHONPATH=str(Path(__file__).resolve().parents[1]), JAX_PLATFORMS="cpu")
     cores = len(os.sched_getaffinity(0))

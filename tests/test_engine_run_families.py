@@ -99,7 +99,7 @@ def family(request, tmp_path_factory):
     spec_file = where / "spec.toml"
     spec_file.write_text(FAMILIES[request.param])
     the_plan = planning.make_plan(sweep.Spec.from_toml(spec_file), chunk_networks=4)
-    largest = max(job.micro_batch * job.bytes_per_network for group in the_plan.groups for job in group.jobs)
+    largest = the_plan.micro_batch_bytes
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JAX_", "XLA_"))}
     env.update(XLA_FLAGS="--xla_force_host_platform_device_count=1",  # the budget is then one micro-batch a call
                PYTHONPATH=str(ROOT), JAX_PLATFORMS="cpu", JAX_COMPILATION_CACHE_DIR=str(where / "jax-cache"),

@@ -169,9 +169,9 @@ def python(setup, code, *args, env=None, timeout=300):
                           cwd=setup["dir"], capture_output=True, text=True, timeout=timeout)
 
 
-def sweep_cli(setup, *args, env=None):
+def sweep_cli(setup, *args, env=None, memory=None):
     return subprocess.run(
-        [sys.executable, "-m", "sweep", "run", str(setup["spec"]), "--memory", setup["memory"],
+        [sys.executable, "-m", "sweep", "run", str(setup["spec"]), "--memory", str(memory or setup["memory"]),
          "--chunk-networks", CHUNK, "--no-progress", *map(str, args)],
         env={**setup["env"], **(env or {})}, cwd=setup["dir"], capture_output=True, text=True, timeout=300,
     )
@@ -205,11 +205,8 @@ def test_tiled_results_equal_the_engine_before_tiles(reference):
 def test_eight_devices_give_the_same_store_as_one(setup, reference):
     out = setup["dir"] / "eight.zarr"
     # On a CPU the budget is shared by its devices: one micro-batch a call on each of the eight.
-    result = subprocess.run(
-        [sys.executable, "-m", "sweep", "run", str(setup["spec"]), "--memory", str(8 * int(setup["memory"])),
-         "--chunk-networks", CHUNK, "--no-progress", "--out", str(out)],
-        env={**setup["env"], "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, cwd=setup["dir"],
-        capture_output=True, text=True, timeout=300)
+    result = sweep_cli(setup, "--out", out, env={"XLA_FLAGS": "--xla_force_host_platform_device_count=8"},
+                       memory=8 * int(setup["memory"]))
     assert result.returncode == 0, result.stderr
     assert_same_store(out, reference[0])
     assert sweep.load(out).attrs["device_kind"].endswith("x8")

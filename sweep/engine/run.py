@@ -138,9 +138,8 @@ def _devices_and_budget(spec: Spec | TrainSpec, memory, devices: int | None):
     platform_name = mesh.devices.flat[0].platform
     if platform_name == "cpu" and devices is None and mesh.size > 1:
         budget = parse_memory(memory)
-        largest = max(job.micro_batch * job.bytes_per_network
-                      for group in make_plan(spec, budget).groups for job in group.jobs)
-        mesh = device_mesh.local_mesh(max(1, min(mesh.size, budget // largest)))
+        fitting = budget // make_plan(spec, budget).micro_batch_bytes
+        mesh = device_mesh.local_mesh(max(1, min(mesh.size, fitting)))
     return mesh, device_share(memory, mesh.size, platform_name)
 
 

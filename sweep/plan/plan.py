@@ -119,6 +119,11 @@ class Job(NamedTuple):
         return -(-self.networks // self.micro_batch)
 
     @property
+    def micro_batch_bytes(self) -> int:
+        """Device memory of one micro-batch: the least a kernel call of the job needs."""
+        return self.micro_batch * self.bytes_per_network
+
+    @property
     def gains_per_draw(self) -> int:
         """Networks per draw of random numbers: the number of gains with common random numbers, else 1."""
         return self.probe.gains_per_draw if self.probe is not None else 1
@@ -170,6 +175,11 @@ class Plan(NamedTuple):
         return tuple(n[a] for a in self.local_axes)
 
     @property
+    def micro_batch_bytes(self) -> int:
+        """Device memory of the largest micro-batch of any job: the least budget a device needs."""
+        return max(job.micro_batch_bytes for group in self.groups for job in group.jobs)
+
+    @property
     def tiles(self) -> tuple[Tile, ...]:
         """Every tile of the grid; the same cells in every group."""
         group_cells = cells(self.local_axes, self.local_shape, self.tile_shape)
@@ -186,7 +196,7 @@ class Plan(NamedTuple):
         job is padded as little as possible. It depends on the job, not on which of its
         micro-batches a run still needs, so a resumed run reuses the same compiled shape.
         """
-        per_device = max(1, self.memory_bytes // (job.micro_batch * job.bytes_per_network))
+        per_device = max(1, self.memory_bytes // job.micro_batch_bytes)
         total = job.micro_batches
         calls = -(-total // (devices * per_device))
         return devices * -(-total // (calls * devices))
@@ -464,7 +474,7 @@ def make_plan(
             jobs = (_stats_job("stats", arch, programs[arch], stats_probe(spec), stats_shape, recorded[0],
                                scaling=parametrization(spec, values)),)
         for job in jobs:
-            need = job.micro_batch * job.bytes_per_network
+            need = job.micro_batch_bytes
             if need > budget:
                 what = "training the smallest chunk" if job.kind == "train" else "the smallest chunk"
                 raise SpecError("memory", (
