@@ -1,8 +1,10 @@
-"""The golden regression test: every number of the golden sweeps, bit for bit (theory: to a few ulp).
+"""The golden regression test: every number of the golden sweeps, bit for bit (theory: to a few ulp)
+on the host that recorded them, and within float32 rounding on any other (tests/golden/golden.py).
 
-The sweeps (tests/golden/specs.toml) cover every path of the engine: activation classes,
-the four init families, the three profiles, biases, the Jacobian, common random numbers with
-and without scaled copies, both losses, and training on MNIST-1D and the teacher task. A
+The sweeps (tests/golden/specs.toml) cover every path of the engine: the dense, convolutional
+and residual families, both samplers, activation classes, the four init families, the three
+profiles, biases, the Jacobian, common random numbers with and without scaled copies, both
+losses, and training on MNIST-1D, the teacher task and digits (a residual conv net). A
 change that moves a golden number on purpose rewrites tests/golden/values.npz with
 ``python tests/golden/golden.py --write`` in a commit of its own that says which variables
 moved and by how much (the script prints it).
