@@ -1,6 +1,7 @@
 """The random streams are the reproducibility contract: each draw from its documented key."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -54,3 +55,15 @@ def test_the_conditional_samplers_draws_are_jax_normals(shape):
 def test_the_fused_normals_are_jax_normals_of_any_shape(shape):
     key = jax.random.key(11)
     np.testing.assert_array_equal(jax.jit(lambda k: streams._normal(k, shape))(key), jax.random.normal(key, shape))
+
+
+@pytest.mark.parametrize("shape", [(16, 8), (3, 3, 4, 5)])
+def test_gaussian_weights_are_jax_normals_bit_for_bit_jitted_and_vmapped(shape):
+    keys = jax.vmap(lambda i: streams.layer_key(streams.network_key(5, i), 3))(jnp.arange(3))
+    drawn = jax.jit(jax.vmap(lambda k: streams.raw_weights(k, shape, "normal")))(keys)
+    np.testing.assert_array_equal(drawn, jax.vmap(lambda k: jax.random.normal(k, shape))(keys))
+
+
+def test_keys_of_another_implementation_draw_with_jax():
+    key = jax.random.key(2, impl="rbg")
+    np.testing.assert_array_equal(streams.raw_weights(key, (4, 3), "normal"), jax.random.normal(key, (4, 3)))

@@ -19,14 +19,16 @@ So a network is the same whether it is drawn alone, in a chunk of thousands, by 
 statistics kernel, by scaled copies or by the trainer, and a layer's draw depends only on
 the network's key and the layer's index.
 
-Every draw is ``jax.random``'s. The conditional sampler's G and H (``conditional_forward``,
-``conditional_backward``), which bound that sampler's cost, are ``jax.random.normal``'s draws
-bit for bit, with the threefry hash written out in ``jnp`` operations (``_normal``), which XLA
-fuses with the transform to normals into one pass; jax's own CPU lowering runs the hash's
-rounds as a loop of separate passes, and that, not the transform, is its cost. Measured on
-the 2-core CPU (8 draws vmapped, median of 21, interleaved): a 128 × 1024 draw takes 0.26 ms
-instead of jax.random.normal's 1.31 ms, whose jax.random.bits alone take 1.24 ms
-(``tests/test_model_streams.py`` checks the equality).
+Every draw is ``jax.random``'s. The Gaussian weights (``raw_weights``) and the conditional
+sampler's G and H (``conditional_forward``, ``conditional_backward``), which bound the
+samplers' cost, are ``jax.random.normal``'s draws bit for bit, with the threefry hash written
+out in ``jnp`` operations (``_normal``), which XLA fuses with the transform to normals into
+one pass; jax's own CPU lowering runs the hash's rounds as a loop of separate passes, and
+that, not the transform, is its cost. Measured on the 2-core CPU (8 draws vmapped, median of
+21, interleaved): a 128 × 1024 draw takes 0.26 ms instead of jax.random.normal's 1.31 ms,
+whose jax.random.bits alone take 1.24 ms; a 1024 × 1024 weight matrix, one at a time on one
+core, 5.9 ms instead of 8.6 ms (``tests/test_model_streams.py`` checks the equality). Keys of
+another implementation than threefry (``jax_default_prng_impl``) draw with ``jax.random.normal``.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def raw_weights(key: jax.Array, shape: tuple[int, ...], distribution: str) -> ja
     QR can deadlock XLA's CPU thread pool).
     """
     if distribution == "normal":
-        return jax.random.normal(key, shape)
+        return normal(key, shape)
     if distribution == "uniform":
         return jax.random.uniform(key, shape, minval=-1.0)
     if distribution == "truncated_normal":
@@ -128,6 +130,13 @@ def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) ->
             x1 = ((x1 << np.uint32(r)) | (x1 >> np.uint32(32 - r))) ^ x0
         x0, x1 = x0 + keys[(i + 1) % 3], x1 + keys[(i + 2) % 3] + np.uint32(i + 1)
     return x0, x1
+
+
+def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``jax.random.normal(key, shape)``: by ``_normal`` for threefry keys, else by jax."""
+    if jax.random.key_data(key).shape != (2,) or math.prod(shape) >= 2**32:
+        return jax.random.normal(key, shape)
+    return _normal(key, shape)
 
 
 def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
