@@ -33,8 +33,17 @@ MATRICES = {
     "common row + 1e-6": (_common + 1e-6 * _rng.standard_normal((_B, _N)), 1e-5),
     "repeated rows": (np.repeat(_rng.standard_normal((_B // 4, _N)), 4, axis=0), 1e-5),
     "six decades": (_rng.standard_normal((_B, _B)) @ (np.logspace(0, -6, _B)[:, None] * _rng.standard_normal((_B, _N))),
-                    1e-3),
+                    float(np.sqrt(2 * (conditional.TOLERANCE / U + _B + 1 + np.sqrt(_N)) * U))),
 }
+"""Rows of full rank are spanned to float32 rounding. Where directions are left out: each left-out
+centred row's squared distance from the kept ones is its Cholesky pivot, at most ``TOLERANCE`` of
+its square norm, plus the rounding of a B-step Cholesky factorisation ((B + 1)·u of it: Higham,
+"Accuracy and Stability of Numerical Algorithms", 2nd ed., Thm 10.3) and of the Gram matrix's
+length-n inner products (√n·u, their probabilistic bound: Higham & Mary 2019). Summed over the
+rows, the centred rows C are spanned to ‖C − C YᵀY‖ / ‖C‖ ≤ √((TOLERANCE/u + B + 1 + √n)·u) =
+3.1e-3 here. X's rows are C's plus the kept mean, but X's row 0 carries minus the sum of the
+other rows' residuals, nearly orthogonal to each other: √2 times that bound for X. Measured: 1.05e-3
+for X on an AMD EPYC host (72 of 128 directions kept), under 1e-3 on the earlier one."""
 
 
 @pytest.mark.parametrize("name", sorted(MATRICES))
@@ -48,6 +57,9 @@ def test_the_basis_is_orthonormal_and_spans_the_rows(name):
     assert np.all(np.isfinite(y)) and np.all((np.linalg.norm(y, axis=1) < 1e-6) | kept)
     assert np.abs(y[kept] @ y[kept].T - np.eye(kept.sum())).max() < 16 * _B * U
     assert np.linalg.norm(x - c @ y) / np.linalg.norm(x) < bound
+    centred = np.asarray(conditional._centred(x), np.float64)
+    spanned = centred @ y[kept].T @ y[kept]
+    assert np.linalg.norm(centred - spanned) / np.linalg.norm(centred) < bound / np.sqrt(2)
     assert np.abs(gram - x @ x.T).max() < 2 * bound * np.abs(x @ x.T).max()
 
 

@@ -43,9 +43,11 @@ made the backward noise's variance wrong by factors of 10 to 1000 in the directi
 cut. A is X Yᵀ, the closest such matrix, not the passes' factors multiplied out (they lose
 accuracy as X's condition grows). A direction of the centred rows whose first-pass Cholesky
 pivot is below ``TOLERANCE`` times its row's square norm is left out: it is below about
-√(B·u) of the spread of X's rows (in a 128 × 1024 matrix with singular values spread evenly
-over six decades, ‖X − A Y‖ / ‖X‖ ≤ 10⁻³; for a common row plus deviations of any size, and
-for Gaussian, relu-like or repeated rows, ≤ 10⁻⁵: ``tests/test_sampler.py``). What is left
+√(B·u) of the spread of X's rows: with the factorisation's and the Gram matrix's rounding,
+‖C − C YᵀY‖ / ‖C‖ ≤ √((TOLERANCE/u + B + 1 + √n)·u) for the centred rows C (3.1e-3 at B = 128,
+n = 1024; in a matrix with singular values spread evenly over six decades, measured 1.0e-3 for
+C and X alike; for a common row plus deviations of any size, and for Gaussian, relu-like or
+repeated rows, ≤ 10⁻⁵: ``tests/test_sampler.py``). What is left
 out enters X W as though X had been rounded by that much. F uses the Cholesky factor of the
 Gram matrix of Δ's row differences (row 0, and each row less row 0: exact, and inverted
 exactly, in floating point), leaving out pivots below ``ROOT_TOLERANCE`` = 2^-16 of their
