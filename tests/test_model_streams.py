@@ -67,3 +67,17 @@ def test_gaussian_weights_are_jax_normals_bit_for_bit_jitted_and_vmapped(shape):
 def test_keys_of_another_implementation_draw_with_jax():
     key = jax.random.key(2, impl="rbg")
     np.testing.assert_array_equal(streams.raw_weights(key, (4, 3), "normal"), jax.random.normal(key, (4, 3)))
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "truncated_normal"])
+def test_uniform_and_truncated_weights_are_jax_draws_bit_for_bit(distribution):
+    keys = jax.vmap(lambda i: streams.layer_key(streams.network_key(6, i), 2))(jnp.arange(3))
+    shape = (33, 17)
+    drawn = jax.jit(jax.vmap(lambda k: streams.raw_weights(k, shape, distribution)))(keys)
+    if distribution == "uniform":
+        reference = jax.jit(jax.vmap(lambda k: jax.random.uniform(k, shape, minval=-1.0)))(keys)
+    else:
+        reference = jax.jit(jax.vmap(lambda k: jax.random.truncated_normal(k, -2.0, 2.0, shape)))(keys)
+    np.testing.assert_array_equal(drawn, reference)
+    edge = 1.0 if distribution == "uniform" else 2.0
+    assert -edge <= float(drawn.min()) and float(drawn.max()) < edge

@@ -19,16 +19,15 @@ So a network is the same whether it is drawn alone, in a chunk of thousands, by 
 statistics kernel, by scaled copies or by the trainer, and a layer's draw depends only on
 the network's key and the layer's index.
 
-Every draw is ``jax.random``'s. The Gaussian weights (``raw_weights``) and the conditional
-sampler's G and H (``conditional_forward``, ``conditional_backward``), which bound the
-samplers' cost, are ``jax.random.normal``'s draws bit for bit, with the threefry hash written
-out in ``jnp`` operations (``_normal``), which XLA fuses with the transform to normals into
-one pass; jax's own CPU lowering runs the hash's rounds as a loop of separate passes, and
-that, not the transform, is its cost. Measured on the 2-core CPU (8 draws vmapped, median of
-21, interleaved): a 128 × 1024 draw takes 0.26 ms instead of jax.random.normal's 1.31 ms,
+Every draw is ``jax.random``'s, bit for bit. With threefry keys (jax's default) they are made by
+``normal``, ``uniform`` and ``truncated_normal``, which write the threefry hash out in ``jnp``
+operations (``_words``) that XLA fuses with the transform to the distribution into one pass;
+jax's own CPU lowering runs the hash's rounds as a loop of separate passes, and that, not the
+transform, is its cost. Measured on the 2-core CPU (8 draws vmapped, median of 21,
+interleaved): a 128 × 1024 normal draw takes 0.26 ms instead of jax.random.normal's 1.31 ms,
 whose jax.random.bits alone take 1.24 ms; a 1024 × 1024 weight matrix, one at a time on one
 core, 5.9 ms instead of 8.6 ms (``tests/test_model_streams.py`` checks the equality). Keys of
-another implementation than threefry (``jax_default_prng_impl``) draw with ``jax.random.normal``.
+another implementation (``jax_default_prng_impl``) draw with jax's functions.
 """
 
 from __future__ import annotations
@@ -70,16 +69,16 @@ def raw_weights(key: jax.Array, shape: tuple[int, ...], distribution: str) -> ja
     if distribution == "normal":
         return normal(key, shape)
     if distribution == "uniform":
-        return jax.random.uniform(key, shape, minval=-1.0)
+        return uniform(key, shape, -1.0, 1.0)
     if distribution == "truncated_normal":
-        return jax.random.truncated_normal(key, -2.0, 2.0, shape)
+        return truncated_normal(key, shape, -2.0, 2.0)
     if distribution == "delta_orthogonal":
         centre = tuple((k - 1) // 2 for k in shape[:-2])
         return jnp.zeros(shape).at[centre].set(raw_weights(key, shape[-2:], "orthogonal"))
     if jax.default_backend() != "cpu":
         return jax.nn.initializers.orthogonal()(key, shape)
     rows, cols = int(np.prod(shape[:-1])), shape[-1]
-    gaussian = jax.random.normal(key, (max(rows, cols), min(rows, cols)))  # jax.random.orthogonal's draw
+    gaussian = normal(key, (max(rows, cols), min(rows, cols)))  # jax.random.orthogonal's draw
     return linalg.orthogonal_from_gaussian(gaussian, (rows, cols)).reshape(shape)
 
 
@@ -101,7 +100,7 @@ def layer(key: jax.Array, shape: tuple[int, int], distribution: str, scale, bias
 
 def bias(key: jax.Array, n_out: int, bias_std) -> jax.Array:
     """The layer's biases ``(n_out,)``, N(0, σ_b²); ``key`` is the layer's."""
-    return bias_std * jax.random.normal(jax.random.fold_in(key, 1), (n_out,))
+    return bias_std * normal(jax.random.fold_in(key, 1), (n_out,))
 
 
 def conditional_forward(key: jax.Array, batch: int, n_out: int) -> jax.Array:
@@ -132,41 +131,67 @@ def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) ->
     return x0, x1
 
 
+def _fused(key: jax.Array, shape: tuple[int, ...]) -> bool:
+    """Whether ``_words`` can make this draw: threefry keys, fewer than 2^32 entries."""
+    return jax.random.key_data(key).shape == (2,) and math.prod(shape) < 2**32
+
+
 def normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``jax.random.normal(key, shape)``: by ``_normal`` for threefry keys, else by jax."""
-    if jax.random.key_data(key).shape != (2,) or math.prod(shape) >= 2**32:
-        return jax.random.normal(key, shape)
-    return _normal(key, shape)
+    """``jax.random.normal(key, shape)``, bit for bit: fused (``_words``) for threefry keys, else jax's."""
+    return _normal(key, shape) if _fused(key, shape) else jax.random.normal(key, shape)
 
 
-def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
-    """``jax.random.normal(key, shape)``, bit for bit (threefry keys, ``jax_threefry_partitionable``
-    on, jax's default), computed in one elementwise pass.
+def uniform(key: jax.Array, shape: tuple[int, ...], minval: float, maxval: float) -> jax.Array:
+    """``jax.random.uniform(key, shape, minval=minval, maxval=maxval)``, bit for bit, as ``normal``."""
+    if not _fused(key, shape):
+        return jax.random.uniform(key, shape, minval=minval, maxval=maxval)
+    return _uniform(_words(key, shape), np.float32(minval), np.float32(maxval))
 
-    Entry i (in C order) is made from the word w_i = x₀ ⊕ x₁, where (x₀, x₁) is the threefry-2x32
-    hash of the counter pair (0, i): its top 23 bits make a uniform u in (−1, 1), and the
-    normal is √2 erf⁻¹(u), as ``jax.random.normal`` makes it.
-    """
+
+def truncated_normal(key: jax.Array, shape: tuple[int, ...], lower: float, upper: float) -> jax.Array:
+    """``jax.random.truncated_normal(key, lower, upper, shape)``, bit for bit, as ``normal``: the
+    normal quantiles of a uniform draw between Φ(lower) and Φ(upper), clipped inside (lower, upper)."""
+    if not _fused(key, shape):
+        return jax.random.truncated_normal(key, lower, upper, shape)
+    sqrt2, lower, upper = np.float32(np.sqrt(2)), jnp.float32(lower), jnp.float32(upper)
+    u = _uniform(_words(key, shape), jax.lax.erf(lower / sqrt2), jax.lax.erf(upper / sqrt2))
+    return jnp.clip(sqrt2 * jax.lax.erf_inv(u), jnp.nextafter(lower, np.float32(np.inf)),
+                    jnp.nextafter(upper, np.float32(-np.inf)))
+
+
+def _words(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``jax.random.bits(key, shape)``, uint32, bit for bit (threefry keys, ``jax_threefry_partitionable``
+    on, jax's default), in one elementwise pass: entry i (in C order) is x₀ ⊕ x₁, where (x₀, x₁)
+    is the threefry-2x32 hash of the counter pair (0, i)."""
     data = jax.random.key_data(key)
-    if data.shape != (2,):
-        raise ValueError(f"the conditional sampler's draws need threefry keys, got key data of shape {data.shape}")
-    if math.prod(shape) >= 2**32:
-        raise ValueError(f"a conditional draw of shape {shape} has more than 2^32 entries")
+    if not _fused(key, shape):
+        raise ValueError(f"fused draws need threefry keys and fewer than 2^32 entries, got key data of shape "
+                         f"{data.shape} and a draw of shape {shape}")
     strides = np.cumprod((1,) + tuple(shape[:0:-1]))[::-1]
     counter = sum((jax.lax.broadcasted_iota(jnp.uint32, shape, axis) * np.uint32(stride)
                    for axis, stride in enumerate(strides)), jnp.zeros(shape, jnp.uint32))
     x0, x1 = _threefry2x32(data[0], data[1], jnp.zeros(shape, jnp.uint32), counter)
-    words = x0 ^ x1
+    return x0 ^ x1
+
+
+def _uniform(words: jax.Array, minval, maxval) -> jax.Array:
+    """Uniforms in [minval, maxval) from ``words``, as ``jax.random.uniform`` makes them (float32):
+    the top 23 bits as the mantissa of a float in [1, 2), shifted and scaled."""
     floats = jax.lax.bitcast_convert_type((words >> np.uint32(9)) | np.uint32(0x3F800000), jnp.float32) - np.float32(1)
+    return jnp.maximum(minval, floats * (maxval - minval) + minval)
+
+
+def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """``jax.random.normal(key, shape)``, bit for bit, fused: √2 erf⁻¹(u) of a uniform u in (−1, 1)
+    made from ``_words``, as ``jax.random.normal`` makes it."""
     low = np.nextafter(np.float32(-1), np.float32(0))
-    uniform = jnp.maximum(low, floats * (np.float32(1) - low) + low)
-    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(uniform)
+    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(_uniform(_words(key, shape), low, np.float32(1)))
 
 
 def inputs(key: jax.Array, batch: int, n_in: int, spatial: tuple[int, ...] = ()) -> jax.Array:
     """The network's batch of inputs, ``(batch, *spatial, n_in)``, i.i.d. N(0, 1) (images of
     ``n_in`` channels for convolutions)."""
-    return jax.random.normal(jax.random.fold_in(key, INPUT_STREAM), (batch, *spatial, n_in))
+    return normal(jax.random.fold_in(key, INPUT_STREAM), (batch, *spatial, n_in))
 
 
 def input_map(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
@@ -174,20 +199,20 @@ def input_map(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     i.i.d. N(0, 1/fan_in), fan_in = k^d · n_features: on standardised features, a stream of
     unit second moment, as the statistics kernel's N(0, 1) inputs. Drawn from layer index 0."""
     fan_in = int(np.prod(shape[:-1]))
-    return jax.random.normal(jax.random.fold_in(layer_key(key, 0), 0), shape) / np.sqrt(fan_in)
+    return normal(jax.random.fold_in(layer_key(key, 0), 0), shape) / np.sqrt(fan_in)
 
 
 def readout(key: jax.Array, n_last: int, outputs: int) -> jax.Array:
     """The readout ``(n_last, outputs)``, i.i.d. N(0, 1/n_last)."""
-    return jax.random.normal(jax.random.fold_in(key, READOUT_STREAM), (n_last, outputs)) / np.sqrt(n_last)
+    return normal(jax.random.fold_in(key, READOUT_STREAM), (n_last, outputs)) / np.sqrt(n_last)
 
 
 def projection(key: jax.Array, n_last: int) -> jax.Array:
     """The ``"projection"`` probe's direction ``(n_last,)``, i.i.d. N(0, 1/n_last)."""
-    return jax.random.normal(jax.random.fold_in(key, READOUT_STREAM), (n_last,)) / np.sqrt(n_last)
+    return normal(jax.random.fold_in(key, READOUT_STREAM), (n_last,)) / np.sqrt(n_last)
 
 
 def targets(key: jax.Array, batch: int, outputs: int) -> jax.Array:
     """The ``"mse"`` probe's targets ``(batch, outputs)``, i.i.d. N(0, 1)."""
-    return jax.random.normal(jax.random.fold_in(key, TARGET_STREAM), (batch, outputs))
+    return normal(jax.random.fold_in(key, TARGET_STREAM), (batch, outputs))
 
