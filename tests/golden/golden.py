@@ -133,7 +133,7 @@ def differences(new: dict, old: dict, tolerance: dict[str, float] | None = None)
             if not (_within_ulps(a, b, ulps) if bound is None else _within_rms(a, b, bound)):
                 both = np.isfinite(a) & np.isfinite(b)
                 scale = np.maximum(np.abs(b), np.finfo(np.float64).tiny)
-                worst = float(np.max(np.abs(a - b)[both] / scale[both])) if both.any() else float("nan")
+                worst = float(np.max(np.abs(a[both] - b[both]) / scale[both])) if both.any() else float("nan")
                 lines.append(f"{key}: largest relative difference {worst:.3g}"
                              + ("" if np.array_equal(np.isnan(a), np.isnan(b)) else ", NaNs moved"))
         elif not np.array_equal(a, b):
