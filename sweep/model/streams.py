@@ -131,6 +131,9 @@ def _threefry2x32(k0: jax.Array, k1: jax.Array, x0: jax.Array, x1: jax.Array) ->
     return x0, x1
 
 
+_SQRT2 = np.float32(np.sqrt(2))
+
+
 def _fused(key: jax.Array, shape: tuple[int, ...]) -> bool:
     """Whether ``_words`` can make this draw: threefry keys, fewer than 2^32 entries."""
     return jax.random.key_data(key).shape == (2,) and math.prod(shape) < 2**32
@@ -153,9 +156,9 @@ def truncated_normal(key: jax.Array, shape: tuple[int, ...], lower: float, upper
     normal quantiles of a uniform draw between Φ(lower) and Φ(upper), clipped inside (lower, upper)."""
     if not _fused(key, shape):
         return jax.random.truncated_normal(key, lower, upper, shape)
-    sqrt2, lower, upper = np.float32(np.sqrt(2)), jnp.float32(lower), jnp.float32(upper)
-    u = _uniform(_words(key, shape), jax.lax.erf(lower / sqrt2), jax.lax.erf(upper / sqrt2))
-    return jnp.clip(sqrt2 * jax.lax.erf_inv(u), jnp.nextafter(lower, np.float32(np.inf)),
+    lower, upper = jnp.float32(lower), jnp.float32(upper)
+    u = _uniform(_words(key, shape), jax.lax.erf(lower / _SQRT2), jax.lax.erf(upper / _SQRT2))
+    return jnp.clip(_SQRT2 * jax.lax.erf_inv(u), jnp.nextafter(lower, np.float32(np.inf)),
                     jnp.nextafter(upper, np.float32(-np.inf)))
 
 
@@ -185,7 +188,7 @@ def _normal(key: jax.Array, shape: tuple[int, ...]) -> jax.Array:
     """``jax.random.normal(key, shape)``, bit for bit, fused: √2 erf⁻¹(u) of a uniform u in (−1, 1)
     made from ``_words``, as ``jax.random.normal`` makes it."""
     low = np.nextafter(np.float32(-1), np.float32(0))
-    return np.float32(np.sqrt(2)) * jax.lax.erf_inv(_uniform(_words(key, shape), low, np.float32(1)))
+    return _SQRT2 * jax.lax.erf_inv(_uniform(_words(key, shape), low, np.float32(1)))
 
 
 def inputs(key: jax.Array, batch: int, n_in: int, spatial: tuple[int, ...] = ()) -> jax.Array:
